@@ -1,0 +1,1 @@
+"""Measurement: runners, latency, cost, accuracy, parity, environment. May use ``export``."""

@@ -1,0 +1,82 @@
+"""Latency: warm-up, repeated timing, percentiles; candidates timed alternately in one process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["LatencyStats", "summarize", "time_alternating"]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-batch latency in milliseconds and throughput in images per second."""
+
+    batch: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_ips: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(times_s: Sequence[float], batch: int) -> LatencyStats:
+    """Statistics of per-call wall times (seconds) for batches of ``batch`` images.
+
+    Percentiles use linear interpolation (numpy's default). Throughput is ``batch / median``.
+
+    Raises:
+        ValueError: no timings.
+    """
+    if len(times_s) == 0:
+        raise ValueError("no timings to summarise")
+    ms = np.asarray(times_s, dtype=np.float64) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return LatencyStats(batch=batch, iterations=len(ms), p50_ms=float(p50), p90_ms=float(p90),
+                        p99_ms=float(p99), mean_ms=float(ms.mean()),
+                        std_ms=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+                        min_ms=float(ms.min()), max_ms=float(ms.max()),
+                        throughput_ips=float(batch / (p50 / 1e3)) if p50 > 0 else float("inf"))
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iterations: int = 50,
+                     warmup: int = 10, rounds: int = 5,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
+    """Time several callables fairly: warm each up, then interleave them in ``rounds`` rounds.
+
+    Interleaving spreads slow drifts (thermal, other processes) over every candidate instead of
+    penalising whichever ran last, so ratios between candidates are trustworthy.
+
+    Args:
+        fns: name -> zero-argument callable running one batch.
+        batch: images per call (for throughput).
+        iterations: timed calls per callable in total (split across rounds).
+        warmup: untimed calls per callable first.
+        rounds: how many times the candidates alternate.
+
+    Returns:
+        name -> :class:`LatencyStats`.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    rounds = max(1, min(rounds, iterations))
+    per_round = [iterations // rounds + (1 if r < iterations % rounds else 0) for r in range(rounds)]
+    for n in per_round:
+        for name, fn in fns.items():
+            for _ in range(n):
+                t0 = clock()
+                fn()
+                times[name].append(clock() - t0)
+    return {name: summarize(t, batch) for name, t in times.items()}

@@ -1,0 +1,97 @@
+"""Measure every candidate the same way: export -> parity -> accuracy -> alternating latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploykit.bench.accuracy import runner_accuracy
+from deploykit.bench.cost import count_macs_params, file_size_bytes
+from deploykit.bench.latency import time_alternating
+from deploykit.bench.parity import check_parity
+from deploykit.bench.runners import Runner, make_runner
+from deploykit.data import Loaders
+from deploykit.export.onnx import export_onnx
+from deploykit.progress import log
+from deploykit.recipe import BenchSpec, ExportSpec
+from deploykit.report import CandidateReport, LatencyRecord
+from deploykit.state import Candidate
+
+__all__ = ["measure_candidates", "parity_batches"]
+
+
+def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[np.ndarray]:
+    """A random batch plus the first ``real_batches`` validation batches, as float32 arrays."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(8, *loaders.input_shape, generator=gen).numpy()]
+    for i, (x, _) in enumerate(loaders.val):
+        if i >= real_batches:
+            break
+        batches.append(x.numpy().astype(np.float32))
+    return batches
+
+
+def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
+                       bench: BenchSpec, out_dir: Path, seed: int = 0) -> list[CandidateReport]:
+    """Export, check, and measure each candidate; latency is timed alternately across them.
+
+    Raises:
+        ParityError: an exported candidate disagrees with its PyTorch model.
+    """
+    torch.set_num_threads(bench.threads)
+    onnx_spec = export.onnx
+    checks = parity_batches(loaders, onnx_spec.parity.real_batches, seed)
+    reports: list[CandidateReport] = []
+    runners: dict[str, dict[str, Runner]] = {}
+    for cand in candidates:
+        path = out_dir / f"{cand.name}.onnx"
+        log(f"[{cand.name}] exporting to {path}")
+        export_onnx(cand.model, loaders.input_shape, path, onnx_spec.opset, onnx_spec.dynamic_batch)
+        cand.onnx_path = path
+        macs, params = count_macs_params(cand.model, loaders.input_shape)
+        rep = CandidateReport(cand.name, cand.precision, macs, params, path.name,
+                              file_size_bytes(path), keep_float=list(cand.keep_float),
+                              arch=dict(cand.arch))
+        cand_runners = {rt: make_runner(rt, cand.model, path, bench.threads, cand.precision)
+                        for rt in ("torch-cpu", "onnxruntime-cpu")}
+        parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"], checks,
+                              onnx_spec.parity.max_abs_error, onnx_spec.parity.min_top1_agreement,
+                              what=str(path))
+        rep.parity = parity.to_dict()
+        if bench.accuracy:
+            for rt in bench.runtimes:
+                acc = runner_accuracy(cand_runners[rt], loaders.val)
+                rep.top1_pct[rt], rep.top5_pct[rt] = acc["top1_pct"], acc["top5_pct"]
+            log(f"[{cand.name}] top-1 " + ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items()))
+        runners[cand.name] = {rt: cand_runners[rt] for rt in bench.runtimes}
+        reports.append(rep)
+    _add_latency(reports, runners, loaders.input_shape, bench, seed)
+    base = reports[0].artifact_top1_pct() if reports else None
+    for rep in reports:
+        top1 = rep.artifact_top1_pct()
+        if base is not None and top1 is not None:
+            rep.delta_top1_pts = top1 - base
+    return reports
+
+
+def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Runner]],
+                 input_shape: tuple[int, int, int], bench: BenchSpec, seed: int) -> None:
+    by_name = {r.name: r for r in reports}
+    gen = torch.Generator().manual_seed(seed + 7)
+    for rt in bench.runtimes:
+        for batch in bench.batch_sizes:
+            x = torch.randn(batch, *input_shape, generator=gen).numpy()
+            fns = {name: (lambda r=rs[rt]: r(x)) for name, rs in runners.items()}
+            log(f"timing {rt} batch {batch}: {len(fns)} candidate(s), {bench.iterations} runs each")
+            stats = time_alternating(fns, batch, bench.iterations, bench.warmup)
+            base_p50 = stats[reports[0].name].p50_ms
+            for name, st in stats.items():
+                r = runners[name][rt]
+                by_name[name].latency.append(LatencyRecord(
+                    runtime=r.runtime, device=r.device, precision=r.precision, batch=batch,
+                    threads=r.threads, iterations=st.iterations, p50_ms=st.p50_ms,
+                    p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms, std_ms=st.std_ms,
+                    min_ms=st.min_ms, max_ms=st.max_ms, throughput_ips=st.throughput_ips,
+                    speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None))

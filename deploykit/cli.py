@@ -1,0 +1,234 @@
+"""Command line: thin subcommands over the library. ``main()`` returns the exit code.
+
+Exit codes: 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unavailable backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploykit.errors import DeployKitError
+
+__all__ = ["main"]
+
+EPILOG = """examples:
+  deploykit run recipes/quickstart.yaml
+  deploykit run recipes/quickstart.yaml --output runs/qs --resume
+  deploykit inspect recipes/quickstart.yaml
+  deploykit inspect torchvision:mobilenet_v2 --image-size 224
+  deploykit export recipes/quickstart.yaml --checkpoint runs/qs/baseline.pt -o model.onnx
+  deploykit bench model.onnx --batch 1 64 --threads 2
+"""
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from deploykit.pipeline import resolve_output_dir, run
+    from deploykit.progress import log
+    from deploykit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    out = resolve_output_dir(recipe, args.output, args.resume)
+    report = run(recipe, out, args.resume)
+    _print_summary(report)
+    log(f"report: {out / 'report.md'} (and report.json, the ONNX files, checkpoints) in {out}")
+    return 0
+
+
+def _print_summary(report) -> None:
+    from rich.table import Table
+
+    from deploykit.progress import console
+
+    table = Table(title=f"deploykit: {report.recipe_name}")
+    for col in ("candidate", "MACs (M)", "top-1 ORT (%)", "Δ (pts)", "ORT p50 b1 (ms)",
+                "speed-up b1"):
+        table.add_column(col)
+    for c in report.candidates:
+        ort1 = next((r for r in c.latency if r.runtime == "onnxruntime" and r.batch == 1), None)
+        top1 = c.artifact_top1_pct()
+        table.add_row(c.name, f"{c.macs / 1e6:.2f}", "-" if top1 is None else f"{top1:.2f}",
+                      "-" if c.delta_top1_pts is None else f"{c.delta_top1_pts:+.2f}",
+                      "-" if ort1 is None else f"{ort1.p50_ms:.3f}",
+                      "-" if ort1 is None or ort1.speedup_vs_baseline is None
+                      else f"{ort1.speedup_vs_baseline:.2f}x")
+    console().print(table)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from deploykit.bench.parity import check_parity
+    from deploykit.bench.runners import OrtRunner, TorchRunner
+    from deploykit.export.onnx import export_onnx
+    from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights
+    from deploykit.progress import log
+    from deploykit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, check_paths=False)
+    shape = (3, recipe.data.image_size, recipe.data.image_size)
+    model = build_model(recipe.model)
+    ckpt = args.checkpoint or recipe.model.checkpoint
+    if ckpt is not None:
+        _, last = find_first_last(model, shape)
+        load_weights(model, load_checkpoint(ckpt)["state_dict"], str(ckpt),
+                     recipe.model.num_classes, last)
+    spec = recipe.export.onnx
+    path = export_onnx(model, shape, args.output, spec.opset, spec.dynamic_batch)
+    x = torch.randn(8, *shape).numpy()
+    res = check_parity(TorchRunner(model), OrtRunner(path), [x], spec.parity.max_abs_error,
+                       spec.parity.min_top1_agreement, what=str(path))
+    log(f"wrote {path} (parity max abs error {res.max_abs_error:.2e})")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from deploykit.bench.env import environment
+    from deploykit.bench.latency import time_alternating
+    from deploykit.bench.runners import OrtRunner
+    from deploykit.progress import console
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise DeployKitError(f"{path}: ONNX file not found")
+    runner = OrtRunner(path, threads=args.threads)
+    shape = [d if isinstance(d, int) and d > 0 else None
+             for d in runner.session.get_inputs()[0].shape[1:]]
+    if any(d is None for d in shape):
+        raise DeployKitError(f"{path}: input has symbolic non-batch dimensions {shape}; "
+                             "re-export with a fixed image size")
+    results = []
+    rng = np.random.default_rng(0)
+    for b in args.batch:
+        x = rng.standard_normal((b, *shape), dtype=np.float32)
+        st = time_alternating({"model": lambda x=x: runner(x)}, b, args.iterations, args.warmup)
+        results.append({"runtime": runner.runtime, "device": runner.device,
+                        "precision": runner.precision, "threads": args.threads,
+                        **st["model"].to_dict()})
+    from rich.table import Table
+
+    table = Table(title=f"{path.name}: onnxruntime cpu, {args.threads} threads")
+    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+                      f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f}",
+                      f"{r['throughput_ips']:.0f}")
+    console().print(table)
+    if args.json:
+        from deploykit._io import write_text
+
+        write_text(args.json, json.dumps({"model": str(path), "environment":
+                                          environment(args.threads), "results": results},
+                                         indent=2) + "\n")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    target = args.target
+    if target.endswith((".yaml", ".yml")):
+        import yaml
+
+        from deploykit.recipe import load_recipe, recipe_to_dict
+
+        print(yaml.safe_dump(recipe_to_dict(load_recipe(target, check_paths=False)),
+                             sort_keys=False), end="")
+        return 0
+    from deploykit.bench.cost import count_macs_params
+    from deploykit.models import build_model, compute_layers_in_order, parse_model_ref
+
+    shape = (3, args.image_size, args.image_size)
+    model = build_model(parse_model_ref(target, args.num_classes))
+    import torch
+
+    order = compute_layers_in_order(model, torch.zeros(1, *shape))
+    macs, params = count_macs_params(model, shape)
+    from rich.table import Table
+
+    from deploykit.progress import console
+
+    table = Table(title=f"{target} at {args.image_size}x{args.image_size}")
+    table.add_column("#")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("shape")
+    for i, name in enumerate(order):
+        m = model.get_submodule(name)
+        w = getattr(m, "weight", None)
+        table.add_row(str(i), name, type(m).__name__, "x".join(map(str, w.shape)) if w is not None
+                      else "-")
+    console().print(table)
+    print(f"MACs: {macs / 1e6:.2f} M  params: {params / 1e6:.3f} M")
+    print(f"first layer: {order[0]}  last layer: {order[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deploykit",
+        description="Turn a trained PyTorch vision model into a smaller, faster, measured one: "
+                    "one YAML recipe chains training, compression, ONNX export, parity checks, "
+                    "benchmarks and a report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a recipe end to end and write the report",
+                       description="Build/train the baseline, run the recipe's stages, export "
+                                   "each candidate to ONNX, check parity, measure accuracy and "
+                                   "latency, and write report.json / report.md.")
+    r.add_argument("recipe", help="recipe YAML file")
+    r.add_argument("--output", "-o", help="run folder (default: the recipe's output pattern)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoints (with --output, that "
+                        "folder; otherwise the newest run of this recipe)")
+    r.set_defaults(fn=_cmd_run)
+
+    e = sub.add_parser("export", help="export a recipe's model (and checkpoint) to ONNX",
+                       description="Export to ONNX with a dynamic batch axis, run onnx.checker "
+                                   "and a parity check against PyTorch.")
+    e.add_argument("recipe", help="recipe YAML whose model section describes the network")
+    e.add_argument("--checkpoint", type=Path, help="weights to load (default: model.checkpoint)")
+    e.add_argument("--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file")
+    e.set_defaults(fn=_cmd_export)
+
+    b = sub.add_parser("bench", help="time an ONNX model in ONNX Runtime (CPU)",
+                       description="Warm-up, repeated runs, p50/p90/p99, mean, std, throughput.")
+    b.add_argument("model", help="ONNX file")
+    b.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes")
+    b.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    b.add_argument("--iterations", type=int, default=50, help="timed runs per batch size")
+    b.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    b.add_argument("--json", type=Path, help="also write results (with environment) here")
+    b.set_defaults(fn=_cmd_bench)
+
+    i = sub.add_parser("inspect", help="print a resolved recipe, or a model's layers and MACs",
+                       description="RECIPE.yaml: print it with every default filled in. MODEL "
+                                   "(resnet20, torchvision:resnet18, timm:NAME, pkg.mod:fn): "
+                                   "print compute layers, MACs, params, first/last layer.")
+    i.add_argument("target", help="recipe YAML or model reference")
+    i.add_argument("--image-size", type=int, default=32)
+    i.add_argument("--num-classes", type=int, default=10)
+    i.set_defaults(fn=_cmd_inspect)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; user errors print one paragraph and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except DeployKitError as e:
+        print(f"deploykit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("deploykit: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Exporters: PyTorch model -> deployable artifact. Never imports ``deploykit.bench``."""

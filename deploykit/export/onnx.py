@@ -1,0 +1,88 @@
+"""Export a PyTorch model to a single ONNX file with a dynamic batch axis, then check it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from deploykit._io import atomic_path
+from deploykit.errors import DeployKitError
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx"]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+class ExportError(DeployKitError):
+    """The model could not be exported to ONNX."""
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path,
+                opset: int = 18, dynamic_batch: bool = True, example_batch: int = 2) -> Path:
+    """Export ``model`` (eval mode, CPU) to ``path`` and validate it with ``onnx.checker``.
+
+    Args:
+        model: the module to export; it is not modified.
+        input_shape: ``(C, H, W)``.
+        path: destination ``.onnx`` file, written atomically (one file, no external data).
+        opset: ONNX opset (18+ with the dynamo exporter).
+        dynamic_batch: make axis 0 of input and output symbolic (``batch``).
+        example_batch: batch size of the tracing example.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ExportError: the exporter or the checker failed.
+    """
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    example = torch.randn(example_batch, *input_shape)
+    dyn = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+    first_arg = next(iter(_forward_arg_names(model)), "x")
+    if dyn is not None:
+        dyn = {first_arg: dyn["x"]}
+    try:
+        with atomic_path(path) as tmp, _quiet():
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes=dyn, external_data=False, verbose=False)
+            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+    except DeployKitError:
+        raise
+    except Exception as e:
+        raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    finally:
+        model.train(was_training)
+    return path
+
+
+def _forward_arg_names(model: nn.Module) -> list[str]:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's progress prints and warnings (errors still propagate)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,110 @@
+"""``run(recipe) -> Report``: the one place that knows the order of things."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+
+from torch import nn
+
+from deploykit._io import save_torch, write_text
+from deploykit.bench.env import environment
+from deploykit.bench.suite import measure_candidates
+from deploykit.data import Loaders, build_loaders
+from deploykit.errors import DeployKitError
+from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights, make_checkpoint
+from deploykit.progress import log
+from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
+from deploykit.report import Report
+from deploykit.stages import get_stage
+from deploykit.state import PipelineState, StageRecord
+from deploykit.train import evaluate, fit, seed_everything
+
+__all__ = ["resolve_output_dir", "run"]
+
+
+def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
+    """The run folder: ``output`` if given; with ``resume``, the newest existing run of the recipe.
+
+    Raises:
+        DeployKitError: ``resume`` without any earlier run to continue.
+    """
+    if output is not None:
+        return Path(output)
+    pattern = recipe.output.replace("{recipe}", recipe.name)
+    if resume:
+        parent = Path(pattern).parent
+        prefix = Path(pattern).name.split("{timestamp}")[0]
+        runs = sorted(p for p in parent.glob(prefix + "*") if p.is_dir()) if parent.is_dir() else []
+        if not runs:
+            raise DeployKitError(f"--resume: no earlier run matching {pattern!r}; pass "
+                                 "--output DIR of the run to continue")
+        return runs[-1]
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(pattern.replace("{timestamp}", stamp))
+
+
+def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, resume: bool
+              ) -> tuple[float, StageRecord | None]:
+    """Train the baseline (or use the loaded checkpoint); return its val top-1 and a record."""
+    if recipe.model.checkpoint is not None or recipe.train is None:
+        return evaluate(model, loaders.val)["top1_pct"], None
+    res = fit(model, loaders.train, loaders.val, recipe.train, out / "checkpoints" / "baseline",
+              resume, desc="baseline")
+    save_torch(make_checkpoint(model, meta={"recipe": recipe.name}), out / "baseline.pt")
+    rec = StageRecord("train", recipe.train.model_dump(mode="json"),
+                      {"val_top1_pct": res.final_top1_pct, "epochs": recipe.train.epochs},
+                      res.seconds)
+    return res.final_top1_pct, rec
+
+
+def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) -> Report:
+    """Build, (train,) compress, export, check, measure and report, in that order.
+
+    Args:
+        recipe: a validated recipe.
+        output: the run folder (default: the recipe's ``output`` pattern).
+        resume: continue an interrupted run from its checkpoints.
+
+    Returns:
+        The report, also written to ``report.json`` and ``report.md`` in the run folder.
+
+    Raises:
+        DeployKitError: any user-fixable problem, raised before long work where possible.
+    """
+    out = resolve_output_dir(recipe, output, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(recipe.seed)
+    shape = (3, recipe.data.image_size, recipe.data.image_size)
+    model = build_model(recipe.model)
+    first_last = find_first_last(model, shape)
+    if recipe.model.checkpoint is not None:
+        ck = load_checkpoint(recipe.model.checkpoint)
+        load_weights(model, ck["state_dict"], str(recipe.model.checkpoint),
+                     recipe.model.num_classes, first_last[1])
+    stage_fns = [get_stage(s.kind) for s in recipe.stages]  # unknown kinds fail before training
+    loaders = build_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
+
+    baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)
+    state = PipelineState.start(model, first_last, shape, out, resume, baseline_top1)
+    if train_record is not None:
+        state.history.append(train_record)
+    for fn, spec in zip(stage_fns, recipe.stages, strict=True):
+        t0 = time.perf_counter()
+        log(f"stage {spec.kind}")
+        state = fn(state, loaders, spec)
+        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s")
+
+    candidates = measure_candidates(state.candidates, loaders, recipe.export, recipe.bench, out,
+                                    recipe.seed)
+    for cand, rep in zip(state.candidates, candidates, strict=True):
+        if cand.torch_top1_pct is not None and "torch-cpu" not in rep.top1_pct:
+            rep.top1_pct["torch-cpu"] = cand.torch_top1_pct
+    report = Report(recipe_name=recipe.name, recipe_hash=recipe_hash(recipe), seed=recipe.seed,
+                    created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
+                    stages=[vars(r) for r in state.history], candidates=candidates)
+    write_text(out / "report.json", report.to_json())
+    write_text(out / "report.md", report.to_markdown())
+    return report

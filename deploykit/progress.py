@@ -1,0 +1,55 @@
+"""Progress bars and console output (rich), quiet when not attached to a terminal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The shared stderr console (created on first use, never at import)."""
+    global _console
+    if _console is None:
+        _console = Console(stderr=True, highlight=False)
+    return _console
+
+
+def _enabled() -> bool:
+    return console().is_terminal and not os.environ.get("DEPLOYKIT_NO_PROGRESS")
+
+
+def make_progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=console(), transient=True, disable=not _enabled())
+
+
+def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar on a terminal (plain iteration otherwise)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with make_progress() as prog:
+        task = prog.add_task(desc, total=total, info="")
+        for item in items:
+            yield item
+            prog.advance(task)
+
+
+def log(message: str) -> None:
+    """A one-line status message on stderr."""
+    console().print(message, markup=False)

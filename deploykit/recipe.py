@@ -1,0 +1,351 @@
+"""The typed recipe: one YAML file that chains a model through compression to a report.
+
+Loading is strict: unknown keys, wrong types, missing paths and invalid stage orders are
+:class:`~deploykit.errors.RecipeError` s naming the file, the key path (``stages[1].ratio``) and
+the allowed values, raised before any long work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+
+from deploykit.errors import RecipeError
+
+__all__ = [
+    "STAGE_ORDER_RULES",
+    "STAGE_SPECS",
+    "BenchSpec",
+    "DataSpec",
+    "ExportSpec",
+    "ModelSpec",
+    "OnnxExportSpec",
+    "ParitySpec",
+    "Recipe",
+    "StageSpec",
+    "TrainSpec",
+    "load_recipe",
+    "recipe_hash",
+    "register_stage_spec",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Which network to build.
+
+    ``source``: ``builtin`` (CIFAR ResNets resnet20/32/56), ``torchvision`` (any classification
+    model by name), ``timm`` (needs ``pip install "deploykit[timm]"``) or ``factory``
+    (``name: "package.module:function"``, called as ``function(num_classes=N)``; this runs your
+    code). ``checkpoint``: a state dict to load (``weights_only=True``); ``null`` trains a
+    baseline with the ``train`` section.
+    """
+
+    source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"
+    name: str = "resnet20"
+    num_classes: int = Field(10, ge=2)
+    checkpoint: Path | None = None
+
+
+class DataSpec(_Strict):
+    """Where images come from.
+
+    ``digits`` is scikit-learn's bundled 8x8 digits (no files needed), ``imagefolder`` reads
+    ``root/train/<class>/*`` and ``root/val`` (or ``root/test``), ``synthetic`` makes random
+    tensors for tests. ``cache`` decodes an image folder once into memory (fast epochs for
+    small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset.
+    """
+
+    kind: Literal["digits", "imagefolder", "synthetic"] = "digits"
+    root: Path | None = None
+    image_size: int = Field(32, ge=8)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    augment: bool = True
+    cache: bool = True
+    num_workers: int = Field(2, ge=0)
+    limit_train: int | None = Field(None, ge=1)
+    limit_val: int | None = Field(None, ge=1)
+    calib_samples: int = Field(512, ge=1)
+    synthetic_samples: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _root_rules(self) -> DataSpec:
+        if self.kind == "imagefolder" and self.root is None:
+            raise ValueError("data.kind 'imagefolder' needs data.root: the folder holding train/")
+        return self
+
+
+class TrainSpec(_Strict):
+    """The shared training loop's settings (baseline training and every fine-tune)."""
+
+    epochs: int = Field(15, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.2, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class ParitySpec(_Strict):
+    """Thresholds for the exported-vs-PyTorch check that runs before any benchmark."""
+
+    max_abs_error: float = Field(1e-3, gt=0)
+    min_top1_agreement: float = Field(0.99, gt=0, le=1)
+    real_batches: int = Field(2, ge=0)
+
+
+class OnnxExportSpec(_Strict):
+    opset: int = Field(18, ge=17)
+    dynamic_batch: bool = True
+    parity: ParitySpec = ParitySpec()
+
+
+class ExportSpec(_Strict):
+    onnx: OnnxExportSpec = OnnxExportSpec()
+
+
+class BenchSpec(_Strict):
+    """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy."""
+
+    runtimes: list[Literal["torch-cpu", "onnxruntime-cpu"]] = ["torch-cpu", "onnxruntime-cpu"]
+    batch_sizes: list[int] = [1, 64]
+    threads: int = Field(2, ge=1)
+    warmup: int = Field(10, ge=0)
+    iterations: int = Field(50, ge=5)
+    accuracy: bool = True
+
+    @model_validator(mode="after")
+    def _batches_positive(self) -> BenchSpec:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError("bench.batch_sizes must be a non-empty list of positive integers")
+        return self
+
+
+class StageSpec(_Strict):
+    """Base of every stage's settings; ``kind`` selects the stage."""
+
+    kind: str
+
+
+STAGE_SPECS: dict[str, type[StageSpec]] = {}
+
+
+def register_stage_spec(kind: str) -> Any:
+    """Class decorator registering a stage's settings model under ``kind`` (no duplicates)."""
+
+    def deco(cls: type[StageSpec]) -> type[StageSpec]:
+        if kind in STAGE_SPECS:
+            raise ValueError(f"stage kind {kind!r} is already registered")
+        STAGE_SPECS[kind] = cls
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class OrderRule:
+    """``kind`` must come after at least one of ``after`` (if given) and, if ``last``, be last."""
+
+    kind: str
+    after: tuple[str, ...] = ()
+    last: bool = False
+    why: str = ""
+
+
+STAGE_ORDER_RULES: tuple[OrderRule, ...] = (
+    OrderRule("distill", after=("prune", "lowrank"),
+              why="distillation recovers accuracy lost by a compression stage"),
+    OrderRule("quantize", last=True,
+              why="quantize produces the INT8 artifact; no float stage can follow it"),
+)
+
+
+class Recipe(_Strict):
+    """A whole run. See ``recipes/quickstart.yaml`` for a commented example."""
+
+    name: str = "recipe"
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    train: TrainSpec | None = TrainSpec()
+    stages: list[SerializeAsAny[StageSpec]] = []
+    export: ExportSpec = ExportSpec()
+    bench: BenchSpec = BenchSpec()
+    output: str = "runs/{recipe}-{timestamp}"
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model that ``loc`` points into (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                       None)
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, source: str, model: type[BaseModel],
+                   prefix: tuple[Any, ...] = ()) -> str:
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, tuple(e["loc"]))
+            msg = "unknown key" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+        lines.append(f"  {_key_path(loc)}: {msg}")
+    return f"{source}: invalid recipe\n" + "\n".join(lines)
+
+
+def _parse_stages(raw: Any, source: str) -> list[StageSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise RecipeError(f"{source}: stages: expected a list of stages, got {type(raw).__name__}")
+    known = ", ".join(sorted(STAGE_SPECS)) or "(none available)"
+    stages = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or "kind" not in entry:
+            raise RecipeError(f"{source}: stages[{i}]: each stage is a mapping with a 'kind' "
+                              f"key; kinds: {known}")
+        spec_cls = STAGE_SPECS.get(entry["kind"])
+        if spec_cls is None:
+            raise RecipeError(f"{source}: stages[{i}].kind: unknown stage {entry['kind']!r}; "
+                              f"choose one of: {known}")
+        try:
+            stages.append(spec_cls.model_validate(entry))
+        except ValidationError as e:
+            raise RecipeError(_format_errors(e, source, spec_cls, ("stages", i))) from None
+    return stages
+
+
+def check_stage_order(kinds: list[str], source: str = "recipe") -> None:
+    """Apply :data:`STAGE_ORDER_RULES` to a list of stage kinds; raise RecipeError on a breach."""
+    for i, kind in enumerate(kinds):
+        for rule in STAGE_ORDER_RULES:
+            if rule.kind != kind:
+                continue
+            if rule.after and not any(k in rule.after for k in kinds[:i]):
+                raise RecipeError(
+                    f"{source}: stages[{i}].kind: {kind!r} must come after one of "
+                    f"{', '.join(rule.after)} ({rule.why}); reorder the stages or remove it")
+            if rule.last and i != len(kinds) - 1:
+                raise RecipeError(
+                    f"{source}: stages[{i}].kind: {kind!r} must be the last stage ({rule.why}); "
+                    f"move stages[{i + 1}:] before it")
+
+
+def _check_paths(recipe: Recipe, source: str) -> None:
+    data = recipe.data
+    root = data.root
+    if data.kind == "imagefolder" and root is not None:
+        if not root.is_dir():
+            raise RecipeError(
+                f"{source}: data.root: folder {str(root)!r} does not exist (resolved to "
+                f"{root.resolve()}; relative paths are taken from the current directory). "
+                "Point data.root at a folder holding train/<class>/ images, or use kind: digits")
+        if not (root / "train").is_dir():
+            raise RecipeError(f"{source}: data.root: {root} has no train/ folder; expected "
+                              "root/train/<class>/*.jpg and root/val (or root/test)")
+    ckpt = recipe.model.checkpoint
+    if ckpt is not None and not ckpt.is_file():
+        raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "
+                          f"(resolved to {ckpt.resolve()}); fix the path or set it to null "
+                          "to train a baseline")
+    if ckpt is None and recipe.train is None:
+        raise RecipeError(f"{source}: model.checkpoint is null and train is null: give a "
+                          "checkpoint or a train section so there is a baseline to compress")
+
+
+def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> Recipe:
+    """Validate an already-loaded mapping into a :class:`Recipe`.
+
+    Raises:
+        RecipeError: naming ``source``, the key path and the allowed values.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping of sections "
+                          f"(model, data, train, stages, export, bench, output), "
+                          f"got {type(raw).__name__}")
+    raw = dict(raw)
+    stages = _parse_stages(raw.pop("stages", None), source)
+    try:
+        recipe = Recipe.model_validate({**raw, "stages": stages})
+    except ValidationError as e:
+        raise RecipeError(_format_errors(e, source, Recipe)) from None
+    check_stage_order([s.kind for s in recipe.stages], source)
+    if check_paths:
+        _check_paths(recipe, source)
+    return recipe
+
+
+def load_recipe(path: str | Path, check_paths: bool = True) -> Recipe:
+    """Read a YAML recipe with ``yaml.safe_load`` and validate it.
+
+    Args:
+        path: the recipe file.
+        check_paths: also check that data folders and checkpoints exist.
+
+    Returns:
+        The validated recipe; ``name`` defaults to the file's stem.
+
+    Raises:
+        RecipeError: the file is missing, is not YAML, or fails validation.
+
+    Example:
+        >>> recipe = load_recipe("recipes/quickstart.yaml")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found (resolved to {path.resolve()})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(raw, dict) and "name" not in raw:
+        raw = {"name": path.stem, **raw}
+    return parse_recipe(raw, str(path), check_paths)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """A JSON-ready dict of the resolved recipe (defaults filled in)."""
+    return recipe.model_dump(mode="json")
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """SHA-256 of the resolved recipe, so a report says exactly what produced it."""
+    blob = json.dumps(recipe_to_dict(recipe), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

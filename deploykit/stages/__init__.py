@@ -1,0 +1,29 @@
+"""Compression stages. Each is ``run(state, loaders, spec) -> state`` registered by kind.
+
+Stage modules are imported lazily by :func:`get_stage`, so importing deploykit stays cheap and
+no stage imports another.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from deploykit.errors import RecipeError
+
+__all__ = ["STAGE_MODULES", "get_stage"]
+
+# kind -> module under deploykit.stages that defines run(state, loaders, spec)
+STAGE_MODULES: dict[str, str] = {}
+
+
+def get_stage(kind: str) -> Callable[..., Any]:
+    """Return the ``run`` function of the stage ``kind``.
+
+    Raises:
+        RecipeError: no such stage.
+    """
+    if kind not in STAGE_MODULES:
+        raise RecipeError(f"unknown stage {kind!r}; available: {', '.join(STAGE_MODULES) or 'none'}")
+    return importlib.import_module(f"deploykit.stages.{STAGE_MODULES[kind]}").run

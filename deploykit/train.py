@@ -1,0 +1,216 @@
+"""The one training loop every stage reuses: fit / train_one_epoch / evaluate.
+
+Checkpoints are written atomically after each epoch (``last.pt``, plus ``best.pt`` by
+validation top-1) and loaded with ``weights_only=True`` on resume, which continues from the
+next epoch with the optimizer, schedule and data order restored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deploykit._io import save_torch
+from deploykit.errors import CheckpointError
+from deploykit.progress import log, make_progress
+from deploykit.recipe import TrainSpec
+
+__all__ = ["FitResult", "LossFn", "evaluate", "fit", "seed_everything", "train_one_epoch"]
+
+# A loss function returns named terms; "loss" is the one that is minimised.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": F.cross_entropy(model(x), y, label_smoothing=label_smoothing)}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             device: str | torch.device = "cpu") -> dict[str, float]:
+    """Top-1/top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    loss_sum = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += int((top[:, 0] == y).sum())
+        correct5 += int((top == y[:, None]).any(dim=1).sum())
+        total += len(y)
+    model.train(was_training)
+    if total == 0:
+        return {"top1_pct": float("nan"), "top5_pct": float("nan"), "loss": float("nan")}
+    return {"top1_pct": 100.0 * correct1 / total, "top5_pct": 100.0 * correct5 / total,
+            "loss": loss_sum / total}
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+                    loss_fn: LossFn, desc: str = "train", grad_clip: float | None = None,
+                    device: str | torch.device = "cpu",
+                    after_backward: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss term.
+
+    ``after_backward(model)`` runs between backward and step (e.g. a sparsity sub-gradient).
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    total = len(loader) if hasattr(loader, "__len__") else None
+    with make_progress() as prog:
+        task = prog.add_task(desc, total=total, info="")
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            terms = loss_fn(model, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if after_backward is not None:
+                after_backward(model)
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+            info = " ".join(f"{k}={sums[k] / n:.3f}" for k in sums)
+            prog.update(task, advance=1, info=info)
+    if n and not math.isfinite(sums["loss"]):
+        raise FloatingPointError("training diverged (loss is not finite); lower the learning rate")
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                               nesterov=spec.nesterov and spec.momentum > 0,
+                               weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    total = max(spec.epochs * steps_per_epoch, 1)
+    if spec.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total,
+                                                   pct_start=0.25)
+    if spec.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` measured: per-epoch history, best and final validation top-1, seconds."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_top1_pct: float = float("nan")
+    final_top1_pct: float = float("nan")
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: TrainSpec,
+        checkpoint_dir: Path | None = None, resume: bool = False, loss_fn: LossFn | None = None,
+        desc: str = "train", device: str | torch.device = "cpu", keep_best: bool = False,
+        after_backward: Callable[[nn.Module], None] | None = None,
+        extra_modules: nn.Module | None = None) -> FitResult:
+    """Train ``model`` for ``spec.epochs`` epochs, evaluating after each.
+
+    Args:
+        model: trained in place.
+        train_loader, val_loader: batches of ``(images, labels)``.
+        spec: optimizer, schedule and epochs.
+        checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; ``None`` disables checkpoints.
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists.
+        loss_fn: named loss terms (default: cross-entropy).
+        keep_best: load the best validation weights at the end.
+        after_backward: hook between backward and optimizer step.
+        extra_modules: trainable modules outside ``model`` (e.g. distillation adapters) that
+            share the optimizer and the checkpoint.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        CheckpointError: a resume checkpoint is corrupt or does not fit.
+    """
+    loss_fn = loss_fn or cross_entropy_loss(spec.label_smoothing)
+    trainable = nn.ModuleDict({"model": model}) if extra_modules is None else \
+        nn.ModuleDict({"model": model, "extra": extra_modules})
+    optimizer = make_optimizer(trainable, spec)
+    steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
+    scheduler = make_scheduler(optimizer, spec, steps)
+    result = FitResult()
+    start_epoch = 0
+    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    best = checkpoint_dir / "best.pt" if checkpoint_dir else None
+    if resume and last is not None and last.is_file():
+        try:
+            ck = torch.load(last, map_location="cpu", weights_only=True)
+            trainable.load_state_dict(ck["trainable"])
+            optimizer.load_state_dict(ck["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(ck["scheduler"])
+        except Exception as e:
+            raise CheckpointError(f"{last}: cannot resume ({type(e).__name__}: {e}); delete "
+                                  "the file to start this training over") from None
+        start_epoch = int(ck["epoch"]) + 1
+        result.history = list(ck.get("history", []))
+        result.best_top1_pct = float(ck.get("best_top1_pct", float("nan")))
+        log(f"{desc}: resuming after epoch {start_epoch} from {last}")
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, spec.epochs):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        terms = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn,
+                                f"{desc} {epoch + 1}/{spec.epochs}", spec.grad_clip, device,
+                                after_backward)
+        metrics = evaluate(model, val_loader, device)
+        row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in terms.items()},
+               "val_top1_pct": metrics["top1_pct"], "val_loss": metrics["loss"]}
+        result.history.append(row)
+        improved = not (metrics["top1_pct"] <= result.best_top1_pct)  # True when best is nan
+        if improved:
+            result.best_top1_pct = metrics["top1_pct"]
+        log(f"{desc} epoch {epoch + 1}/{spec.epochs}: loss {terms['loss']:.4f}, "
+            f"val top-1 {metrics['top1_pct']:.2f}%")
+        if checkpoint_dir is not None:
+            if improved and best is not None:
+                save_torch({"trainable": trainable.state_dict(), "epoch": epoch}, best)
+            save_torch({"trainable": trainable.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler else {},
+                        "epoch": epoch, "history": result.history,
+                        "best_top1_pct": result.best_top1_pct}, last)
+        result.epochs_run += 1
+    result.seconds = time.perf_counter() - t0
+    if keep_best and best is not None and best.is_file():
+        trainable.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["trainable"])
+    result.final_top1_pct = evaluate(model, val_loader, device)["top1_pct"] if spec.epochs else \
+        float("nan")
+    return result
