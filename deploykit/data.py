@@ -72,10 +72,10 @@ class TensorLoader:
             padded = F.pad(x, (p, p, p, p))
             dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
             dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, 3, h, w + 2 * p)
-            x = padded.gather(2, rows)
-            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, 3, h, w)
-            x = x.gather(3, cols)
+            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1)
+            x = padded.gather(2, rows.expand(n, 3, h, w + 2 * p))
+            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w)
+            x = x.gather(3, cols.expand(n, 3, h, w))
         if self.flip:
             mask = torch.rand(n, generator=gen) < 0.5
             x = torch.where(mask.view(n, 1, 1, 1), x.flip(3), x)
@@ -136,7 +136,7 @@ def _synthetic(spec: DataSpec, num_classes: int, seed: int) -> tuple[torch.Tenso
     templates = torch.rand(num_classes, 3, s, s, generator=gen) * 255
     n = spec.synthetic_samples
     y = torch.randint(0, num_classes, (n,), generator=gen)
-    noise = torch.randn(n, 3, s, s, generator=gen) * 40
+    noise = torch.randn(n, 3, s, s, generator=gen) * 30
     x = (templates[y] + noise).clamp(0, 255).to(torch.uint8)
     n_val = max(n // 5, 1)
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]

@@ -1,4 +1,4 @@
-"""Build models from a :class:`~deploykit.recipe.ModelSpec`, load checkpoints, find first/last layers.
+"""Build models from a recipe's ``model`` section, load checkpoints, find first/last layers.
 
 Sources: ``builtin`` CIFAR ResNets, any ``torchvision`` classification model, ``timm`` models
 (optional extra, imported lazily) and ``factory`` callables named ``"package.module:function"``
@@ -100,7 +100,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 def parse_model_ref(ref: str, num_classes: int = 10) -> ModelSpec:
-    """Turn ``"resnet20"``, ``"torchvision:resnet18"``, ``"timm:x"`` or ``"pkg.mod:fn"`` into a spec."""
+    """Turn ``resnet20``, ``torchvision:resnet18``, ``timm:NAME`` or ``pkg.mod:fn`` into a spec."""
     source, sep, name = ref.partition(":")
     if not sep:
         return ModelSpec(source="builtin", name=ref, num_classes=num_classes)

@@ -13,7 +13,13 @@ from deploykit.bench.env import environment
 from deploykit.bench.suite import measure_candidates
 from deploykit.data import Loaders, build_loaders
 from deploykit.errors import DeployKitError
-from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights, make_checkpoint
+from deploykit.models import (
+    build_model,
+    find_first_last,
+    load_checkpoint,
+    load_weights,
+    make_checkpoint,
+)
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report

@@ -135,7 +135,8 @@ def _markdown(r: Report) -> str:
         "## Candidates",
         "",
         "| candidate | precision | MACs (M) | params (M) | ONNX (MB) | "
-        + " | ".join(f"top-1 {rt} (%)" for rt in runtimes) + " | Δ top-1 (pts) | parity max abs err |",
+        + " | ".join(f"top-1 {rt} (%)" for rt in runtimes)
+        + " | Δ top-1 (pts) | parity max abs err |",
         "|---|---|---:|---:|---:|" + "---:|" * len(runtimes) + "---:|---:|",
     ]
     for c in r.candidates:

@@ -12,7 +12,7 @@ from torch import nn
 
 @dataclass
 class StageRecord:
-    """One stage's footprint in the report: what it was asked, what it measured, how long it took."""
+    """A stage's footprint in the report: what it was asked, what it measured, its seconds."""
 
     name: str
     params: dict[str, Any]

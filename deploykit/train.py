@@ -210,7 +210,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         result.epochs_run += 1
     result.seconds = time.perf_counter() - t0
     if keep_best and best is not None and best.is_file():
-        trainable.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["trainable"])
+        best_state = torch.load(best, map_location="cpu", weights_only=True)["trainable"]
+        trainable.load_state_dict(best_state)
     result.final_top1_pct = evaluate(model, val_loader, device)["top1_pct"] if spec.epochs else \
         float("nan")
     return result

@@ -72,7 +72,8 @@ def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iteration
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     rounds = max(1, min(rounds, iterations))
-    per_round = [iterations // rounds + (1 if r < iterations % rounds else 0) for r in range(rounds)]
+    base, extra = divmod(iterations, rounds)
+    per_round = [base + (1 if r < extra else 0) for r in range(rounds)]
     for n in per_round:
         for name, fn in fns.items():
             for _ in range(n):

@@ -64,7 +64,8 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
             for rt in bench.runtimes:
                 acc = runner_accuracy(cand_runners[rt], loaders.val)
                 rep.top1_pct[rt], rep.top5_pct[rt] = acc["top1_pct"], acc["top5_pct"]
-            log(f"[{cand.name}] top-1 " + ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items()))
+            accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items())
+            log(f"[{cand.name}] top-1 {accs}")
         runners[cand.name] = {rt: cand_runners[rt] for rt in bench.runtimes}
         reports.append(rep)
     _add_latency(reports, runners, loaders.input_shape, bench, seed)
@@ -83,8 +84,9 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
     for rt in bench.runtimes:
         for batch in bench.batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen).numpy()
-            fns = {name: (lambda r=rs[rt]: r(x)) for name, rs in runners.items()}
-            log(f"timing {rt} batch {batch}: {len(fns)} candidate(s), {bench.iterations} runs each")
+            fns = {name: (lambda r=rs[rt], x=x: r(x)) for name, rs in runners.items()}
+            log(f"timing {rt} batch {batch}: {len(fns)} candidate(s), "
+                f"{bench.iterations} runs each")
             stats = time_alternating(fns, batch, bench.iterations, bench.warmup)
             base_p50 = stats[reports[0].name].p50_ms
             for name, st in stats.items():

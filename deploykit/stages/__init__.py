@@ -25,5 +25,6 @@ def get_stage(kind: str) -> Callable[..., Any]:
         RecipeError: no such stage.
     """
     if kind not in STAGE_MODULES:
-        raise RecipeError(f"unknown stage {kind!r}; available: {', '.join(STAGE_MODULES) or 'none'}")
+        known = ", ".join(STAGE_MODULES) or "none"
+        raise RecipeError(f"unknown stage {kind!r}; available: {known}")
     return importlib.import_module(f"deploykit.stages.{STAGE_MODULES[kind]}").run

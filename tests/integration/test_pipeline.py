@@ -1,0 +1,29 @@
+"""End to end on synthetic data: train -> export -> parity -> accuracy -> latency -> report."""
+
+from __future__ import annotations
+
+import json
+
+from deploykit.cli import main
+from deploykit.report import Report
+
+
+def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(tiny_recipe_dict)), "-o", str(out)]) == 0
+    report = Report.load(out / "report.json")
+    assert (out / "report.md").is_file() and (out / "baseline.onnx").is_file()
+    base = report.candidate("baseline")
+    assert base.macs > 0 and base.params > 0 and base.onnx_size_bytes > 0
+    # the artifact and the torch model agree on the validation set
+    assert abs(base.top1_pct["onnxruntime-cpu"] - base.top1_pct["torch-cpu"]) < 1.0
+    assert base.parity["max_abs_error"] < 1e-3
+    got = {(lr.runtime, lr.batch) for lr in base.latency}
+    assert got == {("torch", 1), ("torch", 4), ("onnxruntime", 1), ("onnxruntime", 4)}
+    assert all(lr.p50_ms > 0 and lr.p99_ms >= lr.p50_ms for lr in base.latency)
+    raw = json.loads((out / "report.json").read_text())
+    assert raw["recipe_hash"] and raw["environment"]["threads"] == 2
+    assert raw["stages"][0]["name"] == "train"
+
+    # --resume on a finished run reuses the baseline checkpoint instead of retraining
+    assert main(["run", str(write_yaml(tiny_recipe_dict)), "-o", str(out), "--resume"]) == 0

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from deploykit.bench.parity import check_parity, compare_outputs
+from deploykit.bench.runners import OrtRunner, TorchRunner
+from deploykit.errors import ParityError
+from deploykit.export.onnx import export_onnx
+from deploykit.models import build_model
+from deploykit.recipe import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name="resnet20")).eval()
+    path = tmp_path_factory.mktemp("onnx") / "r20.onnx"
+    export_onnx(model, (3, 32, 32), path)
+    return model, path
+
+
+def test_export_has_dynamic_batch_and_passes_parity(exported):
+    model, path = exported
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    ort_runner = OrtRunner(path)
+    batches = [np.random.default_rng(i).standard_normal((b, 3, 32, 32), dtype=np.float32)
+               for i, b in enumerate((1, 3, 17))]
+    res = check_parity(TorchRunner(model), ort_runner, batches)
+    assert res.max_abs_error < 1e-4 and res.top1_agreement == 1.0 and res.samples == 21
+
+
+def test_a_broken_export_is_caught(exported, tmp_path):
+    model, path = exported
+    proto = onnx.load(str(path))
+    # plant a fault: scale the classifier's weight, as a wrong layout or dtype would
+    fc = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).shape == (10, 64))
+    fc.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(fc) * 1.5, fc.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    x = [np.random.default_rng(0).standard_normal((16, 3, 32, 32), dtype=np.float32)]
+    with pytest.raises(ParityError, match=r"max abs error .* \(limit 0.001\)"):
+        check_parity(TorchRunner(model), OrtRunner(broken), x, what="broken.onnx")
+
+
+def test_compare_outputs_metrics():
+    ref = np.array([[1.0, 2.0], [3.0, 1.0]], dtype=np.float32)
+    out = np.array([[1.0, 2.5], [0.0, 1.0]], dtype=np.float32)
+    res = compare_outputs(ref, out)
+    assert res.max_abs_error == pytest.approx(3.0)
+    assert res.top1_agreement == pytest.approx(0.5)
+    with pytest.raises(ParityError, match="shapes differ"):
+        compare_outputs(ref, out[:1])
+
+
+def test_export_does_not_leave_partial_files_on_failure(tmp_path):
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return torch.nonzero(x).float().sum() if x.sum() > 0 else x  # data-dependent
+
+    target = tmp_path / "bad.onnx"
+    with pytest.raises(Exception, match="export"):
+        export_onnx(Bad(), (3, 8, 8), target)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploykit.errors import RecipeError
+from deploykit.recipe import (
+    STAGE_ORDER_RULES,
+    Recipe,
+    check_stage_order,
+    load_recipe,
+    parse_recipe,
+    recipe_hash,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_recipe_loads_with_defaults():
+    r = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    assert r.name == "quickstart"
+    assert r.model.name == "resnet20" and r.data.kind == "digits"
+    assert r.bench.batch_sizes == [1, 64]
+
+
+def test_unknown_key_names_file_path_and_allowed_keys(write_yaml):
+    p = write_yaml({"data": {"kind": "digits", "batchsize": 32}})
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    assert "data.batchsize: unknown key" in msg
+    assert "batch_size" in msg  # the allowed keys are listed
+
+
+def test_unknown_top_level_section(write_yaml):
+    with pytest.raises(RecipeError, match=r"stagse: unknown key; allowed keys here: .*stages"):
+        load_recipe(write_yaml({"stagse": []}))
+
+
+def test_wrong_type_and_literal_values_are_explained():
+    with pytest.raises(RecipeError, match=r"train\.epochs: .*integer"):
+        parse_recipe({"train": {"epochs": "many"}}, check_paths=False)
+    with pytest.raises(RecipeError, match=r"train\.optimizer: .*'sgd' or 'adamw'"):
+        parse_recipe({"train": {"optimizer": "lion"}}, check_paths=False)
+    with pytest.raises(RecipeError, match=r"bench\.runtimes\[1\]"):
+        parse_recipe({"bench": {"runtimes": ["torch-cpu", "tensorflow"]}}, check_paths=False)
+
+
+def test_unknown_stage_kind_lists_known_kinds():
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: unknown stage 'prnue'"):
+        parse_recipe({"stages": [{"kind": "prnue"}]}, check_paths=False)
+    with pytest.raises(RecipeError, match=r"stages\[0\]: each stage is a mapping"):
+        parse_recipe({"stages": ["prune"]}, check_paths=False)
+
+
+def test_stage_order_rules_are_data_and_enforced():
+    kinds = {r.kind for r in STAGE_ORDER_RULES}
+    assert {"distill", "quantize"} <= kinds
+    check_stage_order(["prune", "distill", "quantize"])
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: 'quantize' must be the last"):
+        check_stage_order(["quantize", "prune"])
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: 'distill' must come after"):
+        check_stage_order(["distill", "prune"])
+
+
+def test_missing_data_root_names_key_and_resolved_path(write_yaml, tmp_path):
+    p = write_yaml({"data": {"kind": "imagefolder", "root": str(tmp_path / "nope")}})
+    with pytest.raises(RecipeError, match=r"data\.root: folder .*nope.* does not exist"):
+        load_recipe(p)
+
+
+def test_imagefolder_needs_root():
+    with pytest.raises(RecipeError, match=r"needs data\.root"):
+        parse_recipe({"data": {"kind": "imagefolder"}}, check_paths=False)
+
+
+def test_missing_checkpoint_and_nothing_to_train(write_yaml, tmp_path):
+    with pytest.raises(RecipeError, match=r"model\.checkpoint: file .* does not exist"):
+        load_recipe(write_yaml({"model": {"checkpoint": str(tmp_path / "x.pt")}}))
+    with pytest.raises(RecipeError, match="give a checkpoint or a train section"):
+        load_recipe(write_yaml({"train": None}))
+
+
+def test_not_yaml_and_not_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed", encoding="utf-8")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="a recipe is a YAML mapping"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_yaml_tags_that_run_code_are_rejected(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo hi']\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(p)
+
+
+def test_recipe_hash_changes_with_content():
+    a = Recipe()
+    b = parse_recipe({"seed": 1}, check_paths=False)
+    assert recipe_hash(a) == recipe_hash(Recipe())
+    assert recipe_hash(a) != recipe_hash(b)

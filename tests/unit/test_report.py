@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploykit.report import SCHEMA_VERSION, CandidateReport, LatencyRecord, Report
+
+
+def _report() -> Report:
+    lat = LatencyRecord("onnxruntime", "cpu", "fp32", 1, 2, 50, 1.0, 1.2, 1.5, 1.05, 0.1, 0.9,
+                        1.6, 1000.0, 1.0)
+    base = CandidateReport("baseline", "fp32", 41_000_000, 270_000, "baseline.onnx", 1_100_000,
+                           {"onnxruntime-cpu": 91.5, "torch-cpu": 91.5}, {}, 0.0,
+                           {"max_abs_error": 1e-6}, [lat])
+    small = CandidateReport("prune", "fp32", 20_000_000, 130_000, "prune.onnx", 550_000,
+                            {"onnxruntime-cpu": 90.0}, {}, -1.5, {}, [])
+    return Report("r", "ab" * 32, 0, "2026-11-23 00:00:00", {"cpu_model": "x", "packages": {}},
+                  candidates=[base, small])
+
+
+def test_json_roundtrip_is_exact():
+    r = _report()
+    back = Report.from_json(r.to_json())
+    assert back == r
+    assert json.loads(r.to_json())["schema_version"] == SCHEMA_VERSION
+    assert back.candidate("prune").artifact_top1_pct() == 90.0
+
+
+def test_unit_suffixed_keys():
+    d = json.loads(_report().to_json())
+    lat = d["candidates"][0]["latency"][0]
+    assert {"p50_ms", "p90_ms", "p99_ms", "throughput_ips"} <= set(lat)
+    assert "onnx_size_bytes" in d["candidates"][0]
+
+
+def test_markdown_has_every_candidate_and_latency_row():
+    md = _report().to_markdown()
+    assert "| baseline | fp32 | 41.00 | 0.270 | 1.100 |" in md
+    assert "| prune |" in md and "-1.50" in md
+    assert "| baseline | onnxruntime | cpu | 1 | 2 | 1.000 |" in md
+
+
+def test_wrong_schema_version_is_rejected():
+    d = _report().to_dict()
+    d["schema_version"] = 99
+    with pytest.raises(ValueError, match="schema_version"):
+        Report.from_dict(d)
