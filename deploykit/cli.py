@@ -64,7 +64,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from deploykit.bench.parity import check_parity
     from deploykit.bench.runners import OrtRunner, TorchRunner
     from deploykit.export.onnx import export_onnx
-    from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights
+    from deploykit.models import build_model, find_first_last, restore_checkpoint
     from deploykit.progress import log
     from deploykit.recipe import load_recipe
 
@@ -73,9 +73,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = build_model(recipe.model)
     ckpt = args.checkpoint or recipe.model.checkpoint
     if ckpt is not None:
-        _, last = find_first_last(model, shape)
-        load_weights(model, load_checkpoint(ckpt)["state_dict"], str(ckpt),
-                     recipe.model.num_classes, last)
+        restore_checkpoint(model, ckpt, recipe.model.num_classes, find_first_last(model, shape),
+                           shape)
     spec = recipe.export.onnx
     path = export_onnx(model, shape, args.output, spec.opset, spec.dynamic_batch)
     x = torch.randn(8, *shape).numpy()

@@ -184,6 +184,28 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     return model
 
 
+def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
+                       first_last: tuple[str, str], input_shape: tuple[int, int, int]
+                       ) -> nn.Module:
+    """Load a checkpoint into a freshly built ``model``, replaying a stored pruning first.
+
+    Raises:
+        CheckpointError: corrupt file, class-count mismatch or a state dict that does not fit.
+    """
+    ck = load_checkpoint(path)
+    history = ck.get("arch", {}).get("pruning_history")
+    if history:
+        from deploykit.arch import replay_pruning
+
+        try:
+            replay_pruning(model, history, input_shape)
+        except Exception as e:
+            raise CheckpointError(f"{path}: its pruning history does not apply to this model "
+                                  f"({type(e).__name__}: {e}); was it pruned from a different "
+                                  "model.name?") from None
+    return load_weights(model, ck["state_dict"], str(path), num_classes, first_last[1])
+
+
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

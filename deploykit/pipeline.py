@@ -13,13 +13,7 @@ from deploykit.bench.env import environment
 from deploykit.bench.suite import measure_candidates
 from deploykit.data import Loaders, build_loaders
 from deploykit.errors import DeployKitError
-from deploykit.models import (
-    build_model,
-    find_first_last,
-    load_checkpoint,
-    load_weights,
-    make_checkpoint,
-)
+from deploykit.models import build_model, find_first_last, make_checkpoint, restore_checkpoint
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report
@@ -86,20 +80,22 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
     model = build_model(recipe.model)
     first_last = find_first_last(model, shape)
     if recipe.model.checkpoint is not None:
-        ck = load_checkpoint(recipe.model.checkpoint)
-        load_weights(model, ck["state_dict"], str(recipe.model.checkpoint),
-                     recipe.model.num_classes, first_last[1])
-    stage_fns = [get_stage(s.kind) for s in recipe.stages]  # unknown kinds fail before training
+        restore_checkpoint(model, recipe.model.checkpoint, recipe.model.num_classes, first_last,
+                           shape)
+    stages = [get_stage(s.kind) for s in recipe.stages]
+    for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
+        if hasattr(module, "check"):
+            module.check(model, spec, first_last)
     loaders = build_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
 
     baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)
     state = PipelineState.start(model, first_last, shape, out, resume, baseline_top1)
     if train_record is not None:
         state.history.append(train_record)
-    for fn, spec in zip(stage_fns, recipe.stages, strict=True):
+    for module, spec in zip(stages, recipe.stages, strict=True):
         t0 = time.perf_counter()
         log(f"stage {spec.kind}")
-        state = fn(state, loaders, spec)
+        state = module.run(state, loaders, spec)
         log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s")
 
     candidates = measure_candidates(state.candidates, loaders, recipe.export, recipe.bench, out,

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, model_validator
 
+from deploykit import stage_specs  # noqa: F401  (registers every stage kind)
 from deploykit.errors import RecipeError
+from deploykit.spec_base import STAGE_SPECS, StageSpec, Strict, TrainSpec, register_stage_spec
 
 __all__ = [
     "STAGE_ORDER_RULES",
@@ -36,11 +38,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """Which network to build.
 
     ``source``: ``builtin`` (CIFAR ResNets resnet20/32/56), ``torchvision`` (any classification
@@ -56,7 +54,7 @@ class ModelSpec(_Strict):
     checkpoint: Path | None = None
 
 
-class DataSpec(_Strict):
+class DataSpec(Strict):
     """Where images come from.
 
     ``digits`` is scikit-learn's bundled 8x8 digits (no files needed), ``imagefolder`` reads
@@ -87,21 +85,7 @@ class DataSpec(_Strict):
         return self
 
 
-class TrainSpec(_Strict):
-    """The shared training loop's settings (baseline training and every fine-tune)."""
-
-    epochs: int = Field(15, ge=0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.2, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)
-
-
-class ParitySpec(_Strict):
+class ParitySpec(Strict):
     """Thresholds for the exported-vs-PyTorch check that runs before any benchmark."""
 
     max_abs_error: float = Field(1e-3, gt=0)
@@ -109,17 +93,17 @@ class ParitySpec(_Strict):
     real_batches: int = Field(2, ge=0)
 
 
-class OnnxExportSpec(_Strict):
+class OnnxExportSpec(Strict):
     opset: int = Field(18, ge=17)
     dynamic_batch: bool = True
     parity: ParitySpec = ParitySpec()
 
 
-class ExportSpec(_Strict):
+class ExportSpec(Strict):
     onnx: OnnxExportSpec = OnnxExportSpec()
 
 
-class BenchSpec(_Strict):
+class BenchSpec(Strict):
     """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy."""
 
     runtimes: list[Literal["torch-cpu", "onnxruntime-cpu"]] = ["torch-cpu", "onnxruntime-cpu"]
@@ -134,27 +118,6 @@ class BenchSpec(_Strict):
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ValueError("bench.batch_sizes must be a non-empty list of positive integers")
         return self
-
-
-class StageSpec(_Strict):
-    """Base of every stage's settings; ``kind`` selects the stage."""
-
-    kind: str
-
-
-STAGE_SPECS: dict[str, type[StageSpec]] = {}
-
-
-def register_stage_spec(kind: str) -> Any:
-    """Class decorator registering a stage's settings model under ``kind`` (no duplicates)."""
-
-    def deco(cls: type[StageSpec]) -> type[StageSpec]:
-        if kind in STAGE_SPECS:
-            raise ValueError(f"stage kind {kind!r} is already registered")
-        STAGE_SPECS[kind] = cls
-        return cls
-
-    return deco
 
 
 @dataclass(frozen=True)
@@ -175,7 +138,7 @@ STAGE_ORDER_RULES: tuple[OrderRule, ...] = (
 )
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     """A whole run. See ``recipes/quickstart.yaml`` for a commented example."""
 
     name: str = "recipe"

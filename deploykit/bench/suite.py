@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deploykit.arch import layer_widths
 from deploykit.bench.accuracy import runner_accuracy
 from deploykit.bench.cost import count_macs_params, file_size_bytes
 from deploykit.bench.latency import time_alternating
@@ -53,7 +54,7 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
         macs, params = count_macs_params(cand.model, loaders.input_shape)
         rep = CandidateReport(cand.name, cand.precision, macs, params, path.name,
                               file_size_bytes(path), keep_float=list(cand.keep_float),
-                              arch=dict(cand.arch))
+                              arch={"widths": layer_widths(cand.model)})
         cand_runners = {rt: make_runner(rt, cand.model, path, bench.threads, cand.precision)
                         for rt in ("torch-cpu", "onnxruntime-cpu")}
         parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"], checks,

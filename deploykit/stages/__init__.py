@@ -7,19 +7,19 @@ no stage imports another.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
 from deploykit.errors import RecipeError
 
 __all__ = ["STAGE_MODULES", "get_stage"]
 
 # kind -> module under deploykit.stages that defines run(state, loaders, spec)
-STAGE_MODULES: dict[str, str] = {}
+STAGE_MODULES: dict[str, str] = {"prune": "prune"}
 
 
-def get_stage(kind: str) -> Callable[..., Any]:
-    """Return the ``run`` function of the stage ``kind``.
+def get_stage(kind: str) -> ModuleType:
+    """Return the module of stage ``kind``: ``run(state, loaders, spec)`` and optionally
+    ``check(model, spec, first_last)``, which validates the spec before any training.
 
     Raises:
         RecipeError: no such stage.
@@ -27,4 +27,4 @@ def get_stage(kind: str) -> Callable[..., Any]:
     if kind not in STAGE_MODULES:
         known = ", ".join(STAGE_MODULES) or "none"
         raise RecipeError(f"unknown stage {kind!r}; available: {known}")
-    return importlib.import_module(f"deploykit.stages.{STAGE_MODULES[kind]}").run
+    return importlib.import_module(f"deploykit.stages.{STAGE_MODULES[kind]}")

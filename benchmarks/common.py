@@ -1,0 +1,84 @@
+"""Shared pieces of the benchmark scripts (not part of the package): R20 data and baseline.
+
+The R20 protocol (../shared/BENCHMARKS.md): CIFAR-10 image folder, ResNet-20, 15 epochs SGD
+nesterov, wd 5e-4, batch 128, one-cycle to 0.2. The decoded data set and the trained baseline are
+cached under benchmarks/results/cache/ (git-ignored) so several scripts can share them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploykit._io import save_torch, write_text
+from deploykit.bench.latency import time_alternating
+from deploykit.bench.runners import OrtRunner
+from deploykit.data import build_loaders
+from deploykit.models import build_model, load_checkpoint, make_checkpoint
+from deploykit.recipe import DataSpec, ModelSpec, TrainSpec
+from deploykit.train import evaluate, fit, seed_everything
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / "results" / "cache"
+CIFAR = ROOT.parent.parent / "shared" / "data" / "cifar10"
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+BASELINE_TRAIN = TrainSpec(epochs=15, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4, schedule="onecycle")
+RECOVERY_TRAIN = TrainSpec(epochs=5, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4, schedule="cosine")
+
+
+def cifar_loaders(seed: int = 0):
+    if not CIFAR.is_dir():
+        raise SystemExit(f"CIFAR-10 not found at {CIFAR}; these benchmarks need ../shared/data")
+    spec = DataSpec(kind="imagefolder", root=CIFAR, image_size=32, batch_size=128,
+                    mean=CIFAR_MEAN, std=CIFAR_STD, calib_samples=1024)
+    return build_loaders(spec, seed, num_classes=10)
+
+
+def r20_baseline(loaders, log) -> tuple[torch.nn.Module, dict]:
+    """Train (or load the cached) R20 float baseline."""
+    path = CACHE / "r20_baseline.pt"
+    model = build_model(ModelSpec(name="resnet20"))
+    if path.is_file():
+        ck = load_checkpoint(path)
+        model.load_state_dict(ck["state_dict"])
+        return model, ck["meta"]
+    seed_everything(0)
+    res = fit(model, loaders.train, loaders.val, BASELINE_TRAIN, CACHE / "r20_baseline_ck",
+              resume=True, desc="R20 baseline")
+    meta = {"top1_pct": res.final_top1_pct, "seconds": res.seconds,
+            "seconds_per_epoch": res.seconds / max(res.epochs_run, 1)}
+    save_torch(make_checkpoint(model, meta=meta), path)
+    log(f"baseline: {meta}")
+    return model, meta
+
+
+def ort_latency(paths: dict[str, Path], shape, batches=(1, 64), threads=2, iterations=60):
+    """p50 ms per candidate and batch, timed alternately in one process (ORT CPU EP)."""
+    runners = {k: OrtRunner(p, threads=threads) for k, p in paths.items()}
+    out: dict[str, dict[int, float]] = {k: {} for k in paths}
+    for b in batches:
+        x = np.random.default_rng(0).standard_normal((b, *shape), dtype=np.float32)
+        st = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
+                              iterations=iterations, warmup=10, rounds=6)
+        for k in paths:
+            out[k][b] = st[k].p50_ms
+    return out
+
+
+def top1(model, loaders) -> float:
+    return evaluate(model, loaders.val)["top1_pct"]
+
+
+def save_results(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M")

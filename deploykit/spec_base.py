@@ -1,0 +1,52 @@
+"""Base classes of the recipe schema, shared by the recipe and the stage settings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["STAGE_SPECS", "StageSpec", "Strict", "TrainSpec", "register_stage_spec"]
+
+
+class Strict(BaseModel):
+    """A recipe section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TrainSpec(Strict):
+    """The shared training loop's settings (baseline training and every fine-tune)."""
+
+    epochs: int = Field(15, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.2, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class StageSpec(Strict):
+    """Base of every stage's settings; ``kind`` selects the stage."""
+
+    kind: str
+
+
+STAGE_SPECS: dict[str, type[StageSpec]] = {}
+
+
+def register_stage_spec(kind: str) -> Any:
+    """Class decorator registering a stage's settings model under ``kind`` (no duplicates)."""
+
+    def deco(cls: type[StageSpec]) -> type[StageSpec]:
+        if kind in STAGE_SPECS:
+            raise ValueError(f"stage kind {kind!r} is already registered")
+        STAGE_SPECS[kind] = cls
+        return cls
+
+    return deco
+
+

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from deploykit.arch import replay_pruning
+from deploykit.bench.cost import count_macs_params
+from deploykit.bench.parity import check_parity
+from deploykit.bench.runners import OrtRunner, TorchRunner
+from deploykit.errors import RecipeError
+from deploykit.export.onnx import export_onnx
+from deploykit.models import build_model, find_first_last, make_checkpoint, restore_checkpoint
+from deploykit.recipe import ModelSpec, parse_recipe
+from deploykit.stage_specs import PruneSpec
+from deploykit.stages.prune import check, prune_to_macs
+
+pytestmark = pytest.mark.slow
+
+
+def _model(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    torch.manual_seed(0)
+    if name == "resnet20":
+        return build_model(ModelSpec(name=name)).eval(), (3, 32, 32)
+    if name == "vit_b_16":  # torchvision's ViT takes any multiple of the patch size
+        return torchvision.models.vit_b_16(image_size=32, num_classes=10).eval(), (3, 32, 32)
+    return build_model(ModelSpec(source="torchvision", name=name, num_classes=10)).eval(), \
+        (3, 32, 32)
+
+
+# regnet's grouped convolutions move in steps of the group width: with round_to 8 the nearest
+# reachable point is 0.44x, so it is pruned here without rounding (the stage warns otherwise)
+ZOO = [("resnet20", 8), ("resnet18", 8), ("mobilenet_v2", 8), ("mobilenet_v3_small", 8),
+       ("efficientnet_b0", 8), ("regnet_x_400mf", None), ("convnext_tiny", 8),
+       ("vit_b_16", 8)]
+
+
+@pytest.mark.parametrize(("name", "round_to"), ZOO)
+def test_macs_ratio_half_lands_within_2pct_and_exports(name, round_to, tmp_path):
+    model, shape = _model(name)
+    spec = PruneSpec(target={"macs_ratio": 0.5}, round_to=round_to)
+    _, last = find_first_last(model, shape)
+    base_macs = count_macs_params(model, shape)[0]
+    out_features = model.get_submodule(last).out_features
+    pruned, history, _ = prune_to_macs(model, shape, spec, [last], base_macs // 2,
+                                       0.02 * base_macs)
+    ratio = count_macs_params(pruned, shape)[0] / base_macs
+    assert abs(ratio - 0.5) <= 0.02, ratio
+    assert pruned.get_submodule(last).out_features == out_features  # classifier kept whole
+    assert history
+    path = export_onnx(pruned, shape, tmp_path / f"{name}.onnx")
+    x = [np.random.default_rng(0).standard_normal((3, *shape), dtype=np.float32)]
+    check_parity(TorchRunner(pruned), OrtRunner(path), x, max_abs_error=1e-3)
+    assert path.stat().st_size < 0.8 * export_onnx(model, shape, tmp_path / "b.onnx").stat().st_size
+
+
+def test_round_to_keeps_widths_multiples_of_8():
+    model, shape = _model("resnet18")
+    base = count_macs_params(model, shape)[0]
+    pruned, _, _ = prune_to_macs(model, shape, PruneSpec(target={"macs_ratio": 0.5}), ["fc"],
+                                 base // 2, 0.02 * base)
+    convs = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.out_channels != 3]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+
+
+def test_save_load_roundtrip_is_exact_with_weights_only(tmp_path):
+    model, shape = _model("resnet20")
+    base = count_macs_params(model, shape)[0]
+    pruned, hist, _ = prune_to_macs(model, shape, PruneSpec(target={"macs_ratio": 0.5}), ["fc"],
+                                    base // 2, 0.02 * base)
+    path = tmp_path / "pruned.pt"
+    torch.save(make_checkpoint(pruned, {"pruning_history": [hist]}), path)
+    fresh = build_model(ModelSpec(name="resnet20"))
+    restore_checkpoint(fresh, path, 10, ("conv1", "fc"), shape)
+    x = torch.randn(4, *shape)
+    assert torch.equal(fresh.eval()(x), pruned.eval()(x))
+    # loading the pruned weights into an unpruned model is a clear error, not a crash
+    torch.save(make_checkpoint(pruned), tmp_path / "no_history.pt")
+    with pytest.raises(Exception, match="shape mismatch"):
+        restore_checkpoint(build_model(ModelSpec(name="resnet20")), tmp_path / "no_history.pt",
+                           10, ("conv1", "fc"), shape)
+
+
+def test_two_round_history_replays(tmp_path):
+    model, shape = _model("resnet20")
+    base = count_macs_params(model, shape)[0]
+    spec = PruneSpec(target={"macs_ratio": 0.5})
+    r1, h1, _ = prune_to_macs(model, shape, spec, ["fc"], int(base * 0.7), 0.02 * base)
+    r2, h2, _ = prune_to_macs(r1, shape, spec, ["fc"], int(base * 0.5), 0.02 * base)
+    fresh = replay_pruning(build_model(ModelSpec(name="resnet20")), [h1, h2], shape)
+    fresh.load_state_dict(r2.state_dict())
+    x = torch.randn(2, *shape)
+    assert torch.equal(fresh.eval()(x), r2.eval()(x))
+
+
+@pytest.mark.parametrize("importance", ["l2", "bn_scale", "taylor", "group_norm", "random"])
+def test_every_importance_criterion_prunes(importance):
+    from deploykit.stages.prune import prune_model
+
+    model, shape = _model("resnet20")
+    spec = PruneSpec(importance=importance, target={"ratio": 0.5})
+    grads = [(torch.randn(8, *shape), torch.randint(0, 10, (8,)))]
+    before = count_macs_params(model, shape)[0]
+    prune_model(model, torch.zeros(1, *shape), spec, ["fc"], 0.5, grads)
+    assert count_macs_params(model, shape)[0] < 0.75 * before
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_random_and_l1_choose_different_channels():
+    from deploykit.stages.prune import prune_model
+
+    a, shape = _model("resnet20")
+    b = copy.deepcopy(a)
+    ha = prune_model(a, torch.zeros(1, *shape), PruneSpec(target={"ratio": 0.5}), ["fc"], 0.5)
+    hb = prune_model(b, torch.zeros(1, *shape),
+                     PruneSpec(importance="random", target={"ratio": 0.5}), ["fc"], 0.5)
+    assert ha != hb
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ({"ratio": 0.0}, "greater than 0"), ({"ratio": 1.0}, "less than 1"),
+    ({"macs_ratio": 1.5}, "less than 1"), ({}, "exactly one of"),
+    ({"ratio": 0.5, "macs_ratio": 0.5}, "exactly one of")])
+def test_bad_targets_are_clear_errors(target, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe({"stages": [{"kind": "prune", "target": target}]}, check_paths=False)
+
+
+def test_unknown_importance_and_sparsity_mismatch():
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.importance: .*'l1'"):
+        parse_recipe({"stages": [{"kind": "prune", "importance": "l3",
+                                  "target": {"ratio": 0.5}}]}, check_paths=False)
+    with pytest.raises(RecipeError, match="has no regulariser"):
+        parse_recipe({"stages": [{"kind": "prune", "importance": "l1", "target": {"ratio": 0.5},
+                                  "sparsity": {"epochs": 1}}]}, check_paths=False)
+
+
+def test_ignored_pattern_that_matches_nothing_is_an_error():
+    model, _ = _model("resnet20")
+    check(model, PruneSpec(target={"ratio": 0.5}, ignored=["layer1.*"]), ("conv1", "fc"))
+    with pytest.raises(RecipeError, match=r"pattern 'layer9\.\*' matches no module"):
+        check(model, PruneSpec(target={"ratio": 0.5}, ignored=["layer9.*"]), ("conv1", "fc"))
