@@ -14,9 +14,6 @@ from deploykit.spec_base import StageSpec, Strict, TrainSpec, register_stage_spe
 
 __all__ = ["PruneSpec", "PruneTarget", "SparsitySpec"]
 
-IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "group_norm", "random")
-
-
 class PruneTarget(Strict):
     """Exactly one of: ``ratio`` (fraction of channels removed), ``macs_ratio`` (fraction of
     MACs kept) or ``latency_ratio`` (fraction of measured latency kept on ``runtime`` at

@@ -25,7 +25,7 @@ from deploykit.models import build_model, find_first_last
 from deploykit.progress import log
 from deploykit.recipe import ModelSpec
 from deploykit.stage_specs import PruneSpec
-from deploykit.stages.prune import _macs_for_latency, prune_to_macs
+from deploykit.stages.prune import _LatencyProbe, _macs_for_latency, prune_to_macs
 
 OUT = Path(__file__).resolve().parent / "results" / "l18.json"
 SHAPE = (3, 224, 224)
@@ -50,7 +50,8 @@ def main() -> None:
         paths["macs_0.5"] = export_onnx(half, SHAPE, tmp / f"{name}-half.onnx")
         macs["macs_0.5"] = count_macs_params(half, SHAPE)[0]
         lspec = PruneSpec(target={"latency_ratio": 0.5, "batch_size": 16}, round_to=8)
-        mr, probes = _macs_for_latency(model, SHAPE, lspec, [last], base_macs, None)
+        probe = _LatencyProbe(model, SHAPE, lspec, tmp)
+        mr, probes = _macs_for_latency(model, SHAPE, lspec, [last], base_macs, None, probe)
         lat_model, _, _ = prune_to_macs(model, SHAPE, lspec, [last], int(mr * base_macs),
                                         0.02 * base_macs)
         paths["latency_0.5"] = export_onnx(lat_model, SHAPE, tmp / f"{name}-lat.onnx")

@@ -41,8 +41,8 @@ __all__ = ["check", "prune_model", "run"]
 _BISECT_STEPS = 10
 
 
-def _ignored_modules(model: nn.Module, spec: PruneSpec, classifier: str) -> list[nn.Module]:
-    """The classifier plus every module matching a user pattern.
+def _ignored_names(model: nn.Module, spec: PruneSpec, classifier: str) -> list[str]:
+    """Names of the classifier plus every module matching a user pattern.
 
     Raises:
         RecipeError: a pattern matches no module.
@@ -56,12 +56,12 @@ def _ignored_modules(model: nn.Module, spec: PruneSpec, classifier: str) -> list
                               f"module names look like {names[:3]} "
                               "(see deploykit inspect MODEL)")
         chosen.update(hits)
-    return [model.get_submodule(n) for n in sorted(chosen)]
+    return sorted(chosen)
 
 
 def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str]) -> None:
     """Validate ``spec`` against ``model`` before any training starts."""
-    _ignored_modules(model, spec, first_last[1])
+    _ignored_names(model, spec, first_last[1])
 
 
 def _round_to(model: nn.Module, round_to: int | None) -> int | None:
@@ -189,28 +189,26 @@ class _LatencyProbe:
 
 def _macs_for_latency(model: nn.Module, shape: tuple[int, int, int], spec: PruneSpec,
                       ignored: list[str], base_macs: int,
-                      grads: list[tuple[torch.Tensor, torch.Tensor]] | None
-                      ) -> tuple[float, list[dict[str, float]]]:
+                      grads: list[tuple[torch.Tensor, torch.Tensor]] | None,
+                      probe: _LatencyProbe) -> tuple[float, list[dict[str, float]]]:
     """Bisect the MACs ratio on measured latency; return the largest MACs ratio that meets it."""
     target = spec.target.latency_ratio or 1.0
     lo, hi = 0.02, 1.0
     best = lo
     probes = []
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = _LatencyProbe(model, shape, spec, Path(tmp))
-        for _ in range(6):
-            mid = (lo + hi) / 2
-            cand, _, _ = prune_to_macs(model, shape, spec, ignored, int(mid * base_macs),
-                                       spec.target.tolerance * base_macs, grads)
-            macs_ratio = _macs(cand, shape) / base_macs
-            lat = probe.ratio(cand)
-            probes.append({"macs_ratio": macs_ratio, "latency_ratio": lat})
-            log(f"prune: {macs_ratio:.3f}x MACs -> {lat:.3f}x latency "
-                f"({spec.target.runtime}, batch {spec.target.batch_size})")
-            if lat <= target:
-                best, lo = mid, mid
-            else:
-                hi = mid
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        cand, _, _ = prune_to_macs(model, shape, spec, ignored, int(mid * base_macs),
+                                   spec.target.tolerance * base_macs, grads)
+        macs_ratio = _macs(cand, shape) / base_macs
+        lat = probe.ratio(cand)
+        probes.append({"macs_ratio": macs_ratio, "latency_ratio": lat})
+        log(f"prune: {macs_ratio:.3f}x MACs -> {lat:.3f}x latency "
+            f"({spec.target.runtime}, batch {spec.target.batch_size})")
+        if lat <= target:
+            best, lo = mid, mid
+        else:
+            hi = mid
     return best, probes
 
 
@@ -220,8 +218,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     shape = state.input_shape
     ckpt_path = state.output_dir / "prune.pt"
     model = copy.deepcopy(state.model)
-    ignored = [n for n, m in model.named_modules()
-               if any(m is i for i in _ignored_modules(model, spec, state.first_last[1]))]
+    ignored = _ignored_names(model, spec, state.first_last[1])
     base_macs, base_params = count_macs_params(model, shape)
     if state.resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
@@ -263,30 +260,31 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
     if spec.sparsity is not None:
         _sparsity_train(state, model, loaders, spec, spec.sparsity, ignored)
     t = spec.target
-    macs_ratio = t.macs_ratio
-    if t.latency_ratio is not None:
-        macs_ratio, probes = _macs_for_latency(model, shape, spec, ignored, base_macs, grads)
-        metrics["latency_probes"] = probes
     history: list[list[list[Any]]] = []
-    for k in range(1, spec.steps + 1):
-        if t.ratio is not None:  # cumulative channel ratio after round k
-            step_ratio = 1 - (1 - t.ratio) ** (1 / spec.steps)
-            hist = prune_model(model, torch.zeros(1, *shape), spec, ignored, step_ratio, grads)
-        else:
-            goal = int(base_macs * (macs_ratio or 1.0) ** (k / spec.steps))
-            model, hist, probes = prune_to_macs(model, shape, spec, ignored, goal,
-                                                t.tolerance * base_macs, grads)
-            metrics[f"round{k}_probes"] = probes
-        history.append(hist)
-        if spec.finetune is not None and spec.finetune.epochs > 0:
-            res = fit(model, loaders.train, loaders.val, spec.finetune,
-                      state.output_dir / "checkpoints" / f"prune-round{k}", state.resume,
-                      desc=f"prune fine-tune {k}/{spec.steps}")
-            metrics["finetune_top1_pct"] = res.final_top1_pct
-            metrics["finetune_seconds"] = metrics.get("finetune_seconds", 0.0) + res.seconds
-    if t.latency_ratio is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            probe = _LatencyProbe(state.model, shape, spec, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:  # one baseline export for every latency probe
+        probe = _LatencyProbe(model, shape, spec, Path(tmp)) if t.latency_ratio else None
+        macs_ratio = t.macs_ratio
+        if probe is not None:
+            macs_ratio, metrics["latency_probes"] = _macs_for_latency(
+                model, shape, spec, ignored, base_macs, grads, probe)
+        for k in range(1, spec.steps + 1):
+            if t.ratio is not None:  # cumulative channel ratio after round k
+                step_ratio = 1 - (1 - t.ratio) ** (1 / spec.steps)
+                hist = prune_model(model, torch.zeros(1, *shape), spec, ignored, step_ratio,
+                                   grads)
+            else:
+                goal = int(base_macs * (macs_ratio or 1.0) ** (k / spec.steps))
+                model, hist, probes = prune_to_macs(model, shape, spec, ignored, goal,
+                                                    t.tolerance * base_macs, grads)
+                metrics[f"round{k}_probes"] = probes
+            history.append(hist)
+            if spec.finetune is not None and spec.finetune.epochs > 0:
+                res = fit(model, loaders.train, loaders.val, spec.finetune,
+                          state.output_dir / "checkpoints" / f"prune-round{k}", state.resume,
+                          desc=f"prune fine-tune {k}/{spec.steps}")
+                metrics["finetune_top1_pct"] = res.final_top1_pct
+                metrics["finetune_seconds"] = metrics.get("finetune_seconds", 0.0) + res.seconds
+        if probe is not None:
             metrics["latency_ratio_measured"] = probe.ratio(model)
     return model, history, metrics
 
@@ -295,13 +293,9 @@ def _sparsity_train(state: PipelineState, model: nn.Module, loaders: Loaders, sp
                     sp: SparsitySpec, ignored: list[str]) -> None:
     pruner = _make_pruner(model, torch.zeros(1, *state.input_shape), spec,
                           [model.get_submodule(n) for n in ignored], 0.0, reg=sp.reg)
-
-    def regularize(m: nn.Module) -> None:
-        pruner.regularize(m)
-
     train = TrainSpec(epochs=sp.epochs, lr=sp.lr, schedule="cosine")
     res = fit(model, loaders.train, loaders.val, train,
               state.output_dir / "checkpoints" / "prune-sparsity", state.resume,
-              desc="sparsity training", after_backward=regularize)
+              desc="sparsity training", after_backward=pruner.regularize)
     log(f"prune: sparsity training ({spec.importance}, lambda {sp.reg:g}) -> "
         f"val top-1 {res.final_top1_pct:.2f}%")
