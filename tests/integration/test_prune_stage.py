@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import pytest
 
+from deploykit.bench.cost import count_macs_params
 from deploykit.cli import main
+from deploykit.models import build_model
+from deploykit.recipe import ModelSpec
 from deploykit.report import Report
+from deploykit.stages import prune as prune_stage
 
 pytestmark = pytest.mark.slow
 
 
 def test_latency_ratio_target_stops_when_measured_ratio_is_reached(tiny_recipe_dict, write_yaml,
-                                                                   tmp_path):
+                                                                   tmp_path, monkeypatch):
+    # Real timings of a tiny model are too noisy to assert on (measured speed-ups live in
+    # benchmarks/); here latency is a deterministic function of MACs so the search is tested.
+    base_macs = count_macs_params(build_model(ModelSpec(num_classes=4)), (3, 32, 32))[0]
+    monkeypatch.setattr(prune_stage._LatencyProbe, "ratio",
+                        lambda self, cand: (count_macs_params(cand, (3, 32, 32))[0]
+                                            / base_macs) ** 0.7)
     recipe = {**tiny_recipe_dict,
               "data": {**tiny_recipe_dict["data"], "image_size": 32},
               "train": {"epochs": 1, "lr": 0.01, "schedule": "constant"},
@@ -24,7 +34,7 @@ def test_latency_ratio_target_stops_when_measured_ratio_is_reached(tiny_recipe_d
     probes = stage["metrics"]["latency_probes"]
     assert probes and any(p["latency_ratio"] <= 0.8 for p in probes)
     # the chosen model is the least-pruned probe that met the target, re-measured at the end
-    assert stage["metrics"]["latency_ratio_measured"] <= 0.8 * 1.15  # timing noise margin
+    assert stage["metrics"]["latency_ratio_measured"] <= 0.8
     met = [p["macs_ratio"] for p in probes if p["latency_ratio"] <= 0.8]
     assert stage["metrics"]["macs_ratio"] == pytest.approx(max(met), abs=0.03)
     pruned = report.candidate("prune")
