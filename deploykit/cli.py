@@ -22,6 +22,11 @@ EPILOG = """examples:
   deploykit inspect torchvision:mobilenet_v2 --image-size 224
   deploykit export recipes/quickstart.yaml --checkpoint runs/qs/baseline.pt -o model.onnx
   deploykit bench model.onnx --batch 1 64 --threads 2
+  deploykit report runs/qs/report.json
+  deploykit compare old/report.json runs/qs/report.json
+  deploykit gate runs/qs/report.json --max-accuracy-drop 1.0 --min-speedup 1.5 --batch 64
+  deploykit gate runs/qs/report.json --baseline main/report.json --max-latency-regression 5 \\
+      --junit gate.xml
 """
 
 
@@ -34,7 +39,83 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = resolve_output_dir(recipe, args.output, args.resume)
     report = run(recipe, out, args.resume)
     _print_summary(report)
-    log(f"report: {out / 'report.md'} (and report.json, the ONNX files, checkpoints) in {out}")
+    log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
+        f"pareto.png, the ONNX files and checkpoints) in {out}")
+    if recipe.gates is None:
+        return 0
+    from deploykit.report_files import load_report
+
+    baseline = None if recipe.gates.baseline is None else load_report(recipe.gates.baseline,
+                                                                      "gates.baseline")
+    return _apply_gate(report, recipe.gates, baseline, out / "gate.xml")
+
+
+def _apply_gate(report, spec, baseline, junit: Path | None) -> int:
+    from deploykit.gate import evaluate_gates, write_junit
+    from deploykit.progress import log, print_table
+
+    result = evaluate_gates(report, spec, baseline)
+    print_table(f"gate on candidate {result.candidate!r}: "
+                f"{'PASSED' if result.passed else 'FAILED'}",
+                ("check", "measured", "threshold", "verdict"),
+                [(c.name, "missing" if c.measured is None else f"{c.measured:.4g}{c.unit}",
+                  f"{c.comparison} {c.threshold:.4g}{c.unit}", c.message) for c in result.checks])
+    if junit is not None:
+        write_junit(result, junit)
+        log(f"gate: JUnit XML in {junit}")
+    failed = [c.name for c in result.checks if not c.passed]
+    log("gate: passed" if result.passed else f"gate: FAILED ({', '.join(failed)})")
+    return result.exit_code
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from deploykit.gate_spec import GateSpec
+    from deploykit.report_files import load_report
+
+    report = load_report(args.report)
+    raw = dict((report.recipe or {}).get("gates") or {})
+    at = {"runtime": args.runtime, "batch": args.batch}
+    flags = {"max_accuracy_drop": args.max_accuracy_drop, "max_size_mb": args.max_size_mb,
+             "candidate": args.candidate,
+             "min_speedup": None if args.min_speedup is None
+             else {"value": args.min_speedup, **at},
+             "max_latency_ms": None if args.max_latency_ms is None
+             else {"value": args.max_latency_ms, "percentile": args.percentile, **at},
+             "max_latency_regression": None if args.max_latency_regression is None
+             else {"value": args.max_latency_regression, **at}}
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    if args.baseline is not None:
+        raw["baseline"] = str(args.baseline)
+    try:
+        spec = GateSpec.model_validate(raw)
+    except ValidationError as e:
+        raise DeployKitError(f"gate thresholds: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"
+                             ) from e
+    baseline = None if spec.baseline is None else load_report(spec.baseline, "baseline report")
+    return _apply_gate(report, spec, baseline, args.junit)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from deploykit.progress import log
+    from deploykit.report_files import load_report, write_report_files
+
+    src = Path(args.report)
+    report = load_report(src)
+    out = Path(args.output) if args.output else (src if src.is_dir() else src.parent)
+    paths = write_report_files(report, out, write_json=args.output is not None)
+    log("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from deploykit.compare import compare_reports
+    from deploykit.progress import print_table
+    from deploykit.report_files import load_report
+
+    table = compare_reports(load_report(args.a, "report A"), load_report(args.b, "report B"))
+    print_table(table.title, table.headers, table.rows, caption=table.note)
     return 0
 
 
@@ -48,7 +129,7 @@ def _print_summary(report) -> None:
                 "speed-up b1"):
         table.add_column(col)
     for c in report.candidates:
-        ort1 = next((r for r in c.latency if r.runtime == "onnxruntime" and r.batch == 1), None)
+        ort1 = c.latency_at("onnxruntime-cpu", 1)
         top1 = c.artifact_top1_pct()
         table.add_row(c.name, f"{c.macs / 1e6:.2f}", "-" if top1 is None else f"{top1:.2f}",
                       "-" if c.delta_top1_pts is None else f"{c.delta_top1_pts:+.2f}",
@@ -179,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a recipe end to end and write the report",
                        description="Build/train the baseline, run the recipe's stages, export "
                                    "each candidate to ONNX, check parity, measure accuracy and "
-                                   "latency, and write report.json / report.md.")
+                                   "latency, write the report (JSON, Markdown, HTML, CSV, "
+                                   "Pareto plot) and apply the recipe's gates (exit 1 if one "
+                                   "fails).")
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("--output", "-o", help="run folder (default: the recipe's output pattern)")
     r.add_argument("--resume", action="store_true",
@@ -204,6 +287,47 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10, help="untimed runs first")
     b.add_argument("--json", type=Path, help="also write results (with environment) here")
     b.set_defaults(fn=_cmd_bench)
+
+    rp = sub.add_parser("report", help="regenerate report.md/.html, results.csv, pareto.png",
+                        description="Re-render every view of a report.json (e.g. after "
+                                    "upgrading deploykit), beside it or into --output.")
+    rp.add_argument("report", help="report.json (or its run folder)")
+    rp.add_argument("--output", "-o", help="folder to write into (default: beside the report)")
+    rp.set_defaults(fn=_cmd_report)
+
+    c = sub.add_parser("compare", help="diff two reports: accuracy, MACs, size, latency",
+                       description="One row per candidate and metric: A, B and the change.")
+    c.add_argument("a", help="report A (e.g. main's report.json)")
+    c.add_argument("b", help="report B (e.g. this branch's)")
+    c.set_defaults(fn=_cmd_compare)
+
+    g = sub.add_parser(
+        "gate", help="fail (exit 1) when a report misses accuracy/speed thresholds",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check a report against thresholds from the flags, or else the recipe's "
+                    "gates: section stored in the report (flags override it). Checks the last "
+                    "candidate unless --candidate is given.\n\nExit codes: 0 every check "
+                    "passed; 1 a check failed or a metric it needs is missing (fail closed); 2 "
+                    "bad input (unreadable report, no thresholds, unknown candidate).")
+    g.add_argument("report", help="report.json (or its run folder)")
+    g.add_argument("--baseline", type=Path,
+                   help="earlier report.json, for --max-latency-regression")
+    g.add_argument("--candidate", help="candidate to gate (default: the last one)")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="PTS",
+                   help="top-1 points the candidate may lose against the baseline")
+    g.add_argument("--min-speedup", type=float, metavar="X",
+                   help="p50 speed-up over the baseline, same runtime and batch")
+    g.add_argument("--max-latency-ms", type=float, metavar="MS", help="latency ceiling per batch")
+    g.add_argument("--percentile", choices=("p50", "p90", "p99"), default="p50",
+                   help="percentile for --max-latency-ms (default p50)")
+    g.add_argument("--max-size-mb", type=float, metavar="MB", help="ONNX file size ceiling")
+    g.add_argument("--max-latency-regression", type=float, metavar="PCT",
+                   help="percent slower than --baseline allowed beyond the measured noise")
+    g.add_argument("--runtime", default="onnxruntime-cpu",
+                   help="runtime the latency thresholds apply to (default onnxruntime-cpu)")
+    g.add_argument("--batch", type=int, help="batch size they apply to (default: every one)")
+    g.add_argument("--junit", type=Path, help="also write the checks as JUnit XML here")
+    g.set_defaults(fn=_cmd_gate)
 
     i = sub.add_parser("inspect", help="print a resolved recipe, or a model's layers and MACs",
                        description="RECIPE.yaml: print it with every default filled in. MODEL "

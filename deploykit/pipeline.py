@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from deploykit._io import save_torch, write_text
+from deploykit._io import save_torch
 from deploykit.bench.env import environment
 from deploykit.bench.suite import measure_candidates
 from deploykit.data import Loaders, build_loaders
@@ -17,6 +17,7 @@ from deploykit.models import build_model, find_first_last, make_checkpoint, rest
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report
+from deploykit.report_files import write_report_files
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import evaluate, fit, seed_everything
@@ -68,7 +69,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
         resume: continue an interrupted run from its checkpoints.
 
     Returns:
-        The report, also written to ``report.json`` and ``report.md`` in the run folder.
+        The report, also written to the run folder (see ``report_files.REPORT_FILES``).
 
     Raises:
         DeployKitError: any user-fixable problem, raised before long work where possible.
@@ -107,6 +108,5 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
                     stages=[vars(r) for r in state.history], candidates=candidates)
-    write_text(out / "report.json", report.to_json())
-    write_text(out / "report.md", report.to_markdown())
+    write_report_files(report, out)
     return report

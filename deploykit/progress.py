@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from rich.console import Console
@@ -53,3 +53,17 @@ def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> It
 def log(message: str) -> None:
     """A one-line status message on stderr."""
     console().print(message, markup=False)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]],
+                caption: str | None = None) -> None:
+    """A table of pre-formatted cells on the console."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title), caption=None if caption is None else Text(caption))
+    for h in headers:
+        table.add_column(Text(h))
+    for row in rows:  # Text: cells such as "min_speedup[onnxruntime-cpu b64]" are not markup
+        table.add_row(*(Text(c) for c in row))
+    console().print(table)

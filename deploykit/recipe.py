@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, model_va
 
 from deploykit import stage_specs  # noqa: F401  (registers every stage kind)
 from deploykit.errors import RecipeError
+from deploykit.gate_spec import GateSpec
 from deploykit.spec_base import STAGE_SPECS, StageSpec, Strict, TrainSpec, register_stage_spec
 
 __all__ = [
@@ -91,6 +92,20 @@ class ParitySpec(Strict):
     max_abs_error: float = Field(1e-3, gt=0)
     min_top1_agreement: float = Field(0.99, gt=0, le=1)
     real_batches: int = Field(2, ge=0)
+    # Quantized artifacts differ from their PyTorch simulation by rounding (integer kernels
+    # requantize with their own rounding) and FP16 by half-precision accumulation.
+    # INT8: error relative to the largest reference logit, since it scales with the logits.
+    fp16_max_abs_error: float = Field(5e-2, gt=0)
+    int8_max_error_vs_range: float = Field(0.1, gt=0)
+    int8_min_top1_agreement: float = Field(0.95, gt=0, le=1)
+
+    def thresholds(self, precision: str) -> tuple[float, float, bool]:
+        """``(error limit, min top-1 agreement, relative?)`` for an artifact of ``precision``."""
+        if precision == "int8":
+            return self.int8_max_error_vs_range, self.int8_min_top1_agreement, True
+        if precision == "fp16":
+            return self.fp16_max_abs_error, self.min_top1_agreement, False
+        return self.max_abs_error, self.min_top1_agreement, False
 
 
 class OnnxExportSpec(Strict):
@@ -149,6 +164,7 @@ class Recipe(Strict):
     stages: list[SerializeAsAny[StageSpec]] = []
     export: ExportSpec = ExportSpec()
     bench: BenchSpec = BenchSpec()
+    gates: GateSpec | None = None
     output: str = "runs/{recipe}-{timestamp}"
 
 
@@ -246,6 +262,10 @@ def _check_paths(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "
                           f"(resolved to {ckpt.resolve()}); fix the path or set it to null "
                           "to train a baseline")
+    gates = recipe.gates
+    if gates is not None and gates.baseline is not None and not gates.baseline.is_file():
+        raise RecipeError(f"{source}: gates.baseline: report {str(gates.baseline)!r} does not "
+                          "exist; point it at an earlier run's report.json or remove the key")
     if ckpt is None and recipe.train is None:
         raise RecipeError(f"{source}: model.checkpoint is null and train is null: give a "
                           "checkpoint or a train section so there is a baseline to compress")

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report"]
+__all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
+           "report_tables", "summary_lines"]
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +36,13 @@ class LatencyRecord:
     max_ms: float
     throughput_ips: float
     speedup_vs_baseline: float | None = None
+    p50_ci_low_ms: float | None = None  # 95% bootstrap interval of p50: the timing noise
+    p50_ci_high_ms: float | None = None
+
+    @property
+    def key(self) -> str:
+        """``runtime-device``, the name recipes and gates use (e.g. ``onnxruntime-cpu``)."""
+        return f"{self.runtime}-{self.device}"
 
 
 @dataclass
@@ -60,6 +68,10 @@ class CandidateReport:
         d = dict(d)
         d["latency"] = [LatencyRecord(**r) for r in d.get("latency", [])]
         return cls(**d)
+
+    def latency_at(self, runtime: str, batch: int) -> LatencyRecord | None:
+        """The record for ``runtime`` (``onnxruntime-cpu`` style key) at ``batch``, if measured."""
+        return next((r for r in self.latency if r.key == runtime and r.batch == batch), None)
 
     def artifact_top1_pct(self) -> float | None:
         """Top-1 of the deployed artifact (ONNX Runtime) if measured, else PyTorch's."""
@@ -113,61 +125,139 @@ class Report:
                 return c
         raise KeyError(f"no candidate {name!r}; have {[c.name for c in self.candidates]}")
 
+    @property
+    def baseline(self) -> CandidateReport | None:
+        """The first candidate: the uncompressed model every delta and speed-up refers to."""
+        return self.candidates[0] if self.candidates else None
+
     def to_markdown(self) -> str:
         return _markdown(self)
+
+    def to_csv(self) -> str:
+        """One row per candidate and measured (runtime, batch); candidates never timed get one."""
+        return _csv(self)
+
+
+CSV_COLUMNS = ("candidate", "precision", "runtime", "batch", "threads", "top1_artifact_pct",
+               "top1_torch_pct", "delta_top1_pts", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+               "std_ms", "throughput_ips", "speedup_vs_baseline", "macs", "params",
+               "onnx_size_bytes", "layers_kept_float")
+
+
+def _csv(r: Report) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for c in r.candidates:
+        common = {"candidate": c.name, "precision": c.precision,
+                  "top1_artifact_pct": c.artifact_top1_pct(),
+                  "top1_torch_pct": c.top1_pct.get("torch-cpu"),
+                  "delta_top1_pts": c.delta_top1_pts, "macs": c.macs, "params": c.params,
+                  "onnx_size_bytes": c.onnx_size_bytes,
+                  "layers_kept_float": ";".join(c.keep_float)}
+        for lr in c.latency or [None]:
+            row = dict(common)
+            if lr is not None:
+                row.update(runtime=lr.key, batch=lr.batch, threads=lr.threads,
+                           p50_ms=lr.p50_ms, p90_ms=lr.p90_ms, p99_ms=lr.p99_ms,
+                           mean_ms=lr.mean_ms, std_ms=lr.std_ms,
+                           throughput_ips=lr.throughput_ips,
+                           speedup_vs_baseline=lr.speedup_vs_baseline)
+            w.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
 
 
 def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
-def _markdown(r: Report) -> str:
+@dataclass(frozen=True)
+class Table:
+    """A titled table of already formatted cells; Markdown and HTML both render these."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+    numeric_from: int = 1  # columns at or after this index are right-aligned
+
+
+def summary_lines(r: Report) -> list[str]:
+    """Run identity and machine, one fact per line."""
     env = r.environment
-    runtimes = sorted({k for c in r.candidates for k in c.top1_pct})
-    lines = [
-        f"# deploykit report: {r.recipe_name}",
-        "",
-        f"- created: {r.created_utc} UTC; seed {r.seed}; recipe sha256 `{r.recipe_hash[:16]}`",
-        f"- machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores), "
-        f"threads {env.get('threads')}, GPU {env.get('gpu') or 'none'}",
-        "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
-        "",
-        "## Candidates",
-        "",
-        "| candidate | precision | MACs (M) | params (M) | ONNX (MB) | "
-        + " | ".join(f"top-1 {rt} (%)" for rt in runtimes)
-        + " | Δ top-1 (pts) | parity max abs err |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(runtimes) + "---:|---:|",
+    return [
+        f"created {r.created_utc} UTC; seed {r.seed}; recipe sha256 {r.recipe_hash[:16]}",
+        f"machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores), threads "
+        f"{env.get('threads')}, GPU {env.get('gpu') or 'none'}; {env.get('os', '')}",
+        "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
     ]
+
+
+def report_tables(r: Report) -> list[Table]:
+    """The report's content as tables: candidates, latency, layers kept float, stages."""
+    runtimes = sorted({k for c in r.candidates for k in c.top1_pct})
+    cand_rows = []
     for c in r.candidates:
         size = None if c.onnx_size_bytes is None else c.onnx_size_bytes / 1e6
-        accs = " | ".join(_fmt(c.top1_pct.get(rt)) for rt in runtimes)
-        lines.append(f"| {c.name} | {c.precision} | {c.macs / 1e6:.2f} | {c.params / 1e6:.3f} | "
-                     f"{_fmt(size, '.3f')} | {accs} | {_fmt(c.delta_top1_pts, '+.2f')} | "
-                     f"{_fmt(c.parity.get('max_abs_error'), '.2e')} |")
-    lines += [
-        "",
-        "## Latency",
-        "",
-        "Per batch, milliseconds; candidates timed alternately in one process; speed-up is the "
-        "baseline's p50 over the candidate's on the same runtime and batch.",
-        "",
-        "| candidate | runtime | device | batch | threads | p50 | p90 | p99 | mean ± std | "
-        "images/s | speed-up |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        cand_rows.append((c.name, c.precision, f"{c.macs / 1e6:.2f}", f"{c.params / 1e6:.3f}",
+                          _fmt(size, ".3f"), *(_fmt(c.top1_pct.get(rt)) for rt in runtimes),
+                          _fmt(c.delta_top1_pts, "+.2f"),
+                          _fmt(c.parity.get("max_abs_error"), ".2e"), str(len(c.keep_float))))
+    tables = [Table(
+        "Candidates",
+        ("candidate", "precision", "MACs (M)", "params (M)", "ONNX (MB)",
+         *(f"top-1 {rt} (%)" for rt in runtimes), "Δ top-1 (pts)", "parity max abs err",
+         "layers kept float"),
+        cand_rows, note="Top-1 on the validation set, measured on each runtime; Δ is the "
+                        "artifact's top-1 minus the baseline's.", numeric_from=2)]
+    lat_rows = []
     for c in r.candidates:
         for lr in c.latency:
-            lines.append(
-                f"| {c.name} | {lr.runtime} | {lr.device} | {lr.batch} | {lr.threads} | "
-                f"{lr.p50_ms:.3f} | {lr.p90_ms:.3f} | {lr.p99_ms:.3f} | "
-                f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f} | {lr.throughput_ips:.0f} | "
-                f"{_fmt(lr.speedup_vs_baseline, '.2f', 'x')} |")
+            ci = ("-" if lr.p50_ci_low_ms is None else
+                  f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
+            lat_rows.append((c.name, lr.runtime, lr.device, str(lr.batch), str(lr.threads),
+                             f"{lr.p50_ms:.3f}", ci, f"{lr.p90_ms:.3f}", f"{lr.p99_ms:.3f}",
+                             f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}", f"{lr.throughput_ips:.0f}",
+                             _fmt(lr.speedup_vs_baseline, ".2f", "x")))
+    tables.append(Table(
+        "Latency",
+        ("candidate", "runtime", "device", "batch", "threads", "p50", "p50 95% CI", "p90", "p99",
+         "mean ± std", "images/s", "speed-up"),
+        lat_rows, note="Per batch, milliseconds; candidates timed alternately in one process; "
+                       "speed-up is the baseline's p50 over the candidate's on the same runtime "
+                       "and batch.", numeric_from=3))
+    kept = [(c.name, c.precision, ", ".join(c.keep_float)) for c in r.candidates if c.keep_float]
+    if kept:
+        tables.append(Table("Layers kept in float", ("candidate", "precision", "layers"), kept,
+                            numeric_from=3))
+    for c in r.candidates:
+        lp = c.arch.get("layer_precision")
+        if lp:
+            tables.append(Table(f"Layer precision: {c.name}", ("layer", "precision"),
+                                list(lp.items()), numeric_from=2))
     if r.stages:
-        lines += ["", "## Stages", "", "| stage | seconds | metrics |", "|---|---:|---|"]
-        for s in r.stages:
-            metrics = ", ".join(f"{k}={_short(v)}" for k, v in s.get("metrics", {}).items())
-            lines.append(f"| {s['name']} | {s['seconds']:.1f} | {metrics} |")
+        tables.append(Table(
+            "Stages", ("stage", "seconds", "metrics"),
+            [(s["name"], f"{s['seconds']:.1f}",
+              ", ".join(f"{k}={_short(v)}" for k, v in s.get("metrics", {}).items()))
+             for s in r.stages], note="Wall-clock seconds spent in each stage.", numeric_from=1))
+    return tables
+
+
+def _markdown(r: Report) -> str:
+    lines = [f"# deploykit report: {r.recipe_name}", ""]
+    lines += [f"- {line}" for line in summary_lines(r)]
+    for t in report_tables(r):
+        lines += ["", f"## {t.title}", ""]
+        if t.note:
+            lines += [t.note, ""]
+        lines.append("| " + " | ".join(t.headers) + " |")
+        lines.append("|" + "".join("---:|" if i >= t.numeric_from else "---|"
+                                   for i in range(len(t.headers))))
+        lines += ["| " + " | ".join(row) + " |" for row in t.rows]
     return "\n".join(lines) + "\n"
 
 

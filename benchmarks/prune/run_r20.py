@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--macs-ratio", type=float, default=0.5)
     ap.add_argument("--recovery-epochs", type=int, default=5)
     ap.add_argument("--sparsity-epochs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=OUT,
+                    help="results JSON (rewritten with only the criteria run now)")
     ap.add_argument("--latency-only", action="store_true",
                     help="no data, no training: random weights, MACs and latency only")
     args = ap.parse_args()
@@ -99,7 +101,7 @@ def main() -> None:
                    speedup={str(b): lat["base"][b] / lat["cand"][b] for b in lat["base"]},
                    seconds=time.perf_counter() - t0)
         results["rows"].append(row)
-        save_results(OUT, results)
+        save_results(args.out, results)
         log(f"{crit}: {row}")
     print(markdown(results))
 

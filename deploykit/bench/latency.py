@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["LatencyStats", "summarize", "time_alternating"]
+__all__ = ["LatencyStats", "median_ci", "summarize", "time_alternating"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class LatencyStats:
     min_ms: float
     max_ms: float
     throughput_ips: float
+    p50_ci_low_ms: float | None = None
+    p50_ci_high_ms: float | None = None
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -34,6 +36,8 @@ def summarize(times_s: Sequence[float], batch: int) -> LatencyStats:
     """Statistics of per-call wall times (seconds) for batches of ``batch`` images.
 
     Percentiles use linear interpolation (numpy's default). Throughput is ``batch / median``.
+    ``p50_ci_*`` is a 95% bootstrap interval of the median (seeded, so reproducible): the
+    measurement noise that regression gates compare a change against.
 
     Raises:
         ValueError: no timings.
@@ -42,11 +46,27 @@ def summarize(times_s: Sequence[float], batch: int) -> LatencyStats:
         raise ValueError("no timings to summarise")
     ms = np.asarray(times_s, dtype=np.float64) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    ci_low, ci_high = median_ci(ms)
     return LatencyStats(batch=batch, iterations=len(ms), p50_ms=float(p50), p90_ms=float(p90),
                         p99_ms=float(p99), mean_ms=float(ms.mean()),
                         std_ms=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
                         min_ms=float(ms.min()), max_ms=float(ms.max()),
-                        throughput_ips=float(batch / (p50 / 1e3)) if p50 > 0 else float("inf"))
+                        throughput_ips=float(batch / (p50 / 1e3)) if p50 > 0 else float("inf"),
+                        p50_ci_low_ms=ci_low, p50_ci_high_ms=ci_high)
+
+
+def median_ci(values: np.ndarray, level: float = 0.95, resamples: int = 2000,
+              seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``values``."""
+    if len(values) < 2:
+        v = float(values[0])
+        return v, v
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))
+    medians = np.median(values[idx], axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
 
 
 def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iterations: int = 50,

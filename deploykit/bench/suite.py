@@ -54,12 +54,16 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
         macs, params = count_macs_params(cand.model, loaders.input_shape)
         rep = CandidateReport(cand.name, cand.precision, macs, params, path.name,
                               file_size_bytes(path), keep_float=list(cand.keep_float),
-                              arch={"widths": layer_widths(cand.model)})
-        cand_runners = {rt: make_runner(rt, cand.model, path, bench.threads, cand.precision)
-                        for rt in ("torch-cpu", "onnxruntime-cpu")}
+                              arch={"widths": layer_widths(cand.model), **cand.arch})
+        # PyTorch runs an INT8 candidate as its fake-quant simulation: say so in the report
+        torch_precision = "int8-simulated" if cand.precision == "int8" else cand.precision
+        cand_runners = {"torch-cpu": make_runner("torch-cpu", cand.model, path, bench.threads,
+                                                 torch_precision),
+                        "onnxruntime-cpu": make_runner("onnxruntime-cpu", cand.model, path,
+                                                       bench.threads, cand.precision)}
+        max_err, min_agree, relative = onnx_spec.parity.thresholds(cand.precision)
         parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"], checks,
-                              onnx_spec.parity.max_abs_error, onnx_spec.parity.min_top1_agreement,
-                              what=str(path))
+                              max_err, min_agree, what=str(path), relative=relative)
         rep.parity = parity.to_dict()
         if bench.accuracy:
             for rt in bench.runtimes:
@@ -97,4 +101,5 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
                     threads=r.threads, iterations=st.iterations, p50_ms=st.p50_ms,
                     p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms, std_ms=st.std_ms,
                     min_ms=st.min_ms, max_ms=st.max_ms, throughput_ips=st.throughput_ips,
-                    speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None))
+                    speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None,
+                    p50_ci_low_ms=st.p50_ci_low_ms, p50_ci_high_ms=st.p50_ci_high_ms))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 from deploykit.cli import main
 from deploykit.report import Report
+from deploykit.report_files import REPORT_FILES
 
 
-def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path):
+def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(write_yaml(tiny_recipe_dict)), "-o", str(out)]) == 0
     report = Report.load(out / "report.json")
-    assert (out / "report.md").is_file() and (out / "baseline.onnx").is_file()
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    assert (out / "baseline.onnx").is_file()
+    assert str(out / "report.html") in capsys.readouterr().err.replace("\n", "")
     base = report.candidate("baseline")
     assert base.macs > 0 and base.params > 0 and base.onnx_size_bytes > 0
     # the artifact and the torch model agree on the validation set
@@ -25,5 +30,11 @@ def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path):
     assert raw["recipe_hash"] and raw["environment"]["threads"] == 2
     assert raw["stages"][0]["name"] == "train"
 
-    # --resume on a finished run reuses the baseline checkpoint instead of retraining
-    assert main(["run", str(write_yaml(tiny_recipe_dict)), "-o", str(out), "--resume"]) == 0
+    # --resume on a finished run reuses the baseline checkpoint instead of retraining; the
+    # recipe's gates are applied at the end: an impossible size ceiling fails the run (exit 1)
+    gated = {**tiny_recipe_dict, "gates": {"max_accuracy_drop": 0.0, "max_size_mb": 1e-6}}
+    assert main(["run", str(write_yaml(gated)), "-o", str(out), "--resume"]) == 1
+    cases = ET.parse(out / "gate.xml").getroot().findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["max_accuracy_drop", "max_size_mb"]
+    assert [c.find("failure") is None for c in cases] == [True, False]
+    assert Report.load(out / "report.json").recipe["gates"]["max_size_mb"] == 1e-6

@@ -107,3 +107,14 @@ def test_recipe_hash_changes_with_content():
     b = parse_recipe({"seed": 1}, check_paths=False)
     assert recipe_hash(a) == recipe_hash(Recipe())
     assert recipe_hash(a) != recipe_hash(b)
+
+
+def test_gates_section_shorthand_unknown_key_and_missing_baseline(write_yaml, tmp_path):
+    r = parse_recipe({"gates": {"min_speedup": 1.5, "max_latency_ms": {"value": 3, "batch": 1}}},
+                     check_paths=False)
+    assert r.gates.min_speedup.value == 1.5 and r.gates.min_speedup.runtime == "onnxruntime-cpu"
+    assert r.gates.min_speedup.batch is None and r.gates.max_latency_ms.percentile == "p50"
+    with pytest.raises(RecipeError, match=r"gates.max_acc"):
+        parse_recipe({"gates": {"max_acc": 1}}, check_paths=False)
+    with pytest.raises(RecipeError, match=r"gates.baseline.*does not exist"):
+        load_recipe(write_yaml({"gates": {"baseline": str(tmp_path / "old.json")}}))

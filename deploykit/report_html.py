@@ -1,0 +1,51 @@
+"""A self-contained ``report.html``: inline CSS, tables, the Pareto plot as a data URI.
+
+Nothing is fetched when the page opens (no scripts, fonts, or links to other hosts), so the
+file can be attached to a CI run or mailed and still render the same.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+
+from deploykit.report import Report, Table, report_tables, summary_lines
+
+__all__ = ["to_html"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#202124}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem}
+th,td{border:1px solid #dadce0;padding:.25rem .55rem}th{background:#f1f3f4;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr:nth-child(even) td{background:#fafafa}
+p.note,ul.meta{color:#5f6368;font-size:.85rem}
+img{max-width:100%;border:1px solid #dadce0}
+""".strip()
+
+
+def _table(t: Table) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in t.headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="n">{escape(v)}</td>' if i >= t.numeric_from
+                         else f"<td>{escape(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+        for row in t.rows)
+    note = f'<p class="note">{escape(t.note)}</p>' if t.note else ""
+    return (f"<h2>{escape(t.title)}</h2>{note}<table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def to_html(report: Report, pareto_png: bytes | None = None) -> str:
+    """Render ``report`` (and, if given, the PNG bytes of its Pareto plot) as one HTML page."""
+    meta = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report))
+    parts = [f"<h1>deploykit report: {escape(report.recipe_name)}</h1>",
+             f'<ul class="meta">{meta}</ul>']
+    if pareto_png is not None:
+        data = base64.b64encode(pareto_png).decode("ascii")
+        parts.append('<h2>Accuracy vs latency</h2><img alt="Pareto plot: top-1 against p50 '
+                     f'latency per runtime and batch" src="data:image/png;base64,{data}">')
+    parts += [_table(t) for t in report_tables(report)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>deploykit report: {escape(report.recipe_name)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
