@@ -12,7 +12,8 @@ from pydantic import Field, model_validator
 
 from deploykit.spec_base import StageSpec, Strict, TrainSpec, register_stage_spec
 
-__all__ = ["PruneSpec", "PruneTarget", "SparsitySpec"]
+__all__ = ["CalibrationSpec", "PruneSpec", "PruneTarget", "QatSpec", "QuantizeSpec",
+           "SensitivitySpec", "SparsitySpec"]
 
 class PruneTarget(Strict):
     """Exactly one of: ``ratio`` (fraction of channels removed), ``macs_ratio`` (fraction of
@@ -75,3 +76,63 @@ class PruneSpec(StageSpec):
                              "bn_scale) or channel groups (importance: group_norm); "
                              f"importance {self.importance!r} has no regulariser")
         return self
+
+
+class CalibrationSpec(Strict):
+    """How activation ranges are found on the calibration set (``data.calib_samples`` images).
+
+    ``minmax``: observed extremes. ``percentile``: clip at the ``percentile`` of the histogram.
+    ``entropy``: minimise the KL divergence between the float and quantized histograms
+    (TensorRT's method). ``mse``: minimise the quantization error (L2) over the histogram.
+    All keep a fixed-size histogram or running extremes, so memory does not grow with the set.
+    """
+
+    method: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
+    percentile: float = Field(99.99, gt=50, le=100)
+    bins: int = Field(2048, ge=128)
+
+
+class QatSpec(TrainSpec):
+    """Quantization-aware fine-tuning: the shared training loop on the fake-quant model, with
+    the float model as a knowledge-distillation teacher (``kd_alpha`` weight on the KD term)."""
+
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    kd_alpha: float = Field(0.5, ge=0, le=1)
+    kd_temperature: float = Field(4.0, gt=0)
+    freeze_bn_after: int = Field(1, ge=0, description="epochs of BatchNorm updates")
+    freeze_observers_after: int = Field(1, ge=0, description="epochs of range updates")
+
+
+class SensitivitySpec(Strict):
+    """Per-layer analysis: quantize one layer at a time (``only``) or everything but one
+    (``all_but``); rank by top-1 drop on ``samples`` validation images, or by output SQNR."""
+
+    method: Literal["only", "all_but"] = "all_but"
+    metric: Literal["accuracy", "sqnr"] = "accuracy"
+    samples: int = Field(1000, ge=16)
+
+
+@register_stage_spec("quantize")
+class QuantizeSpec(StageSpec):
+    """INT8 quantization to an ONNX model with explicit QuantizeLinear/DequantizeLinear.
+
+    ``target`` fixes the scheme for both modes: ``onnxruntime-cpu`` = uint8 asymmetric
+    activations, int8 symmetric per-channel weights; ``tensorrt`` = int8 symmetric activations
+    (zero point 0) and weights. ``keep_float``: ``first``, ``last`` and module-name patterns
+    (fnmatch) left in float. ``max_accuracy_drop``: keep the most sensitive layers in float
+    until the INT8 model is within this many top-1 points of the float one. ``fp16``: also
+    produce an FP16 candidate (float32 inputs/outputs) for GPU targets.
+    """
+
+    kind: Literal["quantize"] = "quantize"
+    mode: Literal["ptq", "qat"] = "ptq"
+    target: Literal["onnxruntime-cpu", "tensorrt"] = "onnxruntime-cpu"
+    calibration: CalibrationSpec = CalibrationSpec()
+    keep_float: list[str] = ["first", "last"]
+    sensitivity: SensitivitySpec | None = None
+    max_accuracy_drop: float | None = Field(None, gt=0)
+    max_float_layers: int = Field(8, ge=0, description="fallback stops after this many")
+    qat: QatSpec = QatSpec()
+    fp16: bool = False

@@ -139,7 +139,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         checkpoint_dir: Path | None = None, resume: bool = False, loss_fn: LossFn | None = None,
         desc: str = "train", device: str | torch.device = "cpu", keep_best: bool = False,
         after_backward: Callable[[nn.Module], None] | None = None,
-        extra_modules: nn.Module | None = None) -> FitResult:
+        extra_modules: nn.Module | None = None,
+        on_epoch_start: Callable[[int], None] | None = None) -> FitResult:
     """Train ``model`` for ``spec.epochs`` epochs, evaluating after each.
 
     Args:
@@ -153,6 +154,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         after_backward: hook between backward and optimizer step.
         extra_modules: trainable modules outside ``model`` (e.g. distillation adapters) that
             share the optimizer and the checkpoint.
+        on_epoch_start: called with the 0-based epoch before it trains (also after a resume),
+            e.g. to freeze BatchNorm statistics or quantization ranges after N epochs.
 
     Returns:
         A :class:`FitResult`.
@@ -188,6 +191,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
     for epoch in range(start_epoch, spec.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         terms = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn,
                                 f"{desc} {epoch + 1}/{spec.epochs}", spec.grad_clip, device,
                                 after_backward)

@@ -12,9 +12,14 @@ __all__ = ["count_macs_params", "file_size_bytes"]
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """Multiply-accumulates for one image and the parameter count (torch-pruning's counter)."""
+    """Multiply-accumulates for one image and the parameter count (torch-pruning's counter).
+
+    A model with ``float_equivalent()`` (a fake-quant model) is counted through it.
+    """
     import torch_pruning as tp
 
+    if hasattr(model, "float_equivalent"):
+        model = model.float_equivalent()
     m = copy.deepcopy(model).eval()
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(m, torch.zeros(1, *input_shape))

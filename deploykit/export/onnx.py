@@ -14,6 +14,7 @@ from torch import nn
 
 from deploykit._io import atomic_path
 from deploykit.errors import DeployKitError
+from deploykit.quant.modules import qdq_export
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx"]
 
@@ -52,7 +53,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     if dyn is not None:
         dyn = {first_arg: dyn["x"]}
     try:
-        with atomic_path(path) as tmp, _quiet():
+        with atomic_path(path) as tmp, _quiet(), qdq_export(model):
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes=dyn, external_data=False, verbose=False)

@@ -14,7 +14,7 @@ from deploykit.errors import RecipeError
 __all__ = ["STAGE_MODULES", "get_stage"]
 
 # kind -> module under deploykit.stages that defines run(state, loaders, spec)
-STAGE_MODULES: dict[str, str] = {"prune": "prune"}
+STAGE_MODULES: dict[str, str] = {"prune": "prune", "quantize": "quantize"}
 
 
 def get_stage(kind: str) -> ModuleType:

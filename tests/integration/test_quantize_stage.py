@@ -1,0 +1,33 @@
+"""The quantize stage in the pipeline: QAT through the shared loop, FP16, QDQ parity, report."""
+
+from __future__ import annotations
+
+from deploykit.cli import main
+from deploykit.report import Report
+
+
+def test_qat_and_fp16_candidates_are_exported_checked_and_reported(tiny_recipe_dict,
+                                                                    write_yaml, tmp_path):
+    recipe = {**tiny_recipe_dict, "stages": [{
+        "kind": "quantize", "mode": "qat", "target": "onnxruntime-cpu", "fp16": True,
+        "calibration": {"method": "percentile"},
+        "qat": {"epochs": 2, "lr": 1e-3, "freeze_bn_after": 1, "freeze_observers_after": 1}}]}
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    assert [c.name for c in r.candidates] == ["baseline", "fp16", "qat-int8"]
+    base, fp16, q = r.candidates
+    assert (fp16.precision, q.precision) == ("fp16", "int8")
+    # parity of the QDQ ONNX against the PyTorch fake-quant model was enforced before timing
+    assert q.parity["max_error_vs_range"] <= 0.1 and q.parity["top1_agreement"] >= 0.95
+    assert fp16.parity["max_abs_error"] <= 5e-2
+    assert q.keep_float == ["conv1", "fc"]
+    precision = q.arch["layer_precision"]
+    assert precision["conv1"] == precision["fc"] == "fp32"
+    assert sum(v == "int8" for v in precision.values()) == len(precision) - 2
+    assert abs(q.macs - base.macs) < 0.02 * base.macs  # BatchNorm folded away
+    assert q.onnx_size_bytes < 0.6 * base.onnx_size_bytes
+    assert {lr.precision for lr in q.latency} == {"int8", "int8-simulated"}
+    stage = r.stages[-1]
+    assert stage["name"] == "quantize" and len(stage["metrics"]["qat_history"]) == 2
+    assert "Layer precision: qat-int8" in (out / "report.md").read_text()

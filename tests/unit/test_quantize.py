@@ -1,0 +1,241 @@
+"""INT8 quantization: QDQ graph structure, schemes, PyTorch/ONNX parity, sensitivity, fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from deploykit.bench.runners import OrtRunner
+from deploykit.errors import ModelError
+from deploykit.export.onnx import export_onnx
+from deploykit.models import build_model, find_first_last, parse_model_ref
+from deploykit.quant.prepare import compute_layers, prepare, resolve_keep_float
+from deploykit.quant.scheme import SCHEMES
+from deploykit.quant.sensitivity import layer_sensitivity
+from deploykit.stage_specs import QuantizeSpec
+from deploykit.stages.quantize import Fp16Model, build_quantized, check
+
+SHAPE = (3, 32, 32)
+
+
+def _model(ref: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(parse_model_ref(ref, 10)).eval()
+
+
+def _calib(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, *SHAPE, generator=g) for _ in range(n)]
+
+
+def _quantize(model: nn.Module, target: str = "onnxruntime-cpu", method: str = "minmax",
+              keep: list[str] | None = None):
+    spec = QuantizeSpec(target=target, calibration={"method": method})
+    if keep is None:
+        keep = resolve_keep_float(model, spec.keep_float, find_first_last(model, SHAPE))
+    return build_quantized(model, spec, keep, _calib())
+
+
+def _graph(qm, tmp_path) -> tuple[onnx.GraphProto, str]:
+    path = export_onnx(qm, SHAPE, tmp_path / "q.onnx")
+    return onnx.load(str(path)).graph, str(path)
+
+
+def _producers(g: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in g.node for o in n.output}
+
+
+def _inits(g: onnx.GraphProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+
+@pytest.mark.parametrize("ref", ["resnet20", "torchvision:mobilenet_v2"])
+def test_first_and_last_float_every_other_layer_per_channel_int8(ref, tmp_path):
+    model = _model(ref)
+    qm = _quantize(model)
+    g, _ = _graph(qm, tmp_path)
+    prod, inits = _producers(g), _inits(g)
+    layers = [n for n in g.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(layers) == len(compute_layers(model))
+    float_layers, int8_layers = [], []
+    for n in layers:
+        w = n.input[1]
+        dq = prod.get(w)
+        if dq is None:  # weight straight from a float initializer
+            assert inits[w].dtype == np.float32
+            float_layers.append(n)
+            continue
+        assert dq.op_type == "DequantizeLinear"
+        w_q, scale = inits[dq.input[0]], inits[dq.input[1]]
+        assert w_q.dtype == np.int8 and w_q.min() >= -127
+        out_ch = w_q.shape[0]
+        assert scale.shape == (out_ch,), "weights must be quantized per output channel"
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        assert axis == 0
+        int8_layers.append(n)
+    assert float_layers == [layers[0], layers[-1]], "exactly the stem and the classifier"
+    assert len(int8_layers) == len(layers) - 2
+    assert sorted(qm.layer_precision.values()).count("fp32") == 2
+
+
+def test_tensorrt_scheme_is_signed_and_symmetric(tmp_path):
+    g, _ = _graph(_quantize(_model("resnet20"), target="tensorrt"), tmp_path)
+    inits = _inits(g)
+    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for n in qdq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+
+
+def test_onnxruntime_scheme_has_uint8_activations_int8_weights(tmp_path):
+    g, _ = _graph(_quantize(_model("resnet20")), tmp_path)
+    inits = _inits(g)
+    acts = [inits[n.input[2]].dtype for n in g.node if n.op_type == "QuantizeLinear"]
+    weights = [inits[n.input[2]].dtype for n in g.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert acts and set(acts) == {np.dtype(np.uint8)}
+    assert weights and set(weights) == {np.dtype(np.int8)}
+
+
+def test_residual_add_inputs_are_quantized(tmp_path):
+    g, _ = _graph(_quantize(_model("resnet20")), tmp_path)
+    prod = _producers(g)
+    adds = [n for n in g.node if n.op_type == "Add" and all(i in prod for i in n.input)]
+    assert len(adds) == 9  # one per residual block of ResNet-20
+    for n in adds:
+        assert [prod[i].op_type for i in n.input] == ["DequantizeLinear"] * 2
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_ptq_onnx_matches_fakequant_model(method, tmp_path):
+    qm = _quantize(_model("resnet20"), method=method)
+    _, path = _graph(qm, tmp_path)
+    x = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = qm(x).numpy()
+    out = OrtRunner(path)(x.numpy())
+    scale = np.abs(ref).max()
+    assert np.abs(out - ref).max() < 0.05 * scale  # integer kernels round differently
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def test_calibrators_differ_and_clip_outliers():
+    model = _model("resnet20")
+    ranges = {}
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        qm = _quantize(model, method=method)
+        ranges[method] = float(qm.act_quants()[0].hi)
+    assert ranges["minmax"] >= max(ranges["percentile"], ranges["entropy"], ranges["mse"])
+    assert len({round(v, 6) for v in ranges.values()}) >= 3
+
+
+def test_fake_quant_is_close_to_float_but_not_equal():
+    model = _model("resnet20")
+    qm = _quantize(model)
+    x = _calib(1, seed=9)[0]
+    with torch.no_grad():
+        f, q = model(x), qm(x)
+    err = (f - q).abs().max() / f.abs().max()
+    assert 0 < err < 0.1
+
+
+def test_fp16_model_exports_and_matches(tmp_path):
+    model = _model("resnet20")
+    path = export_onnx(Fp16Model(model), SHAPE, tmp_path / "fp16.onnx")
+    g = onnx.load(str(path)).graph
+    assert g.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_w = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(conv_w) >= len(compute_layers(model))
+    x = _calib(1)[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = OrtRunner(path)(x.numpy())
+    assert np.abs(out - ref).max() < 5e-2
+
+
+def _damage(model: nn.Module, block: str) -> str:
+    """Make ``block``.conv2 fragile under INT8 without changing the float model: its input
+    channel 0 is always zero (bn1 zeroes it), and the weights reading that channel are huge.
+    Float ignores them; per-channel INT8 scales to them and rounds every other weight to 0."""
+    b = model.get_submodule(block)
+    with torch.no_grad():
+        b.bn1.weight[0] = 0.0
+        b.bn1.bias[0] = 0.0
+        w = b.conv2.weight
+        w[:, 0] = 500 * w.abs().amax()
+        b.bn2.weight.mul_(10.0)  # and let this branch dominate the residual sum
+    return f"{block}.conv2"
+
+
+def test_sensitivity_ranks_a_damaged_layer_first():
+    model = _model("resnet20")
+    victim = _damage(model, "layer2.1")
+    spec = QuantizeSpec(calibration={"method": "minmax"})
+    keep = resolve_keep_float(model, spec.keep_float, find_first_last(model, SHAPE))
+    calib = _calib()
+    layers = ["layer1.0.conv1", "layer1.2.conv2", "layer2.0.conv1", victim, "layer3.0.conv1",
+              "layer3.2.conv2"]  # a sample of layers keeps the test quick
+    batches = [(x, torch.zeros(len(x), dtype=torch.long)) for x in _calib(2, seed=3)]
+    for method in ("only", "all_but"):
+        ranking = layer_sensitivity(model, lambda k: build_quantized(model, spec, k, calib),
+                                    layers, keep, batches, metric="sqnr", method=method)
+        assert ranking[0].layer == victim, (method, ranking[:3])
+        assert len(ranking) == len(layers)
+
+
+def test_keep_float_patterns_and_clear_errors():
+    model = _model("resnet20")
+    fl = find_first_last(model, SHAPE)
+    assert resolve_keep_float(model, ["first", "last", "layer3.*"], fl)[:2] == list(fl)
+    assert "layer3.2.conv2" in resolve_keep_float(model, ["layer3.*"], fl)
+    with pytest.raises(ModelError, match="layer9"):
+        check(model, QuantizeSpec(keep_float=["first", "layer9.*"]), fl)
+    with pytest.raises(ModelError, match="max_float_layers"):
+        check(model, QuantizeSpec(max_accuracy_drop=1.0, max_float_layers=0), fl)
+
+
+def test_untraceable_model_is_a_clear_error():
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.conv(x)
+            return self.conv(-x)
+
+    with pytest.raises(ModelError, match=r"torch\.fx cannot trace"):
+        prepare(Dynamic(), SCHEMES["onnxruntime-cpu"], [])
+
+
+def test_max_accuracy_drop_falls_back_to_float_for_the_damaged_layer(tmp_path):
+    from deploykit.data import Loaders
+    from deploykit.stages.quantize import run
+    from deploykit.state import PipelineState
+
+    model = _model("resnet20")
+    victim = _damage(model, "layer2.1")
+    xs = _calib(16, seed=11)
+    with torch.no_grad():  # labels = the float model's own predictions: float top-1 is 100%
+        val = [(x, model(x).argmax(1)) for x in xs]
+    calib = [(x, torch.zeros(len(x), dtype=torch.long)) for x in _calib(3)]
+    loaders = Loaders(train=val, val=val, calib=calib, num_classes=10, input_shape=SHAPE,
+                      class_names=[str(i) for i in range(10)], mean=(0.0,) * 3, std=(1.0,) * 3)
+    fl = find_first_last(model, SHAPE)
+    spec = QuantizeSpec(calibration={"method": "minmax"}, max_accuracy_drop=0.5,
+                        sensitivity={"metric": "sqnr", "samples": 32})
+    state = run(PipelineState.start(model, fl, SHAPE, tmp_path), loaders, spec)
+    metrics = state.history[-1].metrics
+    assert metrics["sensitivity"][0]["layer"] == victim
+    assert metrics["fallback_float_layers"][0] == victim
+    cand = state.candidates[-1]
+    assert cand.name == "ptq-int8" and victim in cand.keep_float
+    assert 100.0 - cand.torch_top1_pct <= 0.5
+    assert cand.arch["layer_precision"][victim] == "fp32"
