@@ -1,0 +1,127 @@
+"""R20 quantization benchmark (CIFAR-10 ResNet-20): accuracy and ONNX Runtime CPU latency.
+
+Float vs PTQ with each calibrator vs QAT, each INT8 model with the first/last layers float and
+with every layer INT8 (target onnxruntime-cpu), plus the chain prune (l1, 0.5x MACs, round_to 8,
+recovery) + PTQ. Top-1 is the exported QDQ model's in ONNX Runtime on the 10,000 test images;
+latency is p50 at batch 1 and 64, 2 threads, all candidates timed alternately at the end.
+
+Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RECOVERY_TRAIN, cifar_loaders, ort_latency, r20_baseline, save_results, stamp
+
+from deploykit.bench.accuracy import runner_accuracy
+from deploykit.bench.cost import count_macs_params, file_size_bytes
+from deploykit.bench.runners import OrtRunner
+from deploykit.export.onnx import export_onnx
+from deploykit.kd import kd_loss_fn
+from deploykit.models import find_first_last
+from deploykit.progress import log
+from deploykit.stage_specs import PruneSpec, QuantizeSpec
+from deploykit.stages.prune import prune_to_macs
+from deploykit.stages.quantize import build_quantized
+from deploykit.train import fit, seed_everything
+
+OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+SHAPE = (3, 32, 32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calibrators", nargs="+", default=["minmax", "percentile", "entropy",
+                                                        "mse"])
+    ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--qat-calibrator", default="percentile")
+    ap.add_argument("--chain-recovery-epochs", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    seed_everything(0)
+    tmp = Path(tempfile.mkdtemp())
+    loaders = cifar_loaders()
+    base, _ = r20_baseline(loaders, log)
+    base.eval()
+    fl = find_first_last(base, SHAPE)
+    calib = [x for x, _ in loaders.calib]
+    res = {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
+           "calib_images": sum(len(x) for x in calib), "rows": []}
+    paths: dict[str, Path] = {}
+
+    def record(label: str, model: torch.nn.Module, **extra) -> None:
+        t0 = time.perf_counter()
+        paths[label] = export_onnx(model, SHAPE, tmp / f"{label}.onnx")
+        acc = runner_accuracy(OrtRunner(paths[label], threads=2), loaders.val)["top1_pct"]
+        macs, params = count_macs_params(model, SHAPE)
+        row = {"candidate": label, "ort_top1_pct": acc, "macs": macs, "params": params,
+               "onnx_bytes": file_size_bytes(paths[label]), **extra,
+               "eval_seconds": time.perf_counter() - t0}
+        res["rows"].append(row)
+        log(f"{label}: ORT top-1 {acc:.2f}%, {row['onnx_bytes'] / 1e6:.3f} MB")
+        save_results(OUT, res)
+
+    record("float", base)
+    for method in args.calibrators:
+        for keep_name, keep in (("firstlast-float", list(fl)), ("all-int8", [])):
+            spec = QuantizeSpec(calibration={"method": method})
+            t0 = time.perf_counter()
+            qm = build_quantized(base, spec, keep, calib)
+            record(f"ptq-{method}-{keep_name}", qm, calib_seconds=time.perf_counter() - t0)
+
+    for keep_name, keep in (("firstlast-float", list(fl)),):
+        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
+                            qat={"epochs": args.qat_epochs, "freeze_bn_after": 1,
+                                 "freeze_observers_after": 1})
+        qm = build_quantized(base, spec, keep, calib)
+        q = spec.qat
+
+        def on_epoch(epoch: int, qm=qm, q=q) -> None:
+            qm.set_bn_frozen(epoch >= q.freeze_bn_after)
+            qm.set_observers(epoch < q.freeze_observers_after)
+
+        fr = fit(qm, loaders.train, loaders.val, q, None, loss_fn=kd_loss_fn(
+            copy.deepcopy(base), q.kd_alpha, q.kd_temperature), desc="qat",
+            on_epoch_start=on_epoch)
+        qm.set_bn_frozen(True)
+        qm.set_observers(False)
+        record(f"qat-{args.qat_calibrator}-{keep_name}", qm.eval(), qat_epochs=args.qat_epochs,
+               qat_seconds=fr.seconds)
+
+    base_macs = count_macs_params(base, SHAPE)[0]
+    pruned, _, _ = prune_to_macs(base, SHAPE, PruneSpec(target={"macs_ratio": 0.5}), [fl[1]],
+                                 base_macs // 2, 0.02 * base_macs)
+    rec = RECOVERY_TRAIN.model_copy(update={"epochs": args.chain_recovery_epochs})
+    fr = fit(pruned, loaders.train, loaders.val, rec, None, desc="chain recovery",
+             loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
+    record("chain-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
+           recovery_seconds=fr.seconds)
+    qm = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
+    record("chain-prune-ptq-percentile-firstlast-float", qm)
+
+    log("timing every candidate alternately (ORT CPU, 2 threads)")
+    p50 = ort_latency(paths, SHAPE, batches=(1, 64), iterations=60)
+    for row in res["rows"]:
+        c = row["candidate"]
+        row["p50_ms"] = {str(b): v for b, v in p50[c].items()}
+        row["speedup"] = {str(b): p50["float"][b] / v for b, v in p50[c].items()}
+    save_results(OUT, res)
+    for row in res["rows"]:
+        print(f"| {row['candidate']} | {row['ort_top1_pct']:.2f} | "
+              f"{row['ort_top1_pct'] - res['rows'][0]['ort_top1_pct']:+.2f} | "
+              f"{row['onnx_bytes'] / 1e6:.3f} | {row['p50_ms']['1']:.3f} | "
+              f"{row['p50_ms']['64']:.2f} | {row['speedup']['1']:.2f}x | "
+              f"{row['speedup']['64']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
