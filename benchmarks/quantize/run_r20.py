@@ -31,7 +31,7 @@ from deploykit.models import find_first_last
 from deploykit.progress import log
 from deploykit.stage_specs import PruneSpec, QuantizeSpec
 from deploykit.stages.prune import prune_to_macs
-from deploykit.stages.quantize import build_quantized
+from deploykit.stages.quantize import build_quantized, qat_finetune
 from deploykit.train import fit, seed_everything
 
 OUT = Path(__file__).resolve().parent / "results" / "r20.json"
@@ -83,18 +83,8 @@ def main() -> None:
                             qat={"epochs": args.qat_epochs, "freeze_bn_after": 1,
                                  "freeze_observers_after": 1})
         qm = build_quantized(base, spec, keep, calib)
-        q = spec.qat
-
-        def on_epoch(epoch: int, qm=qm, q=q) -> None:
-            qm.set_bn_frozen(epoch >= q.freeze_bn_after)
-            qm.set_observers(epoch < q.freeze_observers_after)
-
-        fr = fit(qm, loaders.train, loaders.val, q, None, loss_fn=kd_loss_fn(
-            copy.deepcopy(base), q.kd_alpha, q.kd_temperature), desc="qat",
-            on_epoch_start=on_epoch)
-        qm.set_bn_frozen(True)
-        qm.set_observers(False)
-        record(f"qat-{args.qat_calibrator}-{keep_name}", qm.eval(), qat_epochs=args.qat_epochs,
+        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
+        record(f"qat-{args.qat_calibrator}-{keep_name}", qm, qat_epochs=args.qat_epochs,
                qat_seconds=fr.seconds)
 
     base_macs = count_macs_params(base, SHAPE)[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,18 +20,17 @@ from deploykit.progress import log
 from deploykit.quant.prepare import QuantizedModel, compute_layers, prepare, resolve_keep_float
 from deploykit.quant.scheme import SCHEMES
 from deploykit.quant.sensitivity import accuracy_on, layer_sensitivity
-from deploykit.stage_specs import QuantizeSpec, SensitivitySpec
+from deploykit.stage_specs import QatSpec, QuantizeSpec, SensitivitySpec
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.train import evaluate, fit
+from deploykit.train import FitResult, evaluate, fit
 
-__all__ = ["Fp16Model", "build_quantized", "check", "run"]
+__all__ = ["Fp16Model", "build_quantized", "check", "qat_finetune", "run"]
 
 
 def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str]) -> None:
-    """Before any training: keep_float patterns must match, and the model must trace."""
+    """Before any training: keep_float patterns must match layers, and a fallback bound needs
+    room to keep layers float."""
     resolve_keep_float(model, spec.keep_float, first_last)
-    if spec.sensitivity is None and spec.max_accuracy_drop is None:
-        return
     if spec.max_float_layers == 0 and spec.max_accuracy_drop is not None:
         raise ModelError("quantize.max_accuracy_drop needs max_float_layers > 0 to fall back")
 
@@ -105,8 +105,7 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
         f"{len(keep)} layer(s) kept float: {', '.join(keep)}")
 
     if spec.fp16:
-        state.add_candidate(Candidate("fp16", Fp16Model(float_model), precision="fp16",
-                                      torch_top1_pct=None))
+        state.add_candidate(Candidate("fp16", Fp16Model(float_model), precision="fp16"))
     state.add_candidate(Candidate(f"{spec.mode}-int8", qm, precision="int8",
                                   torch_top1_pct=top1, keep_float=list(keep),
                                   arch={"layer_precision": dict(qm.layer_precision)}))
@@ -135,20 +134,27 @@ def _fallback(build, keep, ranking, loaders, spec, float_top1):
     return qm, keep
 
 
-def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,
-         state: PipelineState) -> tuple[QuantizedModel, dict]:
-    q = spec.qat
+def qat_finetune(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, q: QatSpec,
+                 checkpoint_dir: Path | None = None, resume: bool = False) -> FitResult:
+    """Fine-tune the calibrated ``qm`` through its fake-quant ops with ``teacher`` as KD target;
+    BatchNorm statistics and ranges update for the first epochs, then stay frozen."""
 
     def on_epoch_start(epoch: int) -> None:
         qm.set_bn_frozen(epoch >= q.freeze_bn_after)
         qm.set_observers(epoch < q.freeze_observers_after)
 
-    res = fit(qm, loaders.train, loaders.val, q, state.output_dir / "checkpoints" / "qat",
-              state.resume, loss_fn=kd_loss_fn(teacher, q.kd_alpha, q.kd_temperature,
-                                               q.label_smoothing),
+    res = fit(qm, loaders.train, loaders.val, q, checkpoint_dir, resume,
+              loss_fn=kd_loss_fn(teacher, q.kd_alpha, q.kd_temperature, q.label_smoothing),
               desc="qat", on_epoch_start=on_epoch_start)
     qm.set_bn_frozen(True)
     qm.set_observers(False)
     qm.eval()
+    return res
+
+
+def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,
+         state: PipelineState) -> tuple[QuantizedModel, dict]:
+    res = qat_finetune(qm, teacher, loaders, spec.qat,
+                       state.output_dir / "checkpoints" / "qat", state.resume)
     return qm, {"qat_epochs": res.epochs_run, "qat_seconds": res.seconds,
                 "qat_history": res.history}
