@@ -29,7 +29,7 @@ def kd_loss_fn(teacher: nn.Module, alpha: float, temperature: float,
         out = model(x)
         ce = F.cross_entropy(out, y, label_smoothing=label_smoothing)
         with torch.no_grad():
-            t_out = teacher(x)
+            t_out = teacher.to(x.device)(x)
         kd = hinton_kd(out, t_out, temperature)
         return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce.detach(), "kd": kd.detach()}
 

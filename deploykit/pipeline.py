@@ -91,6 +91,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
 
     baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)
     state = PipelineState.start(model, first_last, shape, out, resume, baseline_top1)
+    state.model_spec = recipe.model
     if train_record is not None:
         state.history.append(train_record)
     for module, spec in zip(stages, recipe.stages, strict=True):

@@ -29,8 +29,14 @@ def console() -> Console:
     return _console
 
 
+def _is_worker() -> bool:
+    """A non-zero rank of a torchrun launch: it trains but stays quiet."""
+    return int(os.environ.get("RANK", "0")) != 0
+
+
 def _enabled() -> bool:
-    return console().is_terminal and not os.environ.get("DEPLOYKIT_NO_PROGRESS")
+    return (console().is_terminal and not os.environ.get("DEPLOYKIT_NO_PROGRESS")
+            and not _is_worker())
 
 
 def make_progress() -> Progress:
@@ -51,7 +57,9 @@ def progress_iter(items: Iterable[T], desc: str, total: int | None = None) -> It
 
 
 def log(message: str) -> None:
-    """A one-line status message on stderr."""
+    """A one-line status message on stderr (from rank 0 only under torchrun)."""
+    if _is_worker():
+        return
     console().print(message, markup=False)
 
 

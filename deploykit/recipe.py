@@ -262,6 +262,12 @@ def _check_paths(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "
                           f"(resolved to {ckpt.resolve()}); fix the path or set it to null "
                           "to train a baseline")
+    for i, stage in enumerate(recipe.stages):
+        for j, path in enumerate(getattr(getattr(stage, "teacher", None), "checkpoints", [])):
+            if not path.is_file():
+                raise RecipeError(f"{source}: stages[{i}].teacher.checkpoints[{j}]: file "
+                                  f"{str(path)!r} does not exist (resolved to {path.resolve()}); "
+                                  "fix the path, or remove it to distil from the baseline")
     gates = recipe.gates
     if gates is not None and gates.baseline is not None and not gates.baseline.is_file():
         raise RecipeError(f"{source}: gates.baseline: report {str(gates.baseline)!r} does not "

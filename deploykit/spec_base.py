@@ -27,6 +27,8 @@ class TrainSpec(Strict):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bfloat16 autocast when training on CUDA")
 
 
 class StageSpec(Strict):

@@ -48,6 +48,7 @@ class PipelineState:
         input_shape: ``(C, H, W)`` of one input image.
         output_dir: the run folder, for stage checkpoints.
         resume: whether stages should continue from their checkpoints.
+        model_spec: the recipe's model section (to build teachers from checkpoints).
     """
 
     model: nn.Module
@@ -56,6 +57,7 @@ class PipelineState:
     input_shape: tuple[int, int, int]
     output_dir: Path
     resume: bool = False
+    model_spec: Any = None
     candidates: list[Candidate] = field(default_factory=list)
     history: list[StageRecord] = field(default_factory=list)
 

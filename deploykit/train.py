@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit import distributed as dist
 from deploykit._io import save_torch
-from deploykit.errors import CheckpointError
+from deploykit.errors import BackendUnavailableError, CheckpointError
 from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec
 
@@ -71,11 +72,16 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
                     loss_fn: LossFn, desc: str = "train", grad_clip: float | None = None,
                     device: str | torch.device = "cpu",
-                    after_backward: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+                    after_backward: Callable[[nn.Module], None] | None = None,
+                    trainable: nn.Module | None = None, amp: bool = False) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss term.
 
     ``after_backward(model)`` runs between backward and step (e.g. a sparsity sub-gradient).
+    ``trainable``: every module the optimizer updates (default ``model``); its gradients are
+    clipped together and, under torchrun, averaged over the processes, each of which trains on
+    its slice of the global batch. ``amp``: bfloat16 autocast for CUDA batches.
     """
+    trainable = model if trainable is None else trainable
     model.train()
     sums: dict[str, float] = {}
     n = 0
@@ -83,14 +89,16 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
     with make_progress() as prog:
         task = prog.add_task(desc, total=total, info="")
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            terms = loss_fn(model, x, y)
+            x, y = dist.shard(x.to(device), y.to(device))
+            with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
+                terms = loss_fn(model, x, y)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
+            dist.all_reduce_gradients(trainable)
             if after_backward is not None:
                 after_backward(model)
             if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -102,6 +110,16 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
     if n and not math.isfinite(sums["loss"]):
         raise FloatingPointError("training diverged (loss is not finite); lower the learning rate")
     return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def resolve_device(spec: TrainSpec) -> torch.device:
+    """``auto``: CUDA when available (this process's GPU under torchrun), else the CPU."""
+    if spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError("train.device is 'cuda' but no CUDA device is available; "
+                           "set device: auto or cpu")
+    return torch.device("cuda", dist.rank() % torch.cuda.device_count())
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -137,7 +155,7 @@ class FitResult:
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: TrainSpec,
         checkpoint_dir: Path | None = None, resume: bool = False, loss_fn: LossFn | None = None,
-        desc: str = "train", device: str | torch.device = "cpu", keep_best: bool = False,
+        desc: str = "train", device: str | torch.device | None = None, keep_best: bool = False,
         after_backward: Callable[[nn.Module], None] | None = None,
         extra_modules: nn.Module | None = None,
         on_epoch_start: Callable[[int], None] | None = None) -> FitResult:
@@ -154,6 +172,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         after_backward: hook between backward and optimizer step.
         extra_modules: trainable modules outside ``model`` (e.g. distillation adapters) that
             share the optimizer and the checkpoint.
+        device: where to train (default from ``spec.device``); the model returns to the CPU.
         on_epoch_start: called with the 0-based epoch before it trains (also after a resume),
             e.g. to freeze BatchNorm statistics or quantization ranges after N epochs.
 
@@ -164,8 +183,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         CheckpointError: a resume checkpoint is corrupt or does not fit.
     """
     loss_fn = loss_fn or cross_entropy_loss(spec.label_smoothing)
+    device = resolve_device(spec) if device is None else torch.device(device)
     trainable = nn.ModuleDict({"model": model}) if extra_modules is None else \
         nn.ModuleDict({"model": model, "extra": extra_modules})
+    trainable.to(device)
     optimizer = make_optimizer(trainable, spec)
     steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
     scheduler = make_scheduler(optimizer, spec, steps)
@@ -195,7 +216,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
             on_epoch_start(epoch)
         terms = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn,
                                 f"{desc} {epoch + 1}/{spec.epochs}", spec.grad_clip, device,
-                                after_backward)
+                                after_backward, trainable, spec.amp)
         metrics = evaluate(model, val_loader, device)
         row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in terms.items()},
                "val_top1_pct": metrics["top1_pct"], "val_loss": metrics["loss"]}
@@ -205,13 +226,14 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
             result.best_top1_pct = metrics["top1_pct"]
         log(f"{desc} epoch {epoch + 1}/{spec.epochs}: loss {terms['loss']:.4f}, "
             f"val top-1 {metrics['top1_pct']:.2f}%")
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and dist.is_main():
             if improved and best is not None:
                 save_torch({"trainable": trainable.state_dict(), "epoch": epoch}, best)
             save_torch({"trainable": trainable.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler else {},
                         "epoch": epoch, "history": result.history,
                         "best_top1_pct": result.best_top1_pct}, last)
+        dist.barrier()
         result.epochs_run += 1
     result.seconds = time.perf_counter() - t0
     if keep_best and best is not None and best.is_file():
@@ -219,4 +241,5 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         trainable.load_state_dict(best_state)
     result.final_top1_pct = evaluate(model, val_loader, device)["top1_pct"] if spec.epochs else \
         float("nan")
+    trainable.to("cpu")  # the pipeline exports and measures from the CPU copy
     return result

@@ -1,0 +1,130 @@
+"""R20 distillation benchmark: recovery variants after L1 pruning to ~0.5x and ~0.25x MACs.
+
+Every variant starts from the same pruned weights and gets the same budget (5 epochs; plain and
+the logit/feature losses: SGD nesterov lr 0.01 cosine; function matching: its own AdamW recipe),
+through the distill stage itself. ``function_matching_long`` runs ``--long-epochs``.
+
+Usage (from the repository root, with ../shared/data/cifar10 present):
+    python benchmarks/distill/run_r20.py [--levels 0.25 0.5] [--variants plain kd ...]
+
+Appends each finished run to benchmarks/distill/results/r20.json (``--out``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RECOVERY_TRAIN, cifar_loaders, r20_baseline, save_results, stamp, top1
+
+from deploykit.bench.cost import count_macs_params
+from deploykit.progress import log
+from deploykit.stage_specs import DistillSpec, PruneSpec
+from deploykit.stages import distill as distill_stage
+from deploykit.stages.prune import prune_to_macs
+from deploykit.state import Candidate, PipelineState
+from deploykit.train import seed_everything
+
+OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+SHAPE = (3, 32, 32)
+KD = {"ce": 0.1, "kd": 0.9}
+VARIANTS: dict[str, dict] = {
+    "plain": {"losses": {"ce": 1.0, "kd": 0.0}},
+    "kd": {"losses": KD, "temperature": 4.0},
+    "kd+hint": {"losses": {**KD, "hint": 1e-3}, "temperature": 4.0},
+    "kd+attention": {"losses": {**KD, "attention": 500.0}, "temperature": 4.0},
+    "overhaul": {"losses": {"ce": 1.0, "kd": 0.0, "overhaul": 1e-3},
+                 "teacher": {"bn_train": True}},
+    "function_matching": {"mode": "function_matching"},
+    "function_matching_long": {"mode": "function_matching"},
+}
+
+
+def spec_for(name: str, epochs: int, long_epochs: int) -> DistillSpec:
+    raw = copy.deepcopy(VARIANTS[name])
+    if raw.get("mode") == "function_matching":
+        fm = DistillSpec(mode="function_matching").train
+        raw["train"] = fm.model_copy(update={"epochs": long_epochs if name.endswith("long")
+                                             else epochs})
+    else:
+        raw["train"] = RECOVERY_TRAIN.model_copy(update={"epochs": epochs})
+    return DistillSpec(kind="distill", **raw)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5])
+    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if "long" not in v],
+                    choices=list(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--long-epochs", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    loaders = cifar_loaders()
+    base, meta = r20_baseline(loaders, log)
+    base_top1 = top1(base, loaders)
+    base_macs = count_macs_params(base, SHAPE)[0]
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {
+        "machine": "2-core x86_64 CPU (project machine)", "rows": []}
+    results.update(date=stamp(), baseline={"top1_pct": base_top1, "macs": base_macs, **meta})
+    for level in args.levels:
+        seed_everything(0)
+        spec = PruneSpec(importance="l1", target={"macs_ratio": level}, round_to=8)
+        pruned, _, _ = prune_to_macs(copy.deepcopy(base), SHAPE, spec, ["fc"],
+                                     int(base_macs * level), 0.02 * base_macs)
+        macs = count_macs_params(pruned, SHAPE)[0]
+        pruned_top1 = top1(pruned, loaders)
+        log(f"level {level}: {macs / base_macs:.3f}x MACs, top-1 {pruned_top1:.2f}% unrecovered")
+        for name in args.variants:
+            seed_everything(0)
+            dspec = spec_for(name, args.epochs, args.long_epochs)
+            state = PipelineState.start(base, ("conv1", "fc"), SHAPE,
+                                        Path("benchmarks/results/cache/distill"), False,
+                                        base_top1)
+            state.add_candidate(Candidate("prune", copy.deepcopy(pruned),
+                                          torch_top1_pct=pruned_top1))
+            t0 = time.perf_counter()
+            state = distill_stage.run(state, loaders, dspec)
+            m = state.history[-1].metrics
+            row = {"level": level, "macs_ratio": macs / base_macs, "variant": name,
+                   "pruned_top1_pct": pruned_top1, "top1_pct": m["val_top1_pct"],
+                   "best_top1_pct": m["best_val_top1_pct"], "epochs": m["epochs"],
+                   "seconds_per_epoch": m["seconds_per_epoch"],
+                   "seconds": time.perf_counter() - t0,
+                   "optimizer": dspec.train.optimizer, "lr": dspec.train.lr,
+                   "losses": dspec.losses.model_dump(), "temperature": dspec.temperature,
+                   "history": m["history"]}
+            results["rows"] = [r for r in results["rows"]
+                               if (r["level"], r["variant"]) != (level, name)] + [row]
+            save_results(args.out, results)
+            log(f"{level}x {name}: {row['top1_pct']:.2f}% ({row['seconds_per_epoch']:.0f} s/ep)")
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    base = results["baseline"]["top1_pct"]
+    lines = [f"Teacher (float R20): {base:.2f}%", "",
+             "| MACs | variant | epochs | top-1 | vs plain | s/epoch | vs plain s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    rows = sorted(results["rows"], key=lambda r: (r["level"], list(VARIANTS).index(r["variant"])))
+    plain = {r["level"]: r for r in rows if r["variant"] == "plain"}
+    for r in rows:
+        p = plain.get(r["level"])
+        d = f"{r['top1_pct'] - p['top1_pct']:+.2f}" if p else "-"
+        t = f"{r['seconds_per_epoch'] / p['seconds_per_epoch']:.2f}x" if p else "-"
+        lines.append(f"| {r['macs_ratio']:.2f}x | {r['variant']} | {r['epochs']} | "
+                     f"{r['top1_pct']:.2f}% | {d} | {r['seconds_per_epoch']:.0f} | {t} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The frozen teacher: one model or an ensemble, optionally at its own input resolution."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Teacher", "freeze"]
+
+
+def freeze(model: nn.Module, bn_train: bool = False) -> nn.Module:
+    """A frozen copy of ``model``: no gradients, eval mode.
+
+    ``bn_train``: BatchNorm normalises with the batch's statistics (Heo et al. found this matters
+    for feature distillation); momentum 0 keeps its running statistics unchanged.
+    """
+    m = copy.deepcopy(model).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    if bn_train:
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.train()
+                mod.momentum = 0.0
+    return m
+
+
+class Teacher:
+    """Frozen teacher model(s). ``__call__`` returns each model's logits, without gradients.
+
+    ``image_size``: the teacher's input resolution. The loader's batch is the one augmented view
+    (cropped once); the student and the teacher each get it resized to their own size ("crop
+    once, resize twice", Beyer et al. 2022).
+    """
+
+    def __init__(self, models: Sequence[nn.Module], image_size: int | None = None,
+                 bn_train: bool = False):
+        if not models:
+            raise ValueError("a teacher needs at least one model")
+        self.models = [freeze(m, bn_train) for m in models]
+        self.image_size = image_size
+        self._device = torch.device("cpu")
+
+    @property
+    def main(self) -> nn.Module:
+        """The model whose features feature losses use (the first one)."""
+        return self.models[0]
+
+    def to(self, device: str | torch.device) -> Teacher:
+        device = torch.device(device)
+        if device != self._device:
+            self.models = [m.to(device) for m in self.models]
+            self._device = device
+        return self
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's input for the shared view ``x``."""
+        if self.image_size is None or x.shape[-1] == self.image_size == x.shape[-2]:
+            return x
+        return F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                             align_corners=False, antialias=True)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.to(x.device)
+        xt = self.view(x)
+        return [m(xt) for m in self.models]
