@@ -187,7 +187,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
                        first_last: tuple[str, str], input_shape: tuple[int, int, int]
                        ) -> nn.Module:
-    """Load a checkpoint into a freshly built ``model``, replaying a stored pruning first.
+    """Load a checkpoint into a freshly built ``model``, replaying a stored pruning and then a
+    stored low-rank factorisation first.
 
     Raises:
         CheckpointError: corrupt file, class-count mismatch or a state dict that does not fit.
@@ -203,6 +204,11 @@ def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
             raise CheckpointError(f"{path}: its pruning history does not apply to this model "
                                   f"({type(e).__name__}: {e}); was it pruned from a different "
                                   "model.name?") from None
+    record = ck.get("arch", {}).get("lowrank")
+    if record:
+        from deploykit.lowrank import rebuild
+
+        rebuild(model, record)
     return load_weights(model, ck["state_dict"], str(path), num_classes, first_last[1])
 
 

@@ -13,8 +13,20 @@ from pydantic import Field, model_validator
 
 from deploykit.spec_base import StageSpec, Strict, TrainSpec, register_stage_spec
 
-__all__ = ["CalibrationSpec", "DistillSpec", "LossWeights", "PruneSpec", "PruneTarget",
-           "QatSpec", "QuantizeSpec", "SensitivitySpec", "SparsitySpec", "TeacherSpec"]
+__all__ = [
+    "CalibrationSpec",
+    "DistillSpec",
+    "LossWeights",
+    "LowRankSpec",
+    "PruneSpec",
+    "PruneTarget",
+    "QatSpec",
+    "QuantizeSpec",
+    "RankSpec",
+    "SensitivitySpec",
+    "SparsitySpec",
+    "TeacherSpec",
+]
 
 class PruneTarget(Strict):
     """Exactly one of: ``ratio`` (fraction of channels removed), ``macs_ratio`` (fraction of
@@ -222,3 +234,43 @@ class DistillSpec(StageSpec):
             raise ValueError(f"feature losses ({', '.join(w.feature_terms())}) need a single "
                              "teacher; an ensemble can only teach through kd")
         return self
+
+
+class RankSpec(Strict):
+    """Exactly one of: ``energy`` (per layer, the smallest rank keeping this fraction of the
+    squared singular values), ``macs_ratio`` (one energy level for all layers, chosen so the
+    model keeps this fraction of its MACs), or ``rank`` (an integer, or a fraction of each
+    layer's full rank)."""
+
+    energy: float | None = Field(None, gt=0, le=1)
+    macs_ratio: float | None = Field(None, gt=0, lt=1)
+    rank: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RankSpec:
+        given = [k for k in ("energy", "macs_ratio", "rank") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of energy, macs_ratio, rank "
+                             f"(got {', '.join(given) or 'none'})")
+        if self.rank is not None and self.rank >= 1 and self.rank != int(self.rank):
+            raise ValueError(f"rank {self.rank}: an integer >= 1, or a fraction in (0, 1)")
+        return self
+
+
+@register_stage_spec("lowrank")
+class LowRankSpec(StageSpec):
+    """Low-rank factorisation of convolutions and linear layers (tensorly for Tucker-2).
+
+    ``method``: ``svd`` (a kh x kw conv with r filters then a 1x1 conv; a linear becomes two)
+    or ``tucker2`` (1x1, kh x kw, 1x1 convs on the channel modes; linears get SVD). ``layers``:
+    module-name patterns (fnmatch) to factorise; ``keep``: ``first``, ``last`` and patterns
+    left whole. Layers whose factorisation would not cut MACs, and grouped convolutions, are
+    left alone and reported. ``finetune``: training right after (null: a distill stage follows).
+    """
+
+    kind: Literal["lowrank"] = "lowrank"
+    method: Literal["svd", "tucker2"] = "tucker2"
+    target: RankSpec = RankSpec(energy=0.9)
+    layers: list[str] = ["*"]
+    keep: list[str] = ["first", "last"]
+    finetune: TrainSpec | None = None

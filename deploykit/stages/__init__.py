@@ -14,8 +14,8 @@ from deploykit.errors import RecipeError
 __all__ = ["STAGE_MODULES", "get_stage"]
 
 # kind -> module under deploykit.stages that defines run(state, loaders, spec)
-STAGE_MODULES: dict[str, str] = {"prune": "prune", "distill": "distill",
-                                 "quantize": "quantize"}
+STAGE_MODULES: dict[str, str] = {"prune": "prune", "lowrank": "lowrank",
+                                 "distill": "distill", "quantize": "quantize"}
 
 
 def get_stage(kind: str) -> ModuleType:

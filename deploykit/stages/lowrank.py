@@ -1,0 +1,94 @@
+"""The lowrank stage: factorise convolutions/linears (SVD or Tucker-2), optionally fine-tune.
+
+Records per-layer ranks, MACs and weight reconstruction error; layers left alone are listed
+with the reason. The usual recovery is a ``distill`` stage right after.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from torch import nn
+
+from deploykit import lowrank
+from deploykit._io import save_torch
+from deploykit.bench.cost import count_macs_params
+from deploykit.data import Loaders
+from deploykit.models import load_checkpoint, make_checkpoint
+from deploykit.progress import log, print_table
+from deploykit.stage_specs import LowRankSpec
+from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.train import evaluate, fit
+
+__all__ = ["check", "run"]
+
+
+def check(model: nn.Module, spec: LowRankSpec, first_last: tuple[str, str]) -> None:
+    """Fail before training when the layer patterns match nothing to factorise."""
+    chosen, _ = lowrank.eligible_layers(model, spec.layers, spec.keep, first_last)
+    if not chosen:
+        from deploykit.errors import RecipeError
+
+        raise RecipeError(f"lowrank: layers {spec.layers} minus keep {spec.keep} leave no "
+                          "convolution or linear layer to factorise")
+
+
+def factorise(model: nn.Module, spec: LowRankSpec, shape: tuple[int, int, int],
+              first_last: tuple[str, str]) -> list[lowrank.LayerPlan]:
+    """Plan ranks for ``spec`` and factorise ``model`` in place; return the per-layer plans."""
+    t = spec.target
+    plans = lowrank.plan_layers(model, shape, spec.method, energy=t.energy, rank=t.rank,
+                                macs_ratio=t.macs_ratio, patterns=spec.layers, keep=spec.keep,
+                                first_last=first_last,
+                                model_macs=count_macs_params(model, shape)[0])
+    lowrank.apply_plans(model, plans)
+    return plans
+
+
+def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineState:
+    t0 = time.perf_counter()
+    shape = state.input_shape
+    prev = state.candidates[-1]
+    model = copy.deepcopy(state.model)
+    base_macs, base_params = count_macs_params(model, shape)
+    ckpt_path = state.output_dir / "lowrank.pt"
+    metrics: dict = {}
+    if state.resume and ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path)
+        record = ck["arch"]["lowrank"]
+        lowrank.rebuild(model, record)
+        model.load_state_dict(ck["state_dict"])
+        metrics = dict(ck["meta"]["metrics"])
+        log(f"lowrank: resumed the finished stage from {ckpt_path}")
+    else:
+        plans = factorise(model, spec, shape, state.first_last)
+        record = [p.to_dict() for p in plans]
+        metrics["factorised_top1_pct"] = evaluate(model, loaders.val)["top1_pct"]
+        if spec.finetune is not None:
+            res = fit(model, loaders.train, loaders.val, spec.finetune,
+                      state.output_dir / "checkpoints" / "lowrank", state.resume,
+                      desc="lowrank fine-tune")
+            metrics.update(finetune_top1_pct=res.final_top1_pct, finetune_seconds=res.seconds)
+    macs, params = count_macs_params(model, shape)
+    metrics.update(method=spec.method, layers=record, macs_before=base_macs, macs_after=macs,
+                   macs_ratio=macs / base_macs, params_before=base_params, params_after=params,
+                   left_alone={p["name"]: p["status"] for p in record
+                               if p["status"] != "factorised"})
+    arch = {**prev.arch, "lowrank": record}
+    save_torch(make_checkpoint(model, arch, {"metrics": metrics}), ckpt_path)
+    state.history.append(StageRecord("lowrank", spec.model_dump(mode="json"), metrics,
+                                     time.perf_counter() - t0))
+    top1 = metrics.get("finetune_top1_pct", metrics.get("factorised_top1_pct"))
+    state.add_candidate(Candidate("lowrank", model, torch_top1_pct=top1, arch=arch))
+    rows = [[p["name"], p["method"], "x".join(map(str, p["ranks"])) or "-",
+             "x".join(map(str, p["full_ranks"])) or "-",
+             f"{p['macs_before'] / 1e6:.2f}", f"{p['macs_after'] / 1e6:.2f}",
+             "-" if p["rel_error"] is None else f"{p['rel_error']:.3f}", p["status"]]
+            for p in record]
+    print_table("lowrank: per layer", ["layer", "method", "rank", "full", "MMACs before",
+                                        "MMACs after", "weight error", "status"], rows)
+    log(f"lowrank ({spec.method}): MACs {base_macs / 1e6:.2f} M -> {macs / 1e6:.2f} M "
+        f"({macs / base_macs:.3f}x), top-1 after factorising "
+        f"{metrics['factorised_top1_pct']:.2f}%")
+    return state
