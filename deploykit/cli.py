@@ -31,13 +31,17 @@ EPILOG = """examples:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from deploykit import distributed
     from deploykit.pipeline import resolve_output_dir, run
     from deploykit.progress import log
     from deploykit.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    out = resolve_output_dir(recipe, args.output, args.resume)
+    distributed.init_from_env()   # under torchrun: join the group; training is data-parallel
+    out = distributed.broadcast_object(resolve_output_dir(recipe, args.output, args.resume))
     report = run(recipe, out, args.resume)
+    if report is None:            # a torchrun worker: rank 0 measures and reports
+        return 0
     _print_summary(report)
     log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
         f"pareto.png, the ONNX files and checkpoints) in {out}")

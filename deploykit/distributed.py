@@ -10,13 +10,16 @@ ONNX files and reports. Nothing here runs at import time.
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["all_reduce_gradients", "barrier", "init_from_env", "is_main", "rank", "shard",
-           "world_size"]
+__all__ = ["all_reduce_gradients", "barrier", "broadcast_object", "init_from_env", "is_main",
+           "rank", "shard", "world_size"]
+
+T = TypeVar("T")
 
 
 def init_from_env() -> bool:
@@ -46,6 +49,15 @@ def is_main() -> bool:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (e.g. the run folder, whose name has a timestamp)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

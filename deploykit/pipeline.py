@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
+from deploykit import distributed
 from deploykit._io import save_torch
 from deploykit.bench.env import environment
 from deploykit.bench.suite import measure_candidates
@@ -60,7 +61,8 @@ def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, res
     return res.final_top1_pct, rec
 
 
-def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) -> Report:
+def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False
+        ) -> Report | None:
     """Build, (train,) compress, export, check, measure and report, in that order.
 
     Args:
@@ -69,7 +71,8 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
         resume: continue an interrupted run from its checkpoints.
 
     Returns:
-        The report, also written to the run folder (see ``report_files.REPORT_FILES``).
+        The report, also written to the run folder (see ``report_files.REPORT_FILES``);
+        ``None`` on a torchrun worker (rank > 0), which trains but does not measure.
 
     Raises:
         DeployKitError: any user-fixable problem, raised before long work where possible.
@@ -100,6 +103,9 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
         state = module.run(state, loaders, spec)
         log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s")
 
+    if not distributed.is_main():   # torchrun workers only train; rank 0 measures
+        distributed.barrier()
+        return None
     candidates = measure_candidates(state.candidates, loaders, recipe.export, recipe.bench, out,
                                     recipe.seed)
     for cand, rep in zip(state.candidates, candidates, strict=True):
@@ -110,4 +116,5 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False) 
                     environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
                     stages=[vars(r) for r in state.history], candidates=candidates)
     write_report_files(report, out)
+    distributed.barrier()
     return report

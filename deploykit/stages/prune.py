@@ -62,6 +62,12 @@ def _ignored_names(model: nn.Module, spec: PruneSpec, classifier: str) -> list[s
 def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str]) -> None:
     """Validate ``spec`` against ``model`` before any training starts."""
     _ignored_names(model, spec, first_last[1])
+    from deploykit import distributed
+
+    if spec.target.latency_ratio is not None and distributed.world_size() > 1:
+        raise RecipeError("prune target.latency_ratio times the model, and timings differ "
+                          "between torchrun processes (so would their pruned models); use "
+                          "macs_ratio under torchrun, or run the prune stage in one process")
 
 
 def _round_to(model: nn.Module, round_to: int | None) -> int | None:

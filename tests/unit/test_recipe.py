@@ -118,3 +118,17 @@ def test_gates_section_shorthand_unknown_key_and_missing_baseline(write_yaml, tm
         parse_recipe({"gates": {"max_acc": 1}}, check_paths=False)
     with pytest.raises(RecipeError, match=r"gates.baseline.*does not exist"):
         load_recipe(write_yaml({"gates": {"baseline": str(tmp_path / "old.json")}}))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_bundled_recipe_loads_and_its_stages_check(path):
+    from deploykit.models import build_model, find_first_last
+    from deploykit.stages import get_stage
+
+    r = load_recipe(path, check_paths=False)
+    model = build_model(r.model)
+    first_last = find_first_last(model, (3, r.data.image_size, r.data.image_size))
+    for spec in r.stages:
+        stage = get_stage(spec.kind)
+        if hasattr(stage, "check"):
+            stage.check(model, spec, first_last)
