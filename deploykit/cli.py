@@ -190,19 +190,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     for b in args.batch:
         x = rng.standard_normal((b, *shape), dtype=np.float32)
-        st = time_alternating({"model": lambda x=x: runner(x)}, b, args.iterations, args.warmup)
+        st = time_alternating({"model": lambda x=x: runner(x)}, b, args.iterations, args.warmup,
+                              target_rel_ci=args.target_ci or None,
+                              max_iterations=args.max_iterations, budget_s=args.budget)
         results.append({"runtime": runner.runtime, "device": runner.device,
                         "precision": runner.precision, "threads": args.threads,
                         **st["model"].to_dict()})
     from rich.table import Table
 
     table = Table(title=f"{path.name}: onnxruntime cpu, {args.threads} threads")
-    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s"):
+    for col in ("batch", "p50 ms", "p50 95% CI", "p90 ms", "p99 ms", "mean ± std ms",
+                "images/s", "runs", "stopped by"):
         table.add_column(col)
     for r in results:
-        table.add_row(str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+        table.add_row(str(r["batch"]), f"{r['p50_ms']:.3f}",
+                      f"{r['p50_ci_low_ms']:.3f}-{r['p50_ci_high_ms']:.3f}", f"{r['p90_ms']:.3f}",
                       f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f}",
-                      f"{r['throughput_ips']:.0f}")
+                      f"{r['throughput_ips']:.0f}", str(r["iterations"]), r["stop_reason"])
     console().print(table)
     if args.json:
         from deploykit._io import write_text
@@ -287,7 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="ONNX file")
     b.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes")
     b.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    b.add_argument("--iterations", type=int, default=50, help="timed runs per batch size")
+    b.add_argument("--iterations", type=int, default=50,
+                   help="timed runs per batch size, at least (default 50)")
+    b.add_argument("--target-ci", type=float, default=0.02,
+                   help="then repeat until the median's 95%% interval is within +- this "
+                        "fraction of it (default 0.02; 0: exactly --iterations)")
+    b.add_argument("--max-iterations", type=int, default=1000, help="stop here at the latest")
+    b.add_argument("--budget", type=float, default=30.0,
+                   help="seconds of timing per batch size at most (default 30)")
     b.add_argument("--warmup", type=int, default=10, help="untimed runs first")
     b.add_argument("--json", type=Path, help="also write results (with environment) here")
     b.set_defaults(fn=_cmd_bench)

@@ -119,13 +119,22 @@ class ExportSpec(Strict):
 
 
 class BenchSpec(Strict):
-    """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy."""
+    """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy.
+
+    Timing stops once the 95% interval of every candidate's median is within
+    ``target_rel_ci`` of it, or at ``max_iterations`` runs, or after ``time_budget_s``.
+    """
 
     runtimes: list[Literal["torch-cpu", "onnxruntime-cpu"]] = ["torch-cpu", "onnxruntime-cpu"]
     batch_sizes: list[int] = [1, 64]
     threads: int = Field(2, ge=1)
     warmup: int = Field(10, ge=0)
-    iterations: int = Field(50, ge=5)
+    iterations: int = Field(50, ge=5, description="timed runs at least")
+    target_rel_ci: float | None = Field(
+        0.02, gt=0, lt=1, description="then repeat until the median's 95% interval is within "
+        "+- this fraction of it (null: exactly `iterations`)")
+    max_iterations: int = Field(400, ge=5)
+    time_budget_s: float = Field(20.0, gt=0, description="per runtime and batch size")
     accuracy: bool = True
 
     @model_validator(mode="after")

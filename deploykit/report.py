@@ -38,6 +38,7 @@ class LatencyRecord:
     speedup_vs_baseline: float | None = None
     p50_ci_low_ms: float | None = None  # 95% bootstrap interval of p50: the timing noise
     p50_ci_high_ms: float | None = None
+    stop_reason: str | None = None      # which timing rule ended it (see BenchSpec)
 
     @property
     def key(self) -> str:

@@ -23,7 +23,7 @@ def tiny_recipe_dict() -> dict:
         "data": {"kind": "synthetic", "image_size": 16, "batch_size": 32,
                  "synthetic_samples": 160, "calib_samples": 32},
         "train": {"epochs": 1, "lr": 0.05, "schedule": "constant"},
-        "bench": {"batch_sizes": [1, 4], "iterations": 5, "warmup": 1},
+        "bench": {"batch_sizes": [1, 4], "iterations": 5, "warmup": 1, "target_rel_ci": None},
     }
 
 

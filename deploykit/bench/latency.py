@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,14 @@ class LatencyStats:
     throughput_ips: float
     p50_ci_low_ms: float | None = None
     p50_ci_high_ms: float | None = None
+    stop_reason: str | None = None   # "ci" | "budget" | "max_iterations" | "fixed"
+
+    @property
+    def ci_rel_halfwidth(self) -> float | None:
+        """Half the width of the median's 95% interval, relative to the median."""
+        if self.p50_ci_low_ms is None or self.p50_ci_high_ms is None or self.p50_ms <= 0:
+            return None
+        return (self.p50_ci_high_ms - self.p50_ci_low_ms) / 2 / self.p50_ms
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -71,7 +79,9 @@ def median_ci(values: np.ndarray, level: float = 0.95, resamples: int = 2000,
 
 def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iterations: int = 50,
                      warmup: int = 10, rounds: int = 5,
-                     clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
+                     clock: Callable[[], float] = time.perf_counter,
+                     target_rel_ci: float | None = None, max_iterations: int | None = None,
+                     budget_s: float | None = None) -> dict[str, LatencyStats]:
     """Time several callables fairly: warm each up, then interleave them in ``rounds`` rounds.
 
     Interleaving spreads slow drifts (thermal, other processes) over every candidate instead of
@@ -83,9 +93,14 @@ def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iteration
         iterations: timed calls per callable in total (split across rounds).
         warmup: untimed calls per callable first.
         rounds: how many times the candidates alternate.
+        target_rel_ci: the stopping rule: after ``iterations``, keep adding rounds until the
+            95% interval of every callable's median is within +-``target_rel_ci`` of it
+            (e.g. 0.02), ``max_iterations`` per callable are reached, or ``budget_s`` seconds
+            of timing have passed. ``None``: exactly ``iterations``.
+        clock: the time source (tests pass a synthetic one).
 
     Returns:
-        name -> :class:`LatencyStats`.
+        name -> :class:`LatencyStats`, with ``stop_reason`` saying which rule ended it.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -94,10 +109,31 @@ def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iteration
     rounds = max(1, min(rounds, iterations))
     base, extra = divmod(iterations, rounds)
     per_round = [base + (1 if r < extra else 0) for r in range(rounds)]
-    for n in per_round:
+    start = clock()
+
+    def one_round(n: int) -> None:
         for name, fn in fns.items():
             for _ in range(n):
                 t0 = clock()
                 fn()
                 times[name].append(clock() - t0)
-    return {name: summarize(t, batch) for name, t in times.items()}
+
+    for n in per_round:
+        one_round(n)
+    reason = "fixed"
+    if target_rel_ci is not None:
+        cap = max_iterations if max_iterations is not None else 20 * iterations
+        step = max(per_round[0], 1)
+        while True:
+            stats = {name: summarize(t, batch) for name, t in times.items()}
+            if all((st.ci_rel_halfwidth or 0.0) <= target_rel_ci for st in stats.values()):
+                reason = "ci"
+                break
+            if min(len(t) for t in times.values()) >= cap:
+                reason = "max_iterations"
+                break
+            if budget_s is not None and clock() - start >= budget_s:
+                reason = "budget"
+                break
+            one_round(min(step, cap - min(len(t) for t in times.values())))
+    return {name: replace(summarize(t, batch), stop_reason=reason) for name, t in times.items()}

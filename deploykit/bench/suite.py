@@ -92,7 +92,10 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
             fns = {name: (lambda r=rs[rt], x=x: r(x)) for name, rs in runners.items()}
             log(f"timing {rt} batch {batch}: {len(fns)} candidate(s), "
                 f"{bench.iterations} runs each")
-            stats = time_alternating(fns, batch, bench.iterations, bench.warmup)
+            stats = time_alternating(fns, batch, bench.iterations, bench.warmup,
+                                     target_rel_ci=bench.target_rel_ci,
+                                     max_iterations=bench.max_iterations,
+                                     budget_s=bench.time_budget_s)
             base_p50 = stats[reports[0].name].p50_ms
             for name, st in stats.items():
                 r = runners[name][rt]
@@ -102,4 +105,5 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
                     p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms, std_ms=st.std_ms,
                     min_ms=st.min_ms, max_ms=st.max_ms, throughput_ips=st.throughput_ips,
                     speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None,
-                    p50_ci_low_ms=st.p50_ci_low_ms, p50_ci_high_ms=st.p50_ci_high_ms))
+                    p50_ci_low_ms=st.p50_ci_low_ms, p50_ci_high_ms=st.p50_ci_high_ms,
+                    stop_reason=st.stop_reason))
