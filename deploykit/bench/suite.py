@@ -10,10 +10,12 @@ import torch
 from deploykit.arch import layer_widths
 from deploykit.bench.accuracy import runner_accuracy
 from deploykit.bench.cost import count_macs_params, file_size_bytes
+from deploykit.bench.divergence import find_divergence
 from deploykit.bench.latency import time_alternating
 from deploykit.bench.parity import check_parity
 from deploykit.bench.runners import Runner, make_runner
 from deploykit.data import Loaders
+from deploykit.errors import ParityError
 from deploykit.export.onnx import export_onnx
 from deploykit.progress import log
 from deploykit.recipe import BenchSpec, ExportSpec
@@ -32,6 +34,15 @@ def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[n
             break
         batches.append(x.numpy().astype(np.float32))
     return batches
+
+
+def _locate(cand: Candidate, path: Path, x: np.ndarray, tolerance: float) -> str:
+    """Name the first layer whose exported output departs from PyTorch's, for the error."""
+    try:
+        div = find_divergence(cand.model, path, x, tolerance=min(tolerance, 1e-2))
+    except Exception as e:  # the search is a diagnosis; never hide the parity error behind it
+        return f"(could not compare layer outputs: {type(e).__name__}: {e})"
+    return str(div) if div else "(every module output matched; the difference is in the head)"
 
 
 def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
@@ -62,8 +73,11 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                         "onnxruntime-cpu": make_runner("onnxruntime-cpu", cand.model, path,
                                                        bench.threads, cand.precision)}
         max_err, min_agree, relative = onnx_spec.parity.thresholds(cand.precision)
-        parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"], checks,
-                              max_err, min_agree, what=str(path), relative=relative)
+        try:
+            parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"],
+                                  checks, max_err, min_agree, what=str(path), relative=relative)
+        except ParityError as e:
+            raise ParityError(f"{e}\n{_locate(cand, path, checks[0], max_err)}") from None
         rep.parity = parity.to_dict()
         if bench.accuracy:
             for rt in bench.runtimes:
