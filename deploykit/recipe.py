@@ -121,11 +121,16 @@ class ExportSpec(Strict):
 class BenchSpec(Strict):
     """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy.
 
+    GPU runtimes (``torch-cuda``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``,
+    ``tensorrt``) need a GPU and ``pip install "deploykit[gpu]"`` / ``"deploykit[tensorrt]"``;
+    each is checked against PyTorch on the CPU (parity) before it is timed.
+
     Timing stops once the 95% interval of every candidate's median is within
     ``target_rel_ci`` of it, or at ``max_iterations`` runs, or after ``time_budget_s``.
     """
 
-    runtimes: list[Literal["torch-cpu", "onnxruntime-cpu"]] = ["torch-cpu", "onnxruntime-cpu"]
+    runtimes: list[Literal["torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
+                           "onnxruntime-tensorrt", "tensorrt"]] = ["torch-cpu", "onnxruntime-cpu"]
     batch_sizes: list[int] = [1, 64]
     threads: int = Field(2, ge=1)
     warmup: int = Field(10, ge=0)

@@ -1,7 +1,8 @@
 """One Runner interface over every runtime: a callable from a float32 NCHW array to logits.
 
 ``torch-cpu`` runs the PyTorch module; ``onnxruntime-cpu`` runs the exported ONNX file in ONNX
-Runtime's CPU execution provider. Thread counts are fixed per runner and recorded.
+Runtime's CPU execution provider. Thread counts are fixed per runner and recorded. The GPU
+runtimes are built by :func:`make_runner` from :mod:`deploykit.bench.gpu`.
 """
 
 from __future__ import annotations
@@ -78,16 +79,41 @@ class OrtRunner:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
 
-RUNTIMES = ("torch-cpu", "onnxruntime-cpu")
+RUNTIMES = ("torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
+            "onnxruntime-tensorrt", "tensorrt")
+_ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider",
+                  "onnxruntime-cuda": "CUDAExecutionProvider",
+                  "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
 
 
 def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | None = None,
-                threads: int = 2, precision: str = "fp32") -> Runner:
+                threads: int = 2, precision: str = "fp32", max_batch: int = 64) -> Runner:
     """Build the runner named ``runtime`` (one of :data:`RUNTIMES`).
 
+    GPU runtimes (``torch-cuda``, ``onnxruntime-cuda``/``-tensorrt`` with onnxruntime-gpu,
+    ``tensorrt`` with the TensorRT package) live in :mod:`deploykit.bench.gpu`.
+
     Raises:
-        BackendUnavailableError: unknown runtime, or the artifact it needs is missing.
+        BackendUnavailableError: unknown runtime, a missing package or GPU (naming what to
+            install), or the artifact it needs is missing.
     """
+    if runtime == "torch-cuda":
+        if model is None:
+            raise BackendUnavailableError("runtime torch-cuda needs the PyTorch model")
+        from deploykit.bench.gpu import TorchCudaRunner
+
+        torch_precision = "fp16" if precision == "fp16" else "fp32"   # int8: its simulation
+        return TorchCudaRunner(model, torch_precision)
+    if runtime in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
+        if onnx_path is None:
+            raise BackendUnavailableError(f"runtime {runtime} needs an exported ONNX file")
+        return OrtRunner(onnx_path, threads, precision, provider=_ORT_PROVIDERS[runtime])
+    if runtime == "tensorrt":
+        if onnx_path is None:
+            raise BackendUnavailableError("runtime tensorrt needs an exported ONNX file")
+        from deploykit.bench.gpu import TensorRTRunner
+
+        return TensorRTRunner(onnx_path, precision, max_batch)
     if runtime == "torch-cpu":
         if model is None:
             raise BackendUnavailableError("runtime torch-cpu needs the PyTorch model")

@@ -72,6 +72,10 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                                                  torch_precision),
                         "onnxruntime-cpu": make_runner("onnxruntime-cpu", cand.model, path,
                                                        bench.threads, cand.precision)}
+        for rt in bench.runtimes:
+            if rt not in cand_runners:   # GPU runtimes: built only when asked for
+                cand_runners[rt] = make_runner(rt, cand.model, path, bench.threads,
+                                               cand.precision, max(bench.batch_sizes))
         max_err, min_agree, relative = onnx_spec.parity.thresholds(cand.precision)
         try:
             parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"],
@@ -79,6 +83,15 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
         except ParityError as e:
             raise ParityError(f"{e}\n{_locate(cand, path, checks[0], max_err)}") from None
         rep.parity = parity.to_dict()
+        for rt, runner in cand_runners.items():   # the third (GPU) way, against the same reference
+            if rt in ("torch-cpu", "onnxruntime-cpu"):
+                continue
+            gpu_err, gpu_agree, gpu_rel = onnx_spec.parity.thresholds(
+                "fp16" if rt == "torch-cuda" and cand.precision == "int8" else cand.precision)
+            res = check_parity(cand_runners["torch-cpu"], runner, checks, gpu_err, gpu_agree,
+                               what=f"{path} on {rt}", relative=gpu_rel)
+            rep.parity[f"{rt}_max_abs_error"] = res.max_abs_error
+            rep.parity[f"{rt}_top1_agreement"] = res.top1_agreement
         if bench.accuracy:
             for rt in bench.runtimes:
                 acc = runner_accuracy(cand_runners[rt], loaders.val)

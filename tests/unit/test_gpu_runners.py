@@ -1,0 +1,107 @@
+"""GPU runtimes: real tests where CUDA / onnxruntime-gpu / TensorRT exist, skipped otherwise;
+here (no GPU) the clear errors and the engine cache key are what can be checked."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from deploykit.bench.gpu import engine_cache_key
+from deploykit.bench.parity import check_parity
+from deploykit.bench.runners import OrtRunner, TorchRunner, make_runner
+from deploykit.cifar_resnet import resnet20
+from deploykit.errors import BackendUnavailableError
+from deploykit.export.onnx import export_onnx
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU on this machine")
+needs_trt = pytest.mark.skipif(not (HAS_CUDA and HAS_TRT),
+                               reason="TensorRT and a CUDA GPU are both needed "
+                                      '(pip install "deploykit[tensorrt]")')
+
+
+@pytest.fixture(scope="module")
+def model_and_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    model = resnet20().eval()
+    path = export_onnx(model, (3, 32, 32), tmp_path_factory.mktemp("gpu") / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32)
+    return model, path, x
+
+
+def test_engine_cache_key_changes_with_model_version_gpu_and_profile():
+    k = engine_cache_key(b"model", "10.3.0", "H100-sm90", 64)
+    assert k == engine_cache_key(b"model", "10.3.0", "H100-sm90", 64)
+    assert len({k, engine_cache_key(b"model2", "10.3.0", "H100-sm90", 64),
+                engine_cache_key(b"model", "10.4.0", "H100-sm90", 64),
+                engine_cache_key(b"model", "10.3.0", "L4-sm89", 64),
+                engine_cache_key(b"model", "10.3.0", "H100-sm90", 16)}) == 5
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the error raised when there is no GPU")
+@pytest.mark.parametrize("runtime", ["torch-cuda", "tensorrt"])
+def test_gpu_runtime_without_a_gpu_is_a_clear_error(runtime, model_and_onnx):
+    model, path, _ = model_and_onnx
+    with pytest.raises(BackendUnavailableError, match="CUDA GPU"):
+        make_runner(runtime, model, path)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the error raised when TensorRT is missing")
+def test_missing_tensorrt_names_the_extra(monkeypatch, model_and_onnx):
+    from deploykit.bench import gpu
+
+    monkeypatch.setattr(gpu, "require_cuda", lambda what: None)
+    with pytest.raises(BackendUnavailableError, match=r'pip install "deploykit\[tensorrt\]"'):
+        gpu.TensorRTRunner(model_and_onnx[1])
+
+
+def test_missing_onnxruntime_gpu_provider_names_the_extra(model_and_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu with CUDA is installed here")
+    with pytest.raises(BackendUnavailableError, match=r'deploykit\[gpu\]'):
+        make_runner("onnxruntime-cuda", onnx_path=model_and_onnx[1])
+
+
+@needs_cuda
+@pytest.mark.parametrize(("precision", "channels_last", "graphs", "tol"),
+                         [("fp32", False, False, 1e-2), ("fp16", True, False, 5e-2),
+                          ("fp32", True, True, 1e-2)])
+def test_torch_cuda_runner_matches_cpu(model_and_onnx, precision, channels_last, graphs, tol):
+    from deploykit.bench.gpu import TorchCudaRunner
+
+    model, _, x = model_and_onnx
+    import copy
+
+    runner = TorchCudaRunner(copy.deepcopy(model), precision, channels_last, graphs)
+    res = check_parity(TorchRunner(model), runner, [x, x[:1]], max_abs_error=tol)
+    assert res.top1_agreement == 1.0
+    assert len(runner.device_ms(x, iterations=5, warmup=2)) == 5
+
+
+@needs_cuda
+def test_onnxruntime_cuda_provider_matches_cpu(model_and_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip('onnxruntime-gpu is not installed (pip install "deploykit[gpu]")')
+    _, path, x = model_and_onnx
+    check_parity(OrtRunner(path), make_runner("onnxruntime-cuda", onnx_path=path), [x],
+                 max_abs_error=1e-2)
+
+
+@needs_trt
+def test_tensorrt_engine_builds_matches_and_is_cached(model_and_onnx, tmp_path):
+    from deploykit.bench.gpu import TensorRTRunner
+
+    model, path, x = model_and_onnx
+    first = TensorRTRunner(path, cache_dir=tmp_path, max_batch=8)
+    assert not first.cache_hit and first.engine_path.is_file()
+    check_parity(TorchRunner(model), first, [x, x[:1]], max_abs_error=1e-2)
+    second = TensorRTRunner(path, cache_dir=tmp_path, max_batch=8)
+    assert second.cache_hit and second.engine_path == first.engine_path
