@@ -174,36 +174,44 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from deploykit.bench.env import environment
     from deploykit.bench.latency import time_alternating
-    from deploykit.bench.runners import OrtRunner
+    from deploykit.bench.runners import OrtRunner, make_runner
     from deploykit.progress import console
 
     path = Path(args.model)
     if not path.is_file():
-        raise DeployKitError(f"{path}: ONNX file not found")
-    runner = OrtRunner(path, threads=args.threads)
+        raise DeployKitError(f"{path}: file not found (an ONNX model, or a recipe YAML)")
+    if path.suffix in (".yaml", ".yml"):   # a recipe: export its model (checkpoint) first
+        onnx_path = path.with_suffix(".bench.onnx") if args.onnx is None else args.onnx
+        _cmd_export(argparse.Namespace(recipe=path, checkpoint=None, output=onnx_path))
+        path = onnx_path
+    probe = OrtRunner(path, threads=args.threads)
     shape = [d if isinstance(d, int) and d > 0 else None
-             for d in runner.session.get_inputs()[0].shape[1:]]
+             for d in probe.session.get_inputs()[0].shape[1:]]
     if any(d is None for d in shape):
         raise DeployKitError(f"{path}: input has symbolic non-batch dimensions {shape}; "
                              "re-export with a fixed image size")
     results = []
     rng = np.random.default_rng(0)
-    for b in args.batch:
-        x = rng.standard_normal((b, *shape), dtype=np.float32)
-        st = time_alternating({"model": lambda x=x: runner(x)}, b, args.iterations, args.warmup,
-                              target_rel_ci=args.target_ci or None,
-                              max_iterations=args.max_iterations, budget_s=args.budget)
-        results.append({"runtime": runner.runtime, "device": runner.device,
-                        "precision": runner.precision, "threads": args.threads,
-                        **st["model"].to_dict()})
+    for rt in args.runtime:
+        runner = make_runner(rt, onnx_path=path, threads=args.threads, precision=args.precision,
+                             max_batch=max(args.batch))
+        for b in args.batch:
+            x = rng.standard_normal((b, *shape), dtype=np.float32)
+            st = time_alternating({"model": lambda x=x, r=runner: r(x)}, b, args.iterations,
+                                  args.warmup, target_rel_ci=args.target_ci or None,
+                                  max_iterations=args.max_iterations, budget_s=args.budget)
+            results.append({"runtime": runner.runtime, "device": runner.device,
+                            "precision": runner.precision, "threads": args.threads,
+                            **st["model"].to_dict()})
     from rich.table import Table
 
-    table = Table(title=f"{path.name}: onnxruntime cpu, {args.threads} threads")
-    for col in ("batch", "p50 ms", "p50 95% CI", "p90 ms", "p99 ms", "mean ± std ms",
-                "images/s", "runs", "stopped by"):
+    table = Table(title=f"{path.name}: {args.threads} CPU threads")
+    for col in ("runtime", "precision", "batch", "p50 ms", "p50 95% CI", "p90 ms", "p99 ms",
+                "mean ± std ms", "images/s", "runs", "stopped by"):
         table.add_column(col)
     for r in results:
-        table.add_row(str(r["batch"]), f"{r['p50_ms']:.3f}",
+        table.add_row(f"{r['runtime']}-{r['device']}", r["precision"], str(r["batch"]),
+                      f"{r['p50_ms']:.3f}",
                       f"{r['p50_ci_low_ms']:.3f}-{r['p50_ci_high_ms']:.3f}", f"{r['p90_ms']:.3f}",
                       f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f}",
                       f"{r['throughput_ips']:.0f}", str(r["iterations"]), r["stop_reason"])
@@ -286,9 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file")
     e.set_defaults(fn=_cmd_export)
 
-    b = sub.add_parser("bench", help="time an ONNX model in ONNX Runtime (CPU)",
-                       description="Warm-up, repeated runs, p50/p90/p99, mean, std, throughput.")
-    b.add_argument("model", help="ONNX file")
+    b = sub.add_parser("bench", help="time an ONNX model (or a recipe's model) on runtimes",
+                       description="Warm-up, then repeated runs until the median's 95% "
+                                   "interval is tight: p50 (with interval), p90, p99, mean, "
+                                   "std, throughput, run count, and the environment in --json.")
+    b.add_argument("model", help="ONNX file, or a recipe YAML whose model is exported first")
+    b.add_argument("--runtime", nargs="+", default=["onnxruntime-cpu"],
+                   choices=["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
+                            "tensorrt"],
+                   help="runtimes (GPU ones need a GPU and the gpu / tensorrt extra)")
+    b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="what the ONNX file computes in (a label; TensorRT takes precisions "
+                        "from the file's types and Q/DQ nodes)")
+    b.add_argument("--onnx", type=Path, help="with a recipe: where to write the exported ONNX")
     b.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes")
     b.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     b.add_argument("--iterations", type=int, default=50,
