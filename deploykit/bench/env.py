@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["environment"]
 
 _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxruntime-gpu",
-             "onnxscript", "numpy", "tensorrt", "deploykit")
+             "onnxscript", "numpy", "tensorrt", "tensorly", "deploykit")
 
 
 def _cpu_model() -> str:
@@ -47,4 +47,22 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["driver"] = _driver_version()
     return env
+
+
+def _driver_version() -> str | None:
+    """The NVIDIA driver version from nvidia-smi, if it is on PATH."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
