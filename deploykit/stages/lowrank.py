@@ -71,6 +71,11 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
                       desc="lowrank fine-tune")
             metrics.update(finetune_top1_pct=res.final_top1_pct, finetune_seconds=res.seconds)
     macs, params = count_macs_params(model, shape)
+    want = spec.target.macs_ratio
+    if want is not None and abs(macs / base_macs - want) > 0.02:
+        log(f"lowrank: warning: reached {macs / base_macs:.3f}x MACs, not {want}x: the "
+            "layers allowed by `layers`/`keep` cannot remove more (or their ranks move in "
+            "coarse steps); factorise more layers or add a prune stage")
     metrics.update(method=spec.method, layers=record, macs_before=base_macs, macs_after=macs,
                    macs_ratio=macs / base_macs, params_before=base_params, params_after=params,
                    left_alone={p["name"]: p["status"] for p in record
