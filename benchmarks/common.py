@@ -82,3 +82,31 @@ def save_results(path: Path, data: dict) -> None:
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M")
+
+
+def r20_setup(out: Path, log) -> tuple:
+    """Loaders, the R20 baseline, and the results dict of ``out`` (kept rows, fresh baseline)."""
+    from deploykit.bench.cost import count_macs_params
+
+    torch.set_num_threads(2)
+    loaders = cifar_loaders()
+    base, meta = r20_baseline(loaders, log)
+    base_macs = count_macs_params(base, (3, 32, 32))[0]
+    results = json.loads(out.read_text()) if out.is_file() else {
+        "machine": "2-core x86_64 CPU (project machine)", "rows": []}
+    results.update(date=stamp(), baseline={"top1_pct": top1(base, loaders), "macs": base_macs,
+                                           **meta})
+    return loaders, base, results
+
+
+def prune_l1(base: torch.nn.Module, macs_ratio: float, base_macs: int) -> torch.nn.Module:
+    """A copy of ``base`` L1-pruned (round_to 8, classifier kept) to ``macs_ratio`` of its MACs."""
+    import copy
+
+    from deploykit.stage_specs import PruneSpec
+    from deploykit.stages.prune import prune_to_macs
+
+    spec = PruneSpec(importance="l1", target={"macs_ratio": macs_ratio}, round_to=8)
+    pruned, _, _ = prune_to_macs(copy.deepcopy(base), (3, 32, 32), spec, ["fc"],
+                                 int(base_macs * macs_ratio), 0.02 * base_macs)
+    return pruned

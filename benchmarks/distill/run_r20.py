@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RECOVERY_TRAIN, cifar_loaders, r20_baseline, save_results, stamp, top1
+from common import RECOVERY_TRAIN, prune_l1, r20_setup, save_results, top1
 
 from deploykit.bench.cost import count_macs_params
 from deploykit.progress import log
-from deploykit.stage_specs import DistillSpec, PruneSpec
+from deploykit.stage_specs import DistillSpec
 from deploykit.stages import distill as distill_stage
-from deploykit.stages.prune import prune_to_macs
 from deploykit.state import Candidate, PipelineState
 from deploykit.train import seed_everything
 
@@ -68,19 +64,11 @@ def main() -> None:
     ap.add_argument("--long-epochs", type=int, default=15)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    loaders = cifar_loaders()
-    base, meta = r20_baseline(loaders, log)
-    base_top1 = top1(base, loaders)
-    base_macs = count_macs_params(base, SHAPE)[0]
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {
-        "machine": "2-core x86_64 CPU (project machine)", "rows": []}
-    results.update(date=stamp(), baseline={"top1_pct": base_top1, "macs": base_macs, **meta})
+    loaders, base, results = r20_setup(args.out, log)
+    base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     for level in args.levels:
         seed_everything(0)
-        spec = PruneSpec(importance="l1", target={"macs_ratio": level}, round_to=8)
-        pruned, _, _ = prune_to_macs(copy.deepcopy(base), SHAPE, spec, ["fc"],
-                                     int(base_macs * level), 0.02 * base_macs)
+        pruned = prune_l1(base, level, base_macs)
         macs = count_macs_params(pruned, SHAPE)[0]
         pruned_top1 = top1(pruned, loaders)
         log(f"level {level}: {macs / base_macs:.3f}x MACs, top-1 {pruned_top1:.2f}% unrecovered")

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import save_results, stamp
+from common import prune_l1, save_results, stamp
 from run_r20 import VARIANTS, spec_for
 
 from deploykit.bench.cost import count_macs_params
@@ -30,8 +30,6 @@ from deploykit.distill.objective import DistillObjective
 from deploykit.distill.teacher import Teacher
 from deploykit.models import build_model
 from deploykit.recipe import ModelSpec
-from deploykit.stage_specs import PruneSpec
-from deploykit.stages.prune import prune_to_macs
 from deploykit.train import make_optimizer, seed_everything
 
 OUT = Path(__file__).resolve().parent / "results" / "r20_step_time.json"
@@ -49,9 +47,7 @@ def main() -> None:
     seed_everything(0)
     base = build_model(ModelSpec(name="resnet20"))
     macs = count_macs_params(base, SHAPE)[0]
-    pruned, _, _ = prune_to_macs(copy.deepcopy(base), SHAPE,
-                                 PruneSpec(target={"macs_ratio": args.level}), ["fc"],
-                                 int(macs * args.level), 0.02 * macs)
+    pruned = prune_l1(base, args.level, macs)
     x = torch.randn(128, *SHAPE)
     y = torch.randint(0, 10, (128,))
     names = [v for v in VARIANTS if "long" not in v]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -26,11 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
     RECOVERY_TRAIN,
-    cifar_loaders,
     ort_latency,
-    r20_baseline,
+    prune_l1,
+    r20_setup,
     save_results,
-    stamp,
     top1,
 )
 
@@ -39,10 +37,9 @@ from deploykit.bench.cost import count_macs_params
 from deploykit.bench.runners import OrtRunner
 from deploykit.export.onnx import export_onnx
 from deploykit.progress import log
-from deploykit.stage_specs import DistillSpec, LowRankSpec, PruneSpec
+from deploykit.stage_specs import DistillSpec, LowRankSpec
 from deploykit.stages import distill as distill_stage
 from deploykit.stages.lowrank import factorise
-from deploykit.stages.prune import prune_to_macs
 from deploykit.state import Candidate, PipelineState
 from deploykit.train import seed_everything
 
@@ -53,10 +50,7 @@ SHAPE = (3, 32, 32)
 def compress(method: str, base: torch.nn.Module, ratio: float, base_macs: int):
     model = copy.deepcopy(base)
     if method == "prune":
-        spec = PruneSpec(importance="l1", target={"macs_ratio": ratio}, round_to=8)
-        pruned, _, _ = prune_to_macs(model, SHAPE, spec, ["fc"], int(base_macs * ratio),
-                                     0.02 * base_macs)
-        return pruned, {}
+        return prune_l1(base, ratio, base_macs), {}
     plans = factorise(model, LowRankSpec(method=method, target={"macs_ratio": ratio}), SHAPE,
                       ("conv1", "fc"))
     done = [p for p in plans if p.status == "factorised"]
@@ -73,14 +67,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    loaders = cifar_loaders()
-    base, meta = r20_baseline(loaders, log)
-    base_top1 = top1(base, loaders)
-    base_macs = count_macs_params(base, SHAPE)[0]
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {
-        "machine": "2-core x86_64 CPU (project machine)", "rows": []}
-    results.update(date=stamp(), baseline={"top1_pct": base_top1, "macs": base_macs, **meta})
+    loaders, base, results = r20_setup(args.out, log)
+    base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     tmp = Path(tempfile.mkdtemp())
     base_onnx = export_onnx(base, SHAPE, tmp / "baseline.onnx")
     kd = DistillSpec(losses={"ce": 0.1, "kd": 0.9}, temperature=4.0,
