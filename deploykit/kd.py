@@ -6,15 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.distill.losses import ensemble_kd
+
 __all__ = ["hinton_kd", "kd_loss_fn"]
 
 
 def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
               temperature: float) -> torch.Tensor:
     """Hinton et al. (2015): T^2 * KL(softmax(t / T) || softmax(s / T)), batch mean."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean") * (t * t)
+    return ensemble_kd(student_logits, [teacher_logits], temperature)
 
 
 def kd_loss_fn(teacher: nn.Module, alpha: float, temperature: float,
