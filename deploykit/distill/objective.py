@@ -77,7 +77,10 @@ class DistillObjective(nn.Module):
         self.pre_names = self.taps if self.w.overhaul else []
         self.adapters = nn.ModuleDict()
         self._margin_names: list[str] = []
+        self.notes: list[str] = []
         if not feature_terms:
+            if self.w.kd:
+                self.notes = teacher.optimize_for_logits()
             return
         student_names = {n for n, _ in student.named_modules()}
         missing = [n for n in {*self.post_names, *self.pre_names} if n not in student_names]

@@ -66,6 +66,8 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec) -> PipelineSt
     teacher = Teacher(_teacher_models(state, spec), spec.teacher.image_size,
                       spec.teacher.bn_train)
     objective = build_objective(student, teacher, spec, loaders)
+    for note in objective.notes:
+        log(f"distill: {note}")
     before = prev.torch_top1_pct
     if before is None:
         before = evaluate(student, loaders.val)["top1_pct"]

@@ -107,12 +107,13 @@ def test_function_matching_feeds_one_mixed_batch_to_both(batch):
     got = {}
     student, teacher_model = resnet20(), resnet20()
     student.register_forward_pre_hook(lambda _m, a: got.__setitem__("s", a[0]))
-    teacher_model.register_forward_pre_hook(lambda _m, a: got.__setitem__("t", a[0]))
     spec = DistillSpec(mode="function_matching")
     assert (spec.losses.ce, spec.losses.kd, spec.temperature) == (0.0, 1.0, 1.0)
     assert (spec.train.optimizer, spec.train.schedule, spec.train.grad_clip) == \
         ("adamw", "cosine", 1.0)
     obj = DistillObjective(student, Teacher([teacher_model]), spec, x)
+    # the teacher it runs is the logit-only (BN-folded) copy: hook that one
+    obj.teacher.main.register_forward_pre_hook(lambda _m, a: got.__setitem__("t", a[0]))
     terms = obj.loss(student, x, y)
     assert set(terms) == {"loss", "kd"}
     assert torch.equal(got["s"], got["t"])
@@ -171,3 +172,35 @@ def test_missing_teacher_checkpoint_is_named(tiny_recipe_dict, tmp_path):
 def test_distill_must_follow_a_compression_stage(tiny_recipe_dict):
     with pytest.raises(RecipeError, match="must come after"):
         parse_recipe({**tiny_recipe_dict, "stages": [{"kind": "distill"}]}, check_paths=False)
+
+
+def test_logit_only_teacher_is_folded_and_gives_the_same_logits(batch):
+    """KD without feature terms folds the teacher's BatchNorm and runs it channels_last: the
+    logits stay those of the plain frozen model, and no gradient reaches the teacher."""
+    x, y = batch
+    torch.manual_seed(0)
+    model = resnet20()
+    with torch.no_grad():   # non-trivial BN statistics, so folding has something to do
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    reference = Teacher([model])(x)[0]
+    teacher = Teacher([model])
+    obj = DistillObjective(_pruned_student(), teacher, DistillSpec(losses={"ce": 0.1, "kd": 0.9}),
+                           x)
+    assert teacher.logits_only and obj.notes == []
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in teacher.main.modules())
+    assert torch.allclose(teacher(x)[0], reference, atol=1e-4)
+    obj.loss(obj_student := _pruned_student(), x, y)["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.main.parameters())
+    assert any(p.grad is not None for p in obj_student.parameters())
+
+
+def test_feature_losses_keep_the_unfused_teacher(batch):
+    x, _ = batch
+    teacher = Teacher([resnet20()])
+    DistillObjective(_pruned_student(), teacher, DistillSpec(losses={"kd": 1.0, "attention": 1.0}),
+                     x)
+    assert not teacher.logits_only
+    assert any(isinstance(m, nn.BatchNorm2d) for m in teacher.main.modules())
