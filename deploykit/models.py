@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit import cifar_resnet
+from deploykit import cifar_mobilenet, cifar_resnet
 from deploykit.errors import BackendUnavailableError, CheckpointError, ModelError
 from deploykit.recipe import ModelSpec
 
@@ -33,6 +33,7 @@ BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": cifar_resnet.resnet20,
     "resnet32": cifar_resnet.resnet32,
     "resnet56": cifar_resnet.resnet56,
+    "mobilenet_v2_cifar": cifar_mobilenet.mobilenet_v2_cifar,
 }
 
 CHECKPOINT_FORMAT = "deploykit.checkpoint.v1"

@@ -6,7 +6,11 @@ Placement (the same for both targets, where TensorRT and ONNX Runtime fuse Q/DQ)
   its input;
 - both inputs of each residual addition get a quantizer, so the addition and the layers that
   feed it run in INT8 too;
-- a tensor feeding several consumers has one quantizer, shared by all of them.
+- a tensor feeding several consumers has one quantizer, shared by all of them;
+- a max-pool whose output is quantized gets the same quantizer (one scale and zero point) on
+  its input too. Max-pooling commutes with a monotone quantizer, so the result is unchanged,
+  but ONNX Runtime then pools in uint8 instead of in float: behind resnet18's float stem the
+  float max-pool took 6 ms of a 37 ms INT8 run, the uint8 one 0.2 ms.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from deploykit.quant.scheme import QuantScheme
 __all__ = ["QuantizedModel", "compute_layers", "prepare", "resolve_keep_float"]
 
 _ADDS = {operator.add, operator.iadd, torch.add}
+_MAXPOOLS = {torch.nn.functional.max_pool2d, torch.max_pool2d}
 
 
 def compute_layers(model: nn.Module) -> list[str]:
@@ -126,6 +131,11 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
+def _is_maxpool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return isinstance(_module(gm, node), nn.MaxPool2d) or (
+        node.op == "call_function" and node.target in _MAXPOOLS)
+
+
 def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
             calibration: str = "percentile", bins: int = 2048, percentile: float = 99.99
             ) -> QuantizedModel:
@@ -186,6 +196,14 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
                 targets = tensor_args
         for arg in targets:
             node.replace_input_with(arg, quantized(arg))
+
+    # 3. the quantizer after a max-pool also quantizes the pool's input (see the module notes)
+    for src, qnode in list(quantizers.items()):
+        inp = src.args[0] if _is_maxpool(gm, src) and src.args else None
+        if isinstance(inp, fx.Node) and inp not in quantizers and len(inp.users) == 1:
+            with graph.inserting_after(inp):
+                pre = graph.call_module(qnode.target, (inp,))
+            src.replace_input_with(inp, pre)
     graph.lint()
     gm.recompile()
     return QuantizedModel(gm, precision, scheme)

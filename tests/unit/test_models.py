@@ -42,6 +42,17 @@ def test_torchvision_models_build_and_first_last_found(name, first, last, size):
         assert model(torch.randn(1, 3, size, size)).shape == (1, 7)
 
 
+def test_cifar_mobilenet_v2_keeps_4x4_maps_at_32px():
+    """The CIFAR MobileNetV2 downsamples 8x (stride-1 stem and second stage), not 32x."""
+    model = build_model(ModelSpec(name="mobilenet_v2_cifar")).eval()
+    feats = model.features(torch.randn(1, 3, 32, 32))
+    assert feats.shape == (1, 1280, 4, 4)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert find_first_last(model, (3, 32, 32)) == ("features.0.0", "classifier.1")
+    macs, _ = count_macs_params(model, (3, 32, 32))
+    assert 85e6 < macs < 100e6   # about 94 M, the usual CIFAR MobileNetV2 size
+
+
 def test_unknown_models_are_clear_errors():
     with pytest.raises(ModelError, match="unknown builtin model 'resnet21'"):
         build_model(ModelSpec(name="resnet21"))

@@ -239,3 +239,34 @@ def test_max_accuracy_drop_falls_back_to_float_for_the_damaged_layer(tmp_path):
     assert cand.name == "ptq-int8" and victim in cand.keep_float
     assert 100.0 - cand.torch_top1_pct <= 0.5
     assert cand.arch["layer_precision"][victim] == "fp32"
+
+
+def test_maxpool_behind_the_float_stem_runs_in_int8(tmp_path):
+    """resnet18 keeps its stem float; the max-pool after it shares the quantizer that follows
+    it, so ONNX Runtime pools uint8 values, and ONNX and PyTorch still agree."""
+    import onnxruntime as ort
+
+    model = _model("torchvision:resnet18")
+    qm = _quantize(model)
+    g, path = _graph(qm, tmp_path)
+    prod = _producers(g)
+    pool = next(n for n in g.node if n.op_type == "MaxPool")
+    dq = prod[pool.input[0]]
+    assert dq.op_type == "DequantizeLinear"
+    q_after = next(n for n in g.node
+                   if n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0])
+    inits = _inits(g)
+    assert inits[dq.input[1]] == inits[q_after.input[1]]   # the same scale ...
+    assert inits[dq.input[2]] == inits[q_after.input[2]]   # ... and zero point on both sides
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    opt = onnx.load(opts.optimized_model_filepath).graph
+    pools = [n for n in opt.node if "MaxPool" in n.op_type]
+    assert len(pools) == 1
+    assert _producers(opt)[pools[0].input[0]].op_type == "QuantizeLinear"   # pools uint8
+    x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = qm(x).numpy()
+    out = OrtRunner(path)(x.numpy())
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
