@@ -6,7 +6,9 @@ against the float model at batch 1 and 16 with 2 threads:
 
 - int8 for onnxruntime-cpu (uint8 activations), first/last layers float, and none float;
 - int8 for tensorrt (signed symmetric activations), first/last float, run in ONNX Runtime;
-- the chain: prune to 0.5x MACs (l1, round_to 8) then int8 (onnxruntime-cpu, first/last float).
+- the chain: prune to 0.5x MACs (l1, round_to 8) then int8 (onnxruntime-cpu, first/last float);
+- the peer chain for reference: the same pruned float ONNX quantized by ONNX Runtime's own
+  ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, first/last excluded).
 
 Usage: python benchmarks/quantize/run_l18.py [--models resnet18 mobilenet_v2]
 """
@@ -56,6 +58,37 @@ def kernel_counts(path: Path) -> dict[str, int]:
     return {k: ops[k] for k in keep if ops.get(k)}
 
 
+def ort_quantize_static(float_onnx: Path, out: Path, calib: list[torch.Tensor]) -> Path:
+    """The peer tool's INT8: ONNX Runtime ``quantize_static`` with the knobs that run fast on
+    its CPU EP, first conv and classifier excluded (as deploykit's default policy)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(float_onnx), str(pre))
+    graph = onnx.load(str(pre)).graph
+    layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    name = graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{name: c.numpy()} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=[layers[0], layers[-1]])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
@@ -87,6 +120,10 @@ def main() -> None:
         for label, m in models.items():
             log(f"{name}: exporting {label}")
             paths[label] = export_onnx(m, SHAPE, tmp / f"{name}-{label}.onnx")
+        label = "peer-chain-ort-quantize_static-firstlast-float"
+        paths[label] = ort_quantize_static(paths["pruned-float"], tmp / f"{name}-{label}.onnx",
+                                           calib)
+        models[label] = models["chain-prune-int8-firstlast-float"]   # for MACs and params
         p50 = ort_latency(paths, SHAPE, batches=args.batches, iterations=args.iterations)
         for label, m in models.items():
             macs, params = count_macs_params(m, SHAPE)

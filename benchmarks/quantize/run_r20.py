@@ -5,7 +5,8 @@ with every layer INT8 (target onnxruntime-cpu), plus the chain prune (l1, 0.5x M
 recovery) + PTQ. Top-1 is the exported QDQ model's in ONNX Runtime on the 10,000 test images;
 latency is p50 at batch 1 and 64, 2 threads, all candidates timed alternately at the end.
 
-Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-epochs 2]
+Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-epochs 5]
+       [--chain-qat-epochs 1]
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main() -> None:
                                                         "mse"])
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--qat-calibrator", default="percentile")
-    ap.add_argument("--chain-recovery-epochs", type=int, default=2)
+    ap.add_argument("--chain-recovery-epochs", type=int, default=5)
+    ap.add_argument("--chain-qat-epochs", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(2)
     seed_everything(0)
@@ -95,8 +97,17 @@ def main() -> None:
              loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
     record("chain-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
            recovery_seconds=fr.seconds)
-    qm = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
-    record("chain-prune-ptq-percentile-firstlast-float", qm)
+    for keep_name, keep in (("firstlast-float", list(fl)), ("all-int8", [])):
+        qm = build_quantized(pruned, QuantizeSpec(), keep, calib)
+        record(f"chain-prune-ptq-percentile-{keep_name}", qm)
+    if args.chain_qat_epochs:   # QAT of the pruned model, the unpruned float model teaching
+        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
+                            qat={"epochs": args.chain_qat_epochs, "freeze_bn_after": 1,
+                                 "freeze_observers_after": 1})
+        qm = build_quantized(pruned, spec, list(fl), calib)
+        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
+        record(f"chain-prune-qat-{args.qat_calibrator}-firstlast-float", qm,
+               qat_epochs=args.chain_qat_epochs, qat_seconds=fr.seconds)
 
     log("timing every candidate alternately (ORT CPU, 2 threads)")
     p50 = ort_latency(paths, SHAPE, batches=(1, 64), iterations=60)

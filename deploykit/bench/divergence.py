@@ -5,7 +5,11 @@ The dynamo exporter records, on every ONNX node, the PyTorch module it came from
 module's output. Those tensors are marked as extra graph outputs, the same input goes through
 ONNX Runtime and through the PyTorch model (forward hooks), and the tensors are compared in the
 graph's order: the first whose error, relative to the reference tensor's range, exceeds the
-tolerance is the divergence named in parity errors.
+tolerance is the divergence named in parity errors. The marked model runs on the runtime that
+failed: ONNX Runtime (any execution provider) or a TensorRT engine built from it, whose network
+outputs are the marked tensors (Polygraphy's "mark all" approach; marking stops TensorRT from
+fusing across those tensors, so an error that only arises inside a fusion shows at the fused
+block's output).
 """
 
 from __future__ import annotations
@@ -63,16 +67,24 @@ def module_outputs(onnx_model) -> list[tuple[str, str, str, str]]:
 
 
 def find_divergence(model: nn.Module, onnx_path: str | Path, x: np.ndarray,
-                    tolerance: float = 1e-3, threads: int = 2) -> Divergence | None:
-    """Compare every module's output between PyTorch and ONNX Runtime (CPU) on ``x``.
+                    tolerance: float = 1e-3, threads: int = 2,
+                    runtime: str = "onnxruntime-cpu", precision: str = "fp32"
+                    ) -> Divergence | None:
+    """Compare every module's output between PyTorch and ``runtime`` on ``x``.
+
+    ``runtime``: any ONNX-consuming runtime of :func:`deploykit.bench.runners.make_runner`
+    (``onnxruntime-cpu``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``, ``tensorrt``).
 
     Returns:
         The first module (in graph order) whose max error exceeds ``tolerance`` times the
         range (max |value|) of PyTorch's output, or ``None`` when all agree or the ONNX file
         carries no module metadata (exported by another tool).
     """
+    import tempfile
+
     import onnx
-    import onnxruntime as ort
+
+    from deploykit.bench.runners import make_runner
 
     proto = onnx.load(str(onnx_path))
     outs = module_outputs(proto)
@@ -85,12 +97,12 @@ def find_divergence(model: nn.Module, onnx_path: str | Path, x: np.ndarray,
         if tensor not in existing:
             proto.graph.output.append(onnx.ValueInfoProto(name=tensor))
             existing.add(tensor)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(proto.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    got = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        marked = Path(tmp) / "marked.onnx"
+        onnx.save(proto, str(marked))
+        runner = make_runner(runtime, onnx_path=marked, threads=threads, precision=precision,
+                             max_batch=len(x))
+        got = runner.run_all(x)
     captured: dict[str, torch.Tensor] = {}
     hooks = [modules[m].register_forward_hook(
         lambda _m, _i, out, m=m: captured.__setitem__(m, out.detach().clone())

@@ -213,11 +213,17 @@ class TensorRTRunner:
         return bufs
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x, self.output_names[:1])[self.output_names[0]]
+
+    def run_all(self, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every engine output (or ``names``) as float32 arrays: with the intermediate tensors
+        marked as outputs, this is what :func:`~deploykit.bench.divergence.find_divergence`
+        compares layer by layer."""
         bufs = self._io(tuple(x.shape))
         with torch.cuda.stream(self.stream):
             bufs[self.input_name].copy_(torch.from_numpy(np.ascontiguousarray(x)),
                                         non_blocking=False)
             self.context.execute_async_v3(self.stream.cuda_stream)
-            out = bufs[self.output_names[0]].float().cpu()
+            outs = {n: bufs[n].float().cpu() for n in (names or self.output_names)}
         self.stream.synchronize()
-        return out.numpy()
+        return {n: t.numpy() for n, t in outs.items()}

@@ -84,6 +84,12 @@ class OrtRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every graph output by name (the divergence search marks intermediate tensors)."""
+        names = [o.name for o in self.session.get_outputs()]
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})
+        return dict(zip(names, outs, strict=True))
+
 
 RUNTIMES = ("torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
             "onnxruntime-tensorrt", "tensorrt")

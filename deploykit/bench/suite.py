@@ -36,10 +36,12 @@ def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[n
     return batches
 
 
-def _locate(cand: Candidate, path: Path, x: np.ndarray, tolerance: float) -> str:
-    """Name the first layer whose exported output departs from PyTorch's, for the error."""
+def _locate(cand: Candidate, path: Path, x: np.ndarray, tolerance: float,
+            runtime: str = "onnxruntime-cpu") -> str:
+    """Name the first layer whose exported output on ``runtime`` departs from PyTorch's."""
     try:
-        div = find_divergence(cand.model, path, x, tolerance=min(tolerance, 1e-2))
+        div = find_divergence(cand.model, path, x, tolerance=min(tolerance, 1e-2),
+                              runtime=runtime, precision=cand.precision)
     except Exception as e:  # the search is a diagnosis; never hide the parity error behind it
         return f"(could not compare layer outputs: {type(e).__name__}: {e})"
     return str(div) if div else "(every module output matched; the difference is in the head)"
@@ -88,8 +90,13 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                 continue
             gpu_err, gpu_agree, gpu_rel = onnx_spec.parity.thresholds(
                 "fp16" if rt == "torch-cuda" and cand.precision == "int8" else cand.precision)
-            res = check_parity(cand_runners["torch-cpu"], runner, checks, gpu_err, gpu_agree,
-                               what=f"{path} on {rt}", relative=gpu_rel)
+            try:
+                res = check_parity(cand_runners["torch-cpu"], runner, checks, gpu_err,
+                                   gpu_agree, what=f"{path} on {rt}", relative=gpu_rel)
+            except ParityError as e:
+                where = (_locate(cand, path, checks[0], gpu_err, rt) if rt != "torch-cuda" else
+                         "(torch-cuda runs the PyTorch model itself: no exported tensors)")
+                raise ParityError(f"{e}\n{where}") from None
             rep.parity[f"{rt}_max_abs_error"] = res.max_abs_error
             rep.parity[f"{rt}_top1_agreement"] = res.top1_agreement
         if bench.accuracy:

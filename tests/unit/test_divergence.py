@@ -61,3 +61,25 @@ def test_a_planted_fault_is_caught_and_the_layer_named(exported, tmp_path):
     assert "layer2.1.bn2" in str(div)
     with pytest.raises(ParityError):
         check_parity(TorchRunner(model), OrtRunner(bad), [x], max_abs_error=1e-4)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "tensorrt"])
+def test_the_failing_runtime_runs_the_marked_model(exported, tmp_path, runtime):
+    """The search runs the marked model on the runtime that failed parity: ONNX Runtime here,
+    a TensorRT engine (network outputs = the marked tensors) where TensorRT and a GPU exist."""
+    if runtime == "tensorrt" and not (_have("tensorrt") and torch.cuda.is_available()):
+        pytest.skip("TensorRT and a CUDA GPU are needed (pip install \"deploykit[tensorrt]\"); "
+                    "the project's machines have neither")
+    model, path = exported
+    bad = tmp_path / "bad.onnx"
+    _plant_fault(path, bad, "layer3.0.bn1")
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
+    div = find_divergence(model, bad, x, tolerance=1e-2, runtime=runtime)
+    assert div is not None and div.module == "layer3.0.bn1"
+    assert find_divergence(model, path, x, tolerance=1e-2, runtime=runtime) is None
