@@ -215,6 +215,23 @@ class TensorRTRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.run_all(x, self.output_names[:1])[self.output_names[0]]
 
+    def device_ms(self, x: np.ndarray, iterations: int = 50, warmup: int = 10) -> list[float]:
+        """Engine time per batch (ms), CUDA events around ``execute_async_v3``, input resident."""
+        bufs = self._io(tuple(x.shape))
+        bufs[self.input_name].copy_(torch.from_numpy(np.ascontiguousarray(x)))
+        times = []
+        with torch.cuda.stream(self.stream):
+            for i in range(warmup + iterations):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record(self.stream)
+                self.context.execute_async_v3(self.stream.cuda_stream)
+                end.record(self.stream)
+                end.synchronize()
+                if i >= warmup:
+                    times.append(start.elapsed_time(end))
+        return times
+
     def run_all(self, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Every engine output (or ``names``) as float32 arrays: with the intermediate tensors
         marked as outputs, this is what :func:`~deploykit.bench.divergence.find_divergence`

@@ -116,6 +116,14 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
     return reports
 
 
+def _device_p50(runner: Runner, x: np.ndarray, bench: BenchSpec) -> float | None:
+    """GPU runners: the median device-only time (CUDA events), beside the end-to-end figure."""
+    device_ms = getattr(runner, "device_ms", None)
+    if device_ms is None:
+        return None
+    return float(np.median(device_ms(x, iterations=bench.iterations, warmup=bench.warmup)))
+
+
 def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Runner]],
                  input_shape: tuple[int, int, int], bench: BenchSpec, seed: int) -> None:
     by_name = {r.name: r for r in reports}
@@ -140,4 +148,4 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
                     min_ms=st.min_ms, max_ms=st.max_ms, throughput_ips=st.throughput_ips,
                     speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None,
                     p50_ci_low_ms=st.p50_ci_low_ms, p50_ci_high_ms=st.p50_ci_high_ms,
-                    stop_reason=st.stop_reason))
+                    stop_reason=st.stop_reason, device_p50_ms=_device_p50(r, x, bench)))

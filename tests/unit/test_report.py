@@ -46,3 +46,29 @@ def test_wrong_schema_version_is_rejected():
     d["schema_version"] = 99
     with pytest.raises(ValueError, match="schema_version"):
         Report.from_dict(d)
+
+
+def test_gpu_device_time_gets_its_own_column_only_when_measured():
+    import dataclasses
+
+    import numpy as np
+
+    from deploykit.bench.suite import _device_p50
+    from deploykit.recipe import BenchSpec
+
+    assert "device p50" not in _report().to_markdown()   # CPU only: no empty column
+    r = _report()
+    cuda = dataclasses.replace(r.candidates[0].latency[0], runtime="torch", device="cuda",
+                               device_p50_ms=0.42)
+    r.candidates[0].latency.append(cuda)
+    md = r.to_markdown()
+    assert "device p50" in md and "| 0.420 |" in md
+    assert Report.from_json(r.to_json()) == r
+
+    class FakeGpuRunner:   # what TorchCudaRunner/TensorRTRunner offer: CUDA-event times
+        def device_ms(self, x, iterations, warmup):
+            return [1.0, 3.0, 2.0, 5.0, 4.0][:iterations]
+
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    assert _device_p50(FakeGpuRunner(), x, BenchSpec(iterations=5)) == 3.0
+    assert _device_p50(object(), x, BenchSpec()) is None   # CPU runners: no device time
