@@ -99,14 +99,15 @@ def r20_setup(out: Path, log) -> tuple:
     return loaders, base, results
 
 
-def prune_l1(base: torch.nn.Module, macs_ratio: float, base_macs: int) -> torch.nn.Module:
-    """A copy of ``base`` L1-pruned (round_to 8, classifier kept) to ``macs_ratio`` of its MACs."""
+def prune_l1(base: torch.nn.Module, macs_ratio: float, base_macs: int, round_to: int = 8
+             ) -> torch.nn.Module:
+    """A copy of ``base`` L1-pruned (classifier kept) to ``macs_ratio`` of its MACs."""
     import copy
 
     from deploykit.stage_specs import PruneSpec
     from deploykit.stages.prune import prune_to_macs
 
-    spec = PruneSpec(importance="l1", target={"macs_ratio": macs_ratio}, round_to=8)
+    spec = PruneSpec(importance="l1", target={"macs_ratio": macs_ratio}, round_to=round_to)
     pruned, _, _ = prune_to_macs(copy.deepcopy(base), (3, 32, 32), spec, ["fc"],
                                  int(base_macs * macs_ratio), 0.02 * base_macs)
     return pruned

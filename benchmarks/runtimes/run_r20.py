@@ -1,10 +1,11 @@
 """CPU runtimes for the R20 candidates: PyTorch eager and ONNX Runtime, with timing statistics.
 
 Candidates (CIFAR ResNet-20 at 32x32, random weights: latency does not depend on the values):
-the float model, the model L1-pruned to 0.5x MACs (round_to 8), and both quantized to INT8 for
-ONNX Runtime's CPU EP (first/last float). Each runtime's candidates are timed alternately in one
-process with deploykit's stopping rule (95% interval of the median within +-2%, at most 400
-runs, 20 s per batch size) and reported with p50/p90/p99, the interval, runs and stop reason.
+the float model, the model L1-pruned to about 0.5x MACs with channel counts rounded to 8 and
+to 16, and each quantized to INT8 for ONNX Runtime's CPU EP (first/last float). Each runtime's
+candidates are timed alternately in one process with deploykit's stopping rule (95% interval
+of the median within +-2%, at most 400 runs, 20 s per batch size) and reported with
+p50/p90/p99, the interval, runs and stop reason.
 The INT8 models have no PyTorch row: PyTorch only simulates them (fake-quant).
 
 Usage: python benchmarks/runtimes/run_r20.py [--batches 1 64]
@@ -49,13 +50,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     base = resnet20().eval()
     base_macs = count_macs_params(base, SHAPE)[0]
-    pruned = prune_l1(base, 0.5, base_macs).eval()
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(32, *SHAPE, generator=g) for _ in range(4)]
     spec = QuantizeSpec(target="onnxruntime-cpu")
-    models = {"float": base, "pruned 0.5x": pruned,
-              "float + INT8": build_quantized(base, spec, ["conv1", "fc"], calib),
-              "pruned 0.5x + INT8": build_quantized(pruned, spec, ["conv1", "fc"], calib)}
+    models = {"float": base}
+    for r in (8, 16):
+        models[f"pruned 0.5x round_to {r}"] = prune_l1(base, 0.5, base_macs, r).eval()
+    models["float + INT8"] = build_quantized(base, spec, ["conv1", "fc"], calib)
+    for r in (8, 16):
+        models[f"pruned 0.5x round_to {r} + INT8"] = build_quantized(
+            models[f"pruned 0.5x round_to {r}"], spec, ["conv1", "fc"], calib)
     paths = {k: export_onnx(m, SHAPE, tmp / f"{i}.onnx") for i, (k, m) in
              enumerate(models.items())}
     runners = {"torch-cpu": {k: TorchRunner(m, threads=2) for k, m in models.items()
