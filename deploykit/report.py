@@ -192,7 +192,8 @@ def summary_lines(r: Report) -> list[str]:
     env = r.environment
     return [
         f"created {r.created_utc} UTC; seed {r.seed}; recipe sha256 {r.recipe_hash[:16]}",
-        f"machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores), threads "
+        f"machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores; INT8 features: "
+        f"{', '.join(env.get('cpu_int8_features') or []) or 'unknown'}), threads "
         f"{env.get('threads')}, GPU {env.get('gpu') or 'none'}; {env.get('os', '')}",
         "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
     ]

@@ -6,11 +6,12 @@ against the float model at batch 1 and 16 with 2 threads:
 
 - int8 for onnxruntime-cpu (uint8 activations), first/last layers float, and none float;
 - int8 for tensorrt (signed symmetric activations), first/last float, run in ONNX Runtime;
-- the chain: prune to 0.5x MACs (l1, round_to 8) then int8 (onnxruntime-cpu, first/last float);
+- the chain, once per ``--round-to``: prune to 0.5x MACs (l1) then int8 (onnxruntime-cpu,
+  first/last float);
 - the peer chain for reference: the same pruned float ONNX quantized by ONNX Runtime's own
   ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, first/last excluded).
 
-Usage: python benchmarks/quantize/run_l18.py [--models resnet18 mobilenet_v2]
+Usage: python benchmarks/quantize/run_l18.py [--models resnet18 mobilenet_v2] [--round-to 8 16]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ort_latency, save_results, stamp
 
 from deploykit.bench.cost import count_macs_params, file_size_bytes
+from deploykit.bench.env import environment
 from deploykit.export.onnx import export_onnx
 from deploykit.models import build_model, find_first_last
 from deploykit.progress import log
@@ -94,11 +96,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--round-to", nargs="+", type=int, default=[8, 16],
+                    help="one chain per channel multiple of the pruning")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp())
-    results = {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
-               "threads": 2, "rows": []}
+    results = {"date": stamp(), "environment": environment(2), "rows": []}
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
     for name in args.models:
@@ -111,19 +114,24 @@ def main() -> None:
                                     ("int8-trt-firstlast-float", "tensorrt", list(fl))):
             models[label] = build_quantized(model, QuantizeSpec(target=target), keep, calib)
         base_macs = count_macs_params(model, SHAPE)[0]
-        pruned, _, _ = prune_to_macs(model, SHAPE, PruneSpec(target={"macs_ratio": 0.5}),
-                                     [fl[1]], base_macs // 2, 0.02 * base_macs)
-        models["pruned-float"] = pruned
-        models["chain-prune-int8-firstlast-float"] = build_quantized(
-            pruned, QuantizeSpec(), list(fl), calib)
         paths = {}
         for label, m in models.items():
             log(f"{name}: exporting {label}")
             paths[label] = export_onnx(m, SHAPE, tmp / f"{name}-{label}.onnx")
-        label = "peer-chain-ort-quantize_static-firstlast-float"
-        paths[label] = ort_quantize_static(paths["pruned-float"], tmp / f"{name}-{label}.onnx",
-                                           calib)
-        models[label] = models["chain-prune-int8-firstlast-float"]   # for MACs and params
+        for rt in args.round_to:
+            pruned, _, _ = prune_to_macs(model, SHAPE, PruneSpec(target={"macs_ratio": 0.5},
+                                                                 round_to=rt),
+                                         [fl[1]], base_macs // 2, 0.02 * base_macs)
+            chain = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
+            for label, m in ((f"pruned-float-rt{rt}", pruned),
+                             (f"chain-prune-rt{rt}-int8-firstlast-float", chain)):
+                models[label] = m
+                log(f"{name}: exporting {label}")
+                paths[label] = export_onnx(m, SHAPE, tmp / f"{name}-{label}.onnx")
+            label = f"peer-chain-rt{rt}-ort-quantize_static-firstlast-float"
+            paths[label] = ort_quantize_static(paths[f"pruned-float-rt{rt}"],
+                                               tmp / f"{name}-{label}.onnx", calib)
+            models[label] = chain   # for MACs and params
         p50 = ort_latency(paths, SHAPE, batches=args.batches, iterations=args.iterations)
         for label, m in models.items():
             macs, params = count_macs_params(m, SHAPE)

@@ -1,12 +1,13 @@
 """R20 quantization benchmark (CIFAR-10 ResNet-20): accuracy and ONNX Runtime CPU latency.
 
 Float vs PTQ with each calibrator vs QAT, each INT8 model with the first/last layers float and
-with every layer INT8 (target onnxruntime-cpu), plus the chain prune (l1, 0.5x MACs, round_to 16,
-recovery) + PTQ. Top-1 is the exported QDQ model's in ONNX Runtime on the 10,000 test images;
-latency is p50 at batch 1 and 64, 2 threads, all candidates timed alternately at the end.
+with every layer INT8 (target onnxruntime-cpu), plus one chain per MACs target: prune (l1,
+round_to 16) -> KD recovery -> PTQ (and QAT). Top-1 is the exported QDQ model's in ONNX Runtime
+on the 10,000 test images; latency is p50 at batch 1 and 64, 2 threads, all candidates timed
+alternately at the end.
 
 Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-epochs 5]
-       [--chain-qat-epochs 1]
+       [--chain-qat-epochs 1] [--chain-macs-ratios 0.5 0.62]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from common import RECOVERY_TRAIN, cifar_loaders, ort_latency, r20_baseline, sav
 
 from deploykit.bench.accuracy import runner_accuracy
 from deploykit.bench.cost import count_macs_params, file_size_bytes
+from deploykit.bench.env import environment
 from deploykit.bench.runners import OrtRunner
 from deploykit.export.onnx import export_onnx
 from deploykit.kd import kd_loss_fn
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("--qat-calibrator", default="percentile")
     ap.add_argument("--chain-recovery-epochs", type=int, default=5)
     ap.add_argument("--chain-qat-epochs", type=int, default=1)
+    ap.add_argument("--chain-macs-ratios", nargs="+", type=float, default=[0.5, 0.62],
+                    help="one chain per MACs target (each costs its recovery and QAT epochs)")
     ap.add_argument("--chain-round-to", type=int, default=16,
                     help="channel multiple of the chain's pruning: ONNX Runtime's INT8 convs are "
                          "slower than float at 8 channels, faster at 16")
@@ -59,7 +63,7 @@ def main() -> None:
     base.eval()
     fl = find_first_last(base, SHAPE)
     calib = [x for x, _ in loaders.calib]
-    res = {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
+    res = {"date": stamp(), "environment": environment(2),
            "calib_images": sum(len(x) for x in calib), "rows": []}
     paths: dict[str, Path] = {}
 
@@ -93,25 +97,8 @@ def main() -> None:
                qat_seconds=fr.seconds)
 
     base_macs = count_macs_params(base, SHAPE)[0]
-    prune_spec = PruneSpec(target={"macs_ratio": 0.5}, round_to=args.chain_round_to)
-    pruned, _, _ = prune_to_macs(base, SHAPE, prune_spec, [fl[1]], base_macs // 2,
-                                 0.03 * base_macs)
-    rec = RECOVERY_TRAIN.model_copy(update={"epochs": args.chain_recovery_epochs})
-    fr = fit(pruned, loaders.train, loaders.val, rec, None, desc="chain recovery",
-             loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
-    record("chain-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
-           recovery_seconds=fr.seconds, round_to=args.chain_round_to)
-    for keep_name, keep in (("firstlast-float", list(fl)), ("all-int8", [])):
-        qm = build_quantized(pruned, QuantizeSpec(), keep, calib)
-        record(f"chain-prune-ptq-percentile-{keep_name}", qm)
-    if args.chain_qat_epochs:   # QAT of the pruned model, the unpruned float model teaching
-        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
-                            qat={"epochs": args.chain_qat_epochs, "freeze_bn_after": 1,
-                                 "freeze_observers_after": 1})
-        qm = build_quantized(pruned, spec, list(fl), calib)
-        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
-        record(f"chain-prune-qat-{args.qat_calibrator}-firstlast-float", qm,
-               qat_epochs=args.chain_qat_epochs, qat_seconds=fr.seconds)
+    for ratio in args.chain_macs_ratios:
+        chain(ratio, base, base_macs, fl, loaders, calib, args, record)
 
     log("timing every candidate alternately (ORT CPU, 2 threads)")
     p50 = ort_latency(paths, SHAPE, batches=(1, 64), iterations=60)
@@ -126,6 +113,32 @@ def main() -> None:
               f"{row['onnx_bytes'] / 1e6:.3f} | {row['p50_ms']['1']:.3f} | "
               f"{row['p50_ms']['64']:.2f} | {row['speedup']['1']:.2f}x | "
               f"{row['speedup']['64']:.2f}x |")
+
+
+def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) -> None:
+    """Prune to ``ratio`` of the MACs, recover with KD from ``base``, then PTQ (and QAT)."""
+    tag = f"chain{ratio:g}"
+    prune_spec = PruneSpec(target={"macs_ratio": ratio}, round_to=args.chain_round_to)
+    pruned, _, _ = prune_to_macs(base, SHAPE, prune_spec, [fl[1]], int(base_macs * ratio),
+                                 0.03 * base_macs)
+    widths = {n: m.out_channels for n, m in pruned.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
+    rec = RECOVERY_TRAIN.model_copy(update={"epochs": args.chain_recovery_epochs})
+    fr = fit(pruned, loaders.train, loaders.val, rec, None, desc=f"{tag} recovery",
+             loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
+    record(f"{tag}-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
+           recovery_seconds=fr.seconds, round_to=args.chain_round_to, widths=widths)
+    for keep_name, keep in (("firstlast-float", list(fl)), ("all-int8", [])):
+        qm = build_quantized(pruned, QuantizeSpec(), keep, calib)
+        record(f"{tag}-prune-ptq-percentile-{keep_name}", qm)
+    if args.chain_qat_epochs:   # QAT of the pruned model, the unpruned float model teaching
+        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
+                            qat={"epochs": args.chain_qat_epochs, "freeze_bn_after": 1,
+                                 "freeze_observers_after": 1})
+        qm = build_quantized(pruned, spec, list(fl), calib)
+        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
+        record(f"{tag}-prune-qat-{args.qat_calibrator}-firstlast-float", qm,
+               qat_epochs=args.chain_qat_epochs, qat_seconds=fr.seconds)
 
 
 if __name__ == "__main__":

@@ -241,14 +241,21 @@ def test_max_accuracy_drop_falls_back_to_float_for_the_damaged_layer(tmp_path):
     assert cand.arch["layer_precision"][victim] == "fp32"
 
 
-def test_maxpool_behind_the_float_stem_runs_in_int8(tmp_path):
-    """resnet18 keeps its stem float; the max-pool after it shares the quantizer that follows
-    it, so ONNX Runtime pools uint8 values, and ONNX and PyTorch still agree."""
+def _ort_optimized(path: str, tmp_path) -> onnx.GraphProto:
     import onnxruntime as ort
 
-    model = _model("torchvision:resnet18")
-    qm = _quantize(model)
-    g, path = _graph(qm, tmp_path)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath).graph
+
+
+def test_maxpool_in_int8_for_tensorrt(tmp_path):
+    """tensorrt: the max-pool after resnet18's float stem shares the quantizer that follows it,
+    so it pools INT8 values."""
+    qm = _quantize(_model("torchvision:resnet18"), target="tensorrt")
+    g, _ = _graph(qm, tmp_path)
     prod = _producers(g)
     pool = next(n for n in g.node if n.op_type == "MaxPool")
     dq = prod[pool.input[0]]
@@ -256,17 +263,45 @@ def test_maxpool_behind_the_float_stem_runs_in_int8(tmp_path):
     q_after = next(n for n in g.node
                    if n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0])
     inits = _inits(g)
-    assert inits[dq.input[1]] == inits[q_after.input[1]]   # the same scale ...
-    assert inits[dq.input[2]] == inits[q_after.input[2]]   # ... and zero point on both sides
-    opts = ort.SessionOptions()
-    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    opt = onnx.load(opts.optimized_model_filepath).graph
+    assert inits[dq.input[1]] == inits[q_after.input[1]]   # the same scale on both sides
+
+
+def test_maxpool_stays_float_for_onnxruntime(tmp_path):
+    """onnxruntime-cpu: ONNX Runtime's uint8 max-pool is slow, so the pool gets float input,
+    and a ReLU guard keeps ONNX Runtime's QDQ propagation from moving the quantizer above it;
+    ONNX Runtime then folds the guard, and ONNX and PyTorch still agree."""
+    model = _model("torchvision:resnet18")
+    qm = _quantize(model)
+    g, path = _graph(qm, tmp_path)
+    prod = _producers(g)
+    pool = next(n for n in g.node if n.op_type == "MaxPool")
+    assert prod[pool.input[0]].op_type != "DequantizeLinear"
+    guard = next(n for n in g.node if n.input and n.input[0] == pool.output[0])
+    assert guard.op_type == "Relu"
+    opt = _ort_optimized(path, tmp_path)
+    oprod = _producers(opt)
     pools = [n for n in opt.node if "MaxPool" in n.op_type]
     assert len(pools) == 1
-    assert _producers(opt)[pools[0].input[0]].op_type == "QuantizeLinear"   # pools uint8
+    assert oprod[pools[0].input[0]].op_type != "QuantizeLinear"   # pools float values
+    after = next(n for n in opt.node if n.input and n.input[0] == pools[0].output[0])
+    if after.op_type == "ReorderOutput":   # the pool ran in ONNX Runtime's NCHWc layout
+        after = next(n for n in opt.node if n.input and n.input[0] == after.output[0])
+    assert after.op_type == "QuantizeLinear"   # the guard is gone, the quantizer follows
     x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = qm(x).numpy()
     out = OrtRunner(path)(x.numpy())
     assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_every_int8_conv_runs_as_an_integer_kernel_in_onnxruntime(tmp_path):
+    """mobilenet_v2's last 1x1 conv feeds the float classifier through a pool; its output still
+    ends in a quantizer, so ONNX Runtime runs it (and every other INT8 conv) as QLinearConv."""
+    model = _model("torchvision:mobilenet_v2")
+    qm = _quantize(model)
+    int8 = [n for n, p in qm.layer_precision.items() if p == "int8"]
+    _, path = _graph(qm, tmp_path)
+    opt = _ort_optimized(path, tmp_path)
+    ops = [n.op_type for n in opt.node]
+    assert ops.count("QLinearConv") == len(int8)
+    assert sum(op in ("Conv", "FusedConv") for op in ops) == 1   # only the float stem

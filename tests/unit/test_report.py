@@ -72,3 +72,18 @@ def test_gpu_device_time_gets_its_own_column_only_when_measured():
     x = np.zeros((1, 3, 8, 8), np.float32)
     assert _device_p50(FakeGpuRunner(), x, BenchSpec(iterations=5)) == 3.0
     assert _device_p50(object(), x, BenchSpec()) is None   # CPU runners: no device time
+
+
+def test_machine_line_names_the_cpu_int8_features():
+    from deploykit.bench.env import cpu_int8_features
+    from deploykit.report import summary_lines
+
+    intel = ["processor\t: 0\n", "model name\t: Xeon\n",
+             "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile\n"]
+    assert cpu_int8_features(intel) == ["avx2", "avx512f", "avx512_vnni"]
+    assert cpu_int8_features(["Features\t: fp asimd asimddp i8mm\n"]) == ["asimddp", "i8mm"]
+    assert cpu_int8_features([]) == []
+    r = _report()
+    assert "INT8 features: unknown" in summary_lines(r)[1]
+    r.environment["cpu_int8_features"] = ["avx2", "avx512_vnni"]
+    assert "INT8 features: avx2, avx512_vnni" in summary_lines(r)[1]
