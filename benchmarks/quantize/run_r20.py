@@ -88,9 +88,7 @@ def main() -> None:
             record(f"ptq-{method}-{keep_name}", qm, calib_seconds=time.perf_counter() - t0)
 
     for keep_name, keep in (("firstlast-float", list(fl)),):
-        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
-                            qat={"epochs": args.qat_epochs, "freeze_bn_after": 1,
-                                 "freeze_observers_after": 1})
+        spec = qat_spec(args.qat_calibrator, args.qat_epochs)
         qm = build_quantized(base, spec, keep, calib)
         fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
         record(f"qat-{args.qat_calibrator}-{keep_name}", qm, qat_epochs=args.qat_epochs,
@@ -115,6 +113,12 @@ def main() -> None:
               f"{row['speedup']['64']:.2f}x |")
 
 
+def qat_spec(calibrator: str, epochs: int) -> QuantizeSpec:
+    """QAT from ``calibrator``'s ranges; BatchNorm and observers frozen after the first epoch."""
+    return QuantizeSpec(mode="qat", calibration={"method": calibrator},
+                        qat={"epochs": epochs, "freeze_bn_after": 1, "freeze_observers_after": 1})
+
+
 def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) -> None:
     """Prune to ``ratio`` of the MACs, recover with KD from ``base``, then PTQ (and QAT)."""
     tag = f"chain{ratio:g}"
@@ -132,9 +136,7 @@ def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) 
         qm = build_quantized(pruned, QuantizeSpec(), keep, calib)
         record(f"{tag}-prune-ptq-percentile-{keep_name}", qm)
     if args.chain_qat_epochs:   # QAT of the pruned model, the unpruned float model teaching
-        spec = QuantizeSpec(mode="qat", calibration={"method": args.qat_calibrator},
-                            qat={"epochs": args.chain_qat_epochs, "freeze_bn_after": 1,
-                                 "freeze_observers_after": 1})
+        spec = qat_spec(args.qat_calibrator, args.chain_qat_epochs)
         qm = build_quantized(pruned, spec, list(fl), calib)
         fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
         record(f"{tag}-prune-qat-{args.qat_calibrator}-firstlast-float", qm,

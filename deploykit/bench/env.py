@@ -15,7 +15,7 @@ _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "on
 
 
 # CPU features that decide how fast INT8 runs: ONNX Runtime's integer kernels use VNNI or AMX
-# where present. The same INT8 model measured 1.38x over float on an AVX2 AMD EPYC and 1.74x
+# where present. The same INT8 model measured 1.31x over float on an AVX2 AMD EPYC and 1.74x
 # on an AVX-512 VNNI Intel Xeon (R20, batch 64), so results must say which one ran them.
 _INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
