@@ -84,12 +84,13 @@ def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M")
 
 
-def r20_setup(out: Path, log) -> tuple:
-    """Loaders, the R20 baseline, and the results dict of ``out`` (kept rows, fresh baseline)."""
+def r20_setup(out: Path, log, seed: int = 0) -> tuple:
+    """Loaders (shuffled and augmented with ``seed``), the R20 baseline, and the results dict
+    of ``out`` (kept rows, fresh baseline)."""
     from deploykit.bench.cost import count_macs_params
 
     torch.set_num_threads(2)
-    loaders = cifar_loaders()
+    loaders = cifar_loaders(seed)
     base, meta = r20_baseline(loaders, log)
     base_macs = count_macs_params(base, (3, 32, 32))[0]
     results = json.loads(out.read_text()) if out.is_file() else {

@@ -5,7 +5,7 @@ the logit/feature losses: SGD nesterov lr 0.01 cosine; function matching: its ow
 through the distill stage itself. ``function_matching_long`` runs ``--long-epochs``.
 
 Usage (from the repository root, with ../shared/data/cifar10 present):
-    python benchmarks/distill/run_r20.py [--levels 0.25 0.5] [--variants plain kd ...]
+    python benchmarks/distill/run_r20.py [--levels 0.25 0.5] [--variants plain kd ...] [--seed 0]
 
 Appends each finished run to benchmarks/distill/results/r20.json (``--out``) and prints a table.
 """
@@ -63,8 +63,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--long-epochs", type=int, default=15)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds the data order, augmentation and training; the pruned student "
+                         "is the same for every seed (L1 pruning is deterministic)")
     args = ap.parse_args()
-    loaders, base, results = r20_setup(args.out, log)
+    loaders, base, results = r20_setup(args.out, log, args.seed)
     base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     for level in args.levels:
         seed_everything(0)
@@ -73,7 +76,7 @@ def main() -> None:
         pruned_top1 = top1(pruned, loaders)
         log(f"level {level}: {macs / base_macs:.3f}x MACs, top-1 {pruned_top1:.2f}% unrecovered")
         for name in args.variants:
-            seed_everything(0)
+            seed_everything(args.seed)
             dspec = spec_for(name, args.epochs, args.long_epochs)
             state = PipelineState.start(base, ("conv1", "fc"), SHAPE,
                                         Path("benchmarks/results/cache/distill"), False,
@@ -84,6 +87,7 @@ def main() -> None:
             state = distill_stage.run(state, loaders, dspec)
             m = state.history[-1].metrics
             row = {"level": level, "macs_ratio": macs / base_macs, "variant": name,
+                   "seed": args.seed,
                    "pruned_top1_pct": pruned_top1, "top1_pct": m["val_top1_pct"],
                    "best_top1_pct": m["best_val_top1_pct"], "epochs": m["epochs"],
                    "seconds_per_epoch": m["seconds_per_epoch"],
@@ -91,26 +95,29 @@ def main() -> None:
                    "optimizer": dspec.train.optimizer, "lr": dspec.train.lr,
                    "losses": dspec.losses.model_dump(), "temperature": dspec.temperature,
                    "history": m["history"]}
-            results["rows"] = [r for r in results["rows"]
-                               if (r["level"], r["variant"]) != (level, name)] + [row]
+            results["rows"] = [r for r in results["rows"] if (r["level"], r["variant"],
+                               r.get("seed", 0)) != (level, name, args.seed)] + [row]
             save_results(args.out, results)
             log(f"{level}x {name}: {row['top1_pct']:.2f}% ({row['seconds_per_epoch']:.0f} s/ep)")
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
+    """One row per run; "vs plain" compares with plain fine-tuning of the same level and seed."""
     base = results["baseline"]["top1_pct"]
     lines = [f"Teacher (float R20): {base:.2f}%", "",
-             "| MACs | variant | epochs | top-1 | vs plain | s/epoch | vs plain s/epoch |",
-             "|---|---|---|---|---|---|---|"]
-    rows = sorted(results["rows"], key=lambda r: (r["level"], list(VARIANTS).index(r["variant"])))
-    plain = {r["level"]: r for r in rows if r["variant"] == "plain"}
+             "| MACs | variant | seed | epochs | top-1 | vs plain | s/epoch | vs plain s/epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r["level"], r.get("seed", 0))  # noqa: E731
+    rows = sorted(results["rows"], key=lambda r: (*key(r), list(VARIANTS).index(r["variant"])))
+    plain = {key(r): r for r in rows if r["variant"] == "plain"}
     for r in rows:
-        p = plain.get(r["level"])
+        p = plain.get(key(r))
         d = f"{r['top1_pct'] - p['top1_pct']:+.2f}" if p else "-"
         t = f"{r['seconds_per_epoch'] / p['seconds_per_epoch']:.2f}x" if p else "-"
-        lines.append(f"| {r['macs_ratio']:.2f}x | {r['variant']} | {r['epochs']} | "
-                     f"{r['top1_pct']:.2f}% | {d} | {r['seconds_per_epoch']:.0f} | {t} |")
+        lines.append(f"| {r['macs_ratio']:.2f}x | {r['variant']} | {r.get('seed', 0)} | "
+                     f"{r['epochs']} | {r['top1_pct']:.2f}% | {d} | "
+                     f"{r['seconds_per_epoch']:.0f} | {t} |")
     return "\n".join(lines)
 
 

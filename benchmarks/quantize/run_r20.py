@@ -7,7 +7,7 @@ on the 10,000 test images; latency is p50 at batch 1 and 64, 2 threads, all cand
 alternately at the end.
 
 Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-epochs 5]
-       [--chain-qat-epochs 1] [--chain-macs-ratios 0.5 0.62]
+       [--chain-qat-epochs 1] [--chain-macs-ratios 0.5 0.62] [--chain-global] [--out F]
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def main() -> None:
     ap.add_argument("--chain-round-to", type=int, default=16,
                     help="channel multiple of the chain's pruning: ONNX Runtime's INT8 convs are "
                          "slower than float at 8 channels, faster at 16")
+    ap.add_argument("--chain-global", action="store_true",
+                    help="rank channels globally: with round_to 16, local ranking cannot prune "
+                         "R20 by less than 0.62x MACs (every group loses at least 16 channels)")
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(2)
     seed_everything(0)
@@ -77,7 +81,7 @@ def main() -> None:
                "eval_seconds": time.perf_counter() - t0}
         res["rows"].append(row)
         log(f"{label}: ORT top-1 {acc:.2f}%, {row['onnx_bytes'] / 1e6:.3f} MB")
-        save_results(OUT, res)
+        save_results(args.out, res)
 
     record("float", base)
     for method in args.calibrators:
@@ -87,7 +91,7 @@ def main() -> None:
             qm = build_quantized(base, spec, keep, calib)
             record(f"ptq-{method}-{keep_name}", qm, calib_seconds=time.perf_counter() - t0)
 
-    for keep_name, keep in (("firstlast-float", list(fl)),):
+    for keep_name, keep in (("firstlast-float", list(fl)),) if args.qat_epochs else ():
         spec = qat_spec(args.qat_calibrator, args.qat_epochs)
         qm = build_quantized(base, spec, keep, calib)
         fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
@@ -104,7 +108,7 @@ def main() -> None:
         c = row["candidate"]
         row["p50_ms"] = {str(b): v for b, v in p50[c].items()}
         row["speedup"] = {str(b): p50["float"][b] / v for b, v in p50[c].items()}
-    save_results(OUT, res)
+    save_results(args.out, res)
     for row in res["rows"]:
         print(f"| {row['candidate']} | {row['ort_top1_pct']:.2f} | "
               f"{row['ort_top1_pct'] - res['rows'][0]['ort_top1_pct']:+.2f} | "
@@ -121,8 +125,9 @@ def qat_spec(calibrator: str, epochs: int) -> QuantizeSpec:
 
 def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) -> None:
     """Prune to ``ratio`` of the MACs, recover with KD from ``base``, then PTQ (and QAT)."""
-    tag = f"chain{ratio:g}"
-    prune_spec = PruneSpec(target={"macs_ratio": ratio}, round_to=args.chain_round_to)
+    tag = f"chain{ratio:g}" + ("-global" if args.chain_global else "")
+    prune_spec = PruneSpec(target={"macs_ratio": ratio}, round_to=args.chain_round_to,
+                           global_ranking=args.chain_global)
     pruned, _, _ = prune_to_macs(base, SHAPE, prune_spec, [fl[1]], int(base_macs * ratio),
                                  0.03 * base_macs)
     widths = {n: m.out_channels for n, m in pruned.named_modules()
@@ -131,7 +136,8 @@ def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) 
     fr = fit(pruned, loaders.train, loaders.val, rec, None, desc=f"{tag} recovery",
              loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
     record(f"{tag}-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
-           recovery_seconds=fr.seconds, round_to=args.chain_round_to, widths=widths)
+           recovery_seconds=fr.seconds, round_to=args.chain_round_to,
+           global_ranking=args.chain_global, widths=widths)
     for keep_name, keep in (("firstlast-float", list(fl)), ("all-int8", [])):
         qm = build_quantized(pruned, QuantizeSpec(), keep, calib)
         record(f"{tag}-prune-ptq-percentile-{keep_name}", qm)
