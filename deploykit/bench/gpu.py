@@ -98,17 +98,22 @@ class TorchCudaRunner:
     def device_ms(self, x: np.ndarray, iterations: int = 50, warmup: int = 10) -> list[float]:
         """Device time per forward (ms), from CUDA events around each call, input resident."""
         xd = self._to_device(x)
-        for _ in range(warmup):
-            self._forward(xd)
-        times = []
-        for _ in range(iterations):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            self._forward(xd)
-            end.record()
-            end.synchronize()
+        return cuda_event_ms(lambda: self._forward(xd), iterations, warmup)
+
+
+def cuda_event_ms(step: Any, iterations: int, warmup: int, stream: Any = None) -> list[float]:
+    """Milliseconds per ``step()`` call after ``warmup`` untimed calls, from CUDA events
+    recorded on ``stream`` (the current stream when None) around each call."""
+    times = []
+    for i in range(warmup + iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        step()
+        end.record(stream)
+        end.synchronize()
+        if i >= warmup:
             times.append(start.elapsed_time(end))
-        return times
+    return times
 
 
 def engine_cache_key(onnx_bytes: bytes, trt_version: str, gpu: str, max_batch: int) -> str:
@@ -219,18 +224,9 @@ class TensorRTRunner:
         """Engine time per batch (ms), CUDA events around ``execute_async_v3``, input resident."""
         bufs = self._io(tuple(x.shape))
         bufs[self.input_name].copy_(torch.from_numpy(np.ascontiguousarray(x)))
-        times = []
         with torch.cuda.stream(self.stream):
-            for i in range(warmup + iterations):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record(self.stream)
-                self.context.execute_async_v3(self.stream.cuda_stream)
-                end.record(self.stream)
-                end.synchronize()
-                if i >= warmup:
-                    times.append(start.elapsed_time(end))
-        return times
+            return cuda_event_ms(lambda: self.context.execute_async_v3(self.stream.cuda_stream),
+                                 iterations, warmup, self.stream)
 
     def run_all(self, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Every engine output (or ``names``) as float32 arrays: with the intermediate tensors

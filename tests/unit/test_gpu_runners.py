@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploykit.bench.gpu import engine_cache_key
+from deploykit.bench.gpu import cuda_event_ms, engine_cache_key
 from deploykit.bench.parity import check_parity
 from deploykit.bench.runners import OrtRunner, TorchRunner, make_runner
 from deploykit.cifar_resnet import resnet20
@@ -40,6 +40,36 @@ def test_engine_cache_key_changes_with_model_version_gpu_and_profile():
                 engine_cache_key(b"model", "10.4.0", "H100-sm90", 64),
                 engine_cache_key(b"model", "10.3.0", "L4-sm89", 64),
                 engine_cache_key(b"model", "10.3.0", "H100-sm90", 16)}) == 5
+
+
+def test_cuda_event_timing_skips_warmup_and_records_on_the_stream(monkeypatch):
+    """The event loop shared by the torch-CUDA and TensorRT runners, with a fake clock for
+    CUDA events: call i of ``step`` takes i ms; only the calls after warm-up are timed."""
+    clock = {"t": 0.0, "streams": []}
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self, stream=None):
+            self.t = clock["t"]
+            clock["streams"].append(stream)
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+
+    calls = []
+
+    def step():
+        calls.append(1)
+        clock["t"] += len(calls)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    assert cuda_event_ms(step, iterations=3, warmup=2, stream="s") == [3.0, 4.0, 5.0]
+    assert len(calls) == 5 and set(clock["streams"]) == {"s"}
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the error raised when there is no GPU")
