@@ -67,9 +67,7 @@ class Teacher:
                 m = fuse(m)
             except Exception as e:   # untraceable forward: keep the model unfused
                 notes.append(f"teacher {i}: not fused ({type(e).__name__})")
-            for q in m.parameters():
-                q.requires_grad_(False)
-            fast.append(m.to(memory_format=torch.channels_last))
+            fast.append(freeze(m).to(memory_format=torch.channels_last))  # fused = new params
         self.models = fast
         self.logits_only = True
         return notes
