@@ -3,7 +3,9 @@
 The teacher's forward pass (and the feature taps and adapters) is the overhead of distilling.
 Variants are timed alternately in one process (rounds of ``--steps`` steps each), so a slow
 drift of the machine affects all of them alike. Uses the pruned 0.25x student and random
-CIFAR-shaped batches of 128: the cost does not depend on the weights' values.
+CIFAR-shaped batches of 128: the cost does not depend on the weights' values. Logit-only
+teachers (kd, function matching) run where ``teacher.runtime: auto`` puts them (ONNX Runtime on
+the CPU); ``kd@torch`` is Hinton KD with the fused PyTorch teacher, for comparison.
 
 Usage: python benchmarks/distill/time_r20.py [--rounds 3] [--steps 20] [--level 0.25]
 Writes benchmarks/distill/results/r20_step_time.json and prints a table.
@@ -26,6 +28,7 @@ from common import prune_l1, save_results, stamp
 from run_r20 import VARIANTS, spec_for
 
 from deploykit.bench.cost import count_macs_params
+from deploykit.bench.env import environment
 from deploykit.distill.objective import DistillObjective
 from deploykit.distill.teacher import Teacher
 from deploykit.models import build_model
@@ -50,10 +53,13 @@ def main() -> None:
     pruned = prune_l1(base, args.level, macs)
     x = torch.randn(128, *SHAPE)
     y = torch.randint(0, 10, (128,))
-    names = [v for v in VARIANTS if "long" not in v]
+    names = [v for v in VARIANTS if "long" not in v] + ["kd@torch"]
     setups = {}
     for name in names:
-        spec = spec_for(name, 5, 5)
+        spec = spec_for(name.split("@")[0], 5, 5)
+        if name.endswith("@torch"):
+            spec = spec.model_copy(update={"teacher": spec.teacher.model_copy(
+                update={"runtime": "torch"})})
         student = copy.deepcopy(pruned).train()
         obj = DistillObjective(student, Teacher([base], None, spec.teacher.bn_train), spec, x[:2])
         opt = make_optimizer(torch.nn.ModuleDict({"s": student, "a": obj}), spec.train)
@@ -73,7 +79,7 @@ def main() -> None:
     plain = statistics.median(per_step["plain"])
     rows = [{"variant": n, "seconds_per_step": statistics.median(v),
              "vs_plain": statistics.median(v) / plain, "rounds": v} for n, v in per_step.items()]
-    save_results(OUT, {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
+    save_results(OUT, {"date": stamp(), "environment": environment(2),
                        "level": args.level, "batch": 128, "steps_per_round": args.steps,
                        "rows": rows})
     print("| variant | s/step (batch 128) | s/epoch (390 steps) | vs plain |\n|---|---|---|---|")
