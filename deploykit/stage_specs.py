@@ -157,16 +157,11 @@ class TeacherSpec(Strict):
     an ensemble whose softened probabilities are averaged). ``image_size``: the teacher's input
     resolution if it differs from the student's (the batch is resized for it). ``bn_train``:
     the teacher's BatchNorm uses batch statistics (Heo et al.; its running statistics are kept).
-    ``runtime``: where a logits-only teacher (KD, function matching) runs. ``auto``: ONNX
-    Runtime's CPU EP when training on the CPU (1.7x faster than PyTorch for the R20 teacher),
-    PyTorch on a GPU; ``onnxruntime`` or ``torch`` force one. Feature losses and ``bn_train``
-    always use the PyTorch teacher.
     """
 
     checkpoints: list[Path] = []
     image_size: int | None = Field(None, ge=8)
     bn_train: bool = False
-    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
 
 
 class LossWeights(Strict):

@@ -3,9 +3,7 @@
 The teacher's forward pass (and the feature taps and adapters) is the overhead of distilling.
 Variants are timed alternately in one process (rounds of ``--steps`` steps each), so a slow
 drift of the machine affects all of them alike. Uses the pruned 0.25x student and random
-CIFAR-shaped batches of 128: the cost does not depend on the weights' values. Logit-only
-teachers (kd, function matching) run where ``teacher.runtime: auto`` puts them (ONNX Runtime on
-the CPU); ``kd@torch`` is Hinton KD with the fused PyTorch teacher, for comparison.
+CIFAR-shaped batches of 128: the cost does not depend on the weights' values.
 
 Usage: python benchmarks/distill/time_r20.py [--rounds 3] [--steps 20] [--level 0.25]
 Writes benchmarks/distill/results/r20_step_time.json and prints a table.
@@ -53,13 +51,10 @@ def main() -> None:
     pruned = prune_l1(base, args.level, macs)
     x = torch.randn(128, *SHAPE)
     y = torch.randint(0, 10, (128,))
-    names = [v for v in VARIANTS if "long" not in v] + ["kd@torch"]
+    names = [v for v in VARIANTS if "long" not in v]
     setups = {}
     for name in names:
-        spec = spec_for(name.split("@")[0], 5, 5)
-        if name.endswith("@torch"):
-            spec = spec.model_copy(update={"teacher": spec.teacher.model_copy(
-                update={"runtime": "torch"})})
+        spec = spec_for(name, 5, 5)
         student = copy.deepcopy(pruned).train()
         obj = DistillObjective(student, Teacher([base], None, spec.teacher.bn_train), spec, x[:2])
         opt = make_optimizer(torch.nn.ModuleDict({"s": student, "a": obj}), spec.train)

@@ -16,7 +16,6 @@ from deploykit.distill.taps import FeatureTaps, last_bn, resolve_taps
 from deploykit.distill.teacher import Teacher
 from deploykit.errors import RecipeError
 from deploykit.stage_specs import DistillSpec
-from deploykit.train import resolve_device
 
 __all__ = ["DistillObjective", "mixup"]
 
@@ -45,26 +44,6 @@ def _probe(model: nn.Module, names: list[str], x: torch.Tensor, pre_relu: bool
             return [f.shape for f in taps.features()]
     finally:
         model.train(was)
-
-
-def _teacher_runtime(spec: DistillSpec, feature_terms: bool) -> str:
-    """``onnxruntime`` or ``torch`` for a logits-only teacher (see ``TeacherSpec.runtime``).
-
-    Raises:
-        RecipeError: ``runtime: onnxruntime`` where it cannot serve (feature losses,
-            ``bn_train``, or training on a GPU).
-    """
-    asked = spec.teacher.runtime
-    on_cpu = resolve_device(spec.train).type == "cpu"
-    if asked == "onnxruntime":
-        why = ("feature losses read the teacher's intermediate tensors" if feature_terms
-               else "teacher.bn_train needs PyTorch's BatchNorm" if spec.teacher.bn_train
-               else "training runs on CUDA and ONNX Runtime's teacher on the CPU"
-               if not on_cpu else "")
-        if why:
-            raise RecipeError(f"distill teacher.runtime: onnxruntime cannot be used here ({why});"
-                              " set teacher.runtime: auto or torch")
-    return "onnxruntime" if asked == "onnxruntime" or (asked == "auto" and on_cpu) else "torch"
 
 
 class DistillObjective(nn.Module):
@@ -99,11 +78,9 @@ class DistillObjective(nn.Module):
         self.adapters = nn.ModuleDict()
         self._margin_names: list[str] = []
         self.notes: list[str] = []
-        runtime = _teacher_runtime(spec, bool(feature_terms))
         if not feature_terms:
             if self.w.kd:
-                self.notes = teacher.optimize_for_logits(
-                    runtime, tuple(teacher.view(example).shape[1:]), torch.get_num_threads())
+                self.notes = teacher.optimize_for_logits()
             return
         student_names = {n for n, _ in student.named_modules()}
         missing = [n for n in {*self.post_names, *self.pre_names} if n not in student_names]
@@ -163,18 +140,13 @@ class DistillObjective(nn.Module):
         if not (w.kd or w.feature_terms()):   # plain fine-tuning: no teacher pass at all
             ce = F.cross_entropy(logits, y)
             return {"loss": w.ce * ce, "ce": ce.detach()}
-        tp: dict[str, torch.Tensor] = {}
-        tr: dict[str, torch.Tensor] = {}
-        if not w.feature_terms():   # logits only: the teacher may not be a PyTorch module
+        with FeatureTaps(self.teacher.main, self.post_names) as t_post, \
+                FeatureTaps(self.teacher.main, self.pre_names, pre_relu=True) as t_pre:
             t_logits = self.teacher(x)
-        else:
-            with FeatureTaps(self.teacher.main, self.post_names) as t_post, \
-                    FeatureTaps(self.teacher.main, self.pre_names, pre_relu=True) as t_pre:
-                t_logits = self.teacher(x)
-                if self.post_names:
-                    tp = dict(zip(self.post_names, t_post.features(), strict=True))
-                if self.pre_names:
-                    tr = dict(zip(self.pre_names, t_pre.features(), strict=True))
+            tp = dict(zip(self.post_names, t_post.features(), strict=True)) \
+                if self.post_names else {}
+            tr = dict(zip(self.pre_names, t_pre.features(), strict=True)) \
+                if self.pre_names else {}
         terms: dict[str, torch.Tensor] = {}
         if w.ce:
             terms["ce"] = F.cross_entropy(logits, y)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OrtTeacherModel", "Teacher", "freeze"]
+__all__ = ["Teacher", "freeze"]
 
 
 def freeze(model: nn.Module, bn_train: bool = False) -> nn.Module:
@@ -29,31 +27,6 @@ def freeze(model: nn.Module, bn_train: bool = False) -> nn.Module:
                 mod.train()
                 mod.momentum = 0.0
     return m
-
-
-class OrtTeacherModel:
-    """A frozen model's logits from ONNX Runtime's CPU execution provider.
-
-    The model is exported (dynamic batch) to a temporary ONNX file that ONNX Runtime loads and
-    the directory is removed again. Outputs are plain tensors: no graph, no gradients.
-    """
-
-    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int], threads: int):
-        from deploykit.bench.runners import OrtRunner
-        from deploykit.export.onnx import export_onnx
-
-        with tempfile.TemporaryDirectory(prefix="deploykit-teacher-") as d:
-            path = export_onnx(model, input_shape, Path(d) / "teacher.onnx")
-            self.runner = OrtRunner(path, threads=threads)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.runner(x.detach().cpu().numpy()))
-
-    def to(self, device: torch.device) -> OrtTeacherModel:
-        if torch.device(device).type != "cpu":
-            raise RuntimeError("the ONNX Runtime teacher runs on the CPU; distill.teacher."
-                               "runtime: torch keeps it in PyTorch on the training device")
-        return self
 
 
 class Teacher:
@@ -74,40 +47,22 @@ class Teacher:
         self.logits_only = False
         self._device = torch.device("cpu")
 
-    def optimize_for_logits(self, runtime: str = "torch",
-                            input_shape: tuple[int, int, int] | None = None,
-                            threads: int | None = None) -> list[str]:
+    def optimize_for_logits(self) -> list[str]:
         """Make the teacher cheaper when only its logits are used (no feature taps).
 
-        ``runtime: onnxruntime`` (CPU training): each model runs in ONNX Runtime's CPU EP from
-        an ONNX export at ``input_shape`` with ``threads`` intra-op threads. On the R20 teacher
-        at batch 128 on 2 cores this took 42 ms per batch against 71-76 ms for the fused
-        PyTorch model below, with logits equal to 3e-6. A model that does not export falls
-        back to the fused PyTorch path, with a note.
-
-        ``runtime: torch``: BatchNorm is folded into the convolution before it (``torch.fx``
-        conv-bn fusion; exact up to float rounding, since the teacher is frozen in eval mode)
-        and the models run in channels_last, which PyTorch's CPU and GPU convolutions are
-        faster in. Returns a note per model that could not be fused (it stays as it was).
-
-        Feature taps hook named modules that neither the ONNX session nor the fused graph
-        calls, so feature losses keep the plain models.
+        BatchNorm is folded into the convolution before it (``torch.fx`` conv-bn fusion; exact
+        up to float rounding, since the teacher is frozen in eval mode) and the models run in
+        channels_last, which PyTorch's CPU and GPU convolutions are faster in. Feature taps
+        hook named modules that the fused graph no longer calls, so feature losses keep the
+        plain models. Returns a note per model that could not be fused (it stays as it was).
         """
         from torch.fx.experimental.optimization import fuse
 
         notes: list[str] = []
         if self.bn_train:   # BatchNorm on batch statistics cannot be folded
             return ["teacher.bn_train: BatchNorm not folded"]
-        fast: list = []
+        fast = []
         for i, m in enumerate(self.models):
-            if runtime == "onnxruntime":
-                try:
-                    fast.append(OrtTeacherModel(m, input_shape or (3, 32, 32),
-                                                threads or torch.get_num_threads()))
-                    continue
-                except Exception as e:   # export or session failed: keep it in PyTorch
-                    notes.append(f"teacher {i}: not run in ONNX Runtime ({type(e).__name__}: "
-                                 f"{str(e)[:200]}); it runs fused in PyTorch")
             try:
                 m = fuse(m)
             except Exception as e:   # untraceable forward: keep the model unfused
@@ -141,7 +96,5 @@ class Teacher:
         self.to(x.device)
         xt = self.view(x)
         if self.logits_only:
-            xcl = xt.contiguous(memory_format=torch.channels_last)
-            return [(m(xcl) if isinstance(m, nn.Module) else m(xt)).contiguous()
-                    for m in self.models]
+            xt = xt.contiguous(memory_format=torch.channels_last)
         return [m(xt).contiguous() for m in self.models]

@@ -1,0 +1,107 @@
+"""Per-kernel ONNX Runtime profile of mobilenet_v2 (224x224, random weights) at batch 1.
+
+Profiles the float model, the pruned one (0.5x MACs, l1, round_to 16) and the chain (pruned +
+INT8 for onnxruntime-cpu, first/last float), 2 threads. Prints each model's kernel time per
+run by op type, then the convolutions split into depthwise and the rest (``conv_kind`` says
+how the INT8 convs are told apart).
+
+Usage: python benchmarks/quantize/profile_mbv2.py [--runs 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploykit.bench.cost import count_macs_params
+from deploykit.export.onnx import export_onnx
+from deploykit.models import build_model, find_first_last
+from deploykit.recipe import ModelSpec
+from deploykit.stage_specs import PruneSpec, QuantizeSpec
+from deploykit.stages.prune import prune_to_macs
+from deploykit.stages.quantize import build_quantized
+
+SHAPE = (3, 224, 224)
+
+
+def profile(path: Path, prefix: Path, runs: int) -> list[dict]:
+    """ORT's per-node kernel events for ``runs`` runs at batch 1 (after 20 warm-up runs)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
+    warm = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = warm.get_inputs()[0].name
+    for _ in range(20):
+        warm.run(None, {name: x})
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(prefix)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 5):
+        sess.run(None, {name: x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+
+
+def _shape(entry: dict) -> list[int]:
+    return next(iter(entry.values()))
+
+
+def conv_kind(event: dict) -> str:
+    """``depthwise`` or ``other``. Float convs show their weight shape (depthwise: one input
+    channel per group). ONNX Runtime's QLinearConv events omit the prepacked weight, so there
+    the test is on the NHWC activations: equal channels in and out, no growth in size. It also
+    counts a 1x1 conv with equal channels (the first block's projection after pruning)."""
+    args = event["args"]
+    ins = [_shape(d) for d in args["input_type_shape"]]
+    if args["op_name"] != "QLinearConv":
+        return "depthwise" if len(ins[1]) == 4 and ins[1][1] == 1 else "other"
+    x, y = ins[0], _shape(args["output_type_shape"][0])
+    return "depthwise" if x[3] == y[3] and x[1] >= y[1] else "other"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=120)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    model = build_model(ModelSpec(source="torchvision", name="mobilenet_v2",
+                                  num_classes=1000)).eval()
+    fl = find_first_last(model, SHAPE)
+    macs = count_macs_params(model, SHAPE)[0]
+    g = torch.Generator().manual_seed(0)
+    calib = [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
+    pruned, _, _ = prune_to_macs(model, SHAPE, PruneSpec(target={"macs_ratio": 0.5}, round_to=16),
+                                 [fl[1]], macs // 2, 0.02 * macs)
+    chain = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
+    for label, m in (("float", model), ("pruned", pruned), ("chain", chain)):
+        events = profile(export_onnx(m, SHAPE, tmp / f"{label}.onnx"), tmp / label, args.runs)
+        per_run = len(events) / (args.runs + 5)
+        by_op: collections.Counter = collections.Counter()
+        by_kind: collections.Counter = collections.Counter()
+        for e in events:
+            op = e["args"]["op_name"]
+            by_op[op] += e["dur"]
+            if op in ("Conv", "QLinearConv", "FusedConv"):
+                by_kind[conv_kind(e)] += e["dur"]
+        scale = 1e3 * (args.runs + 5)   # microseconds over all runs -> ms per run
+        print(f"{label}: {sum(by_op.values()) / scale:.3f} ms of kernels per run "
+              f"({per_run:.0f} kernels)")
+        for op, d in by_op.most_common(8):
+            print(f"  {op:24s} {d / scale:.3f} ms")
+        for kind, d in sorted(by_kind.items()):
+            print(f"  convs, {kind:15s} {d / scale:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
