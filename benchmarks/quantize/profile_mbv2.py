@@ -30,24 +30,26 @@ from deploykit.stages.quantize import build_quantized
 SHAPE = (3, 224, 224)
 
 
-def profile(path: Path, prefix: Path, runs: int) -> list[dict]:
-    """ORT's per-node kernel events for ``runs`` runs at batch 1 (after 20 warm-up runs)."""
+def profile(path: Path, prefix: Path, runs: int, warmup: int = 20) -> list[dict]:
+    """ORT's per-node kernel events of the last ``runs`` of ``warmup + runs`` runs at batch 1
+    (one profiled session; the warm-up runs' events are dropped by their timestamps)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
-    warm = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = warm.get_inputs()[0].name
-    for _ in range(20):
-        warm.run(None, {name: x})
     opts.enable_profiling = True
     opts.profile_file_prefix = str(prefix)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    for _ in range(runs + 5):
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
+    for _ in range(warmup + runs):
         sess.run(None, {name: x})
     events = json.loads(Path(sess.end_profiling()).read_text())
-    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session"
+                    and e["name"] == "model_run")
+    first_timed = starts[warmup]
+    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+            and e["ts"] >= first_timed]
 
 
 def _shape(entry: dict) -> list[int]:
@@ -86,7 +88,7 @@ def main() -> None:
     chain = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
     for label, m in (("float", model), ("pruned", pruned), ("chain", chain)):
         events = profile(export_onnx(m, SHAPE, tmp / f"{label}.onnx"), tmp / label, args.runs)
-        per_run = len(events) / (args.runs + 5)
+        per_run = len(events) / args.runs
         by_op: collections.Counter = collections.Counter()
         by_kind: collections.Counter = collections.Counter()
         for e in events:
@@ -94,7 +96,7 @@ def main() -> None:
             by_op[op] += e["dur"]
             if op in ("Conv", "QLinearConv", "FusedConv"):
                 by_kind[conv_kind(e)] += e["dur"]
-        scale = 1e3 * (args.runs + 5)   # microseconds over all runs -> ms per run
+        scale = 1e3 * args.runs   # microseconds over all timed runs -> ms per run
         print(f"{label}: {sum(by_op.values()) / scale:.3f} ms of kernels per run "
               f"({per_run:.0f} kernels)")
         for op, d in by_op.most_common(8):

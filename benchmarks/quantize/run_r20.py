@@ -91,11 +91,11 @@ def main() -> None:
             qm = build_quantized(base, spec, keep, calib)
             record(f"ptq-{method}-{keep_name}", qm, calib_seconds=time.perf_counter() - t0)
 
-    for keep_name, keep in (("firstlast-float", list(fl)),) if args.qat_epochs else ():
+    if args.qat_epochs:   # QAT with the default policy: first/last layers float
         spec = qat_spec(args.qat_calibrator, args.qat_epochs)
-        qm = build_quantized(base, spec, keep, calib)
+        qm = build_quantized(base, spec, list(fl), calib)
         fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
-        record(f"qat-{args.qat_calibrator}-{keep_name}", qm, qat_epochs=args.qat_epochs,
+        record(f"qat-{args.qat_calibrator}-firstlast-float", qm, qat_epochs=args.qat_epochs,
                qat_seconds=fr.seconds)
 
     base_macs = count_macs_params(base, SHAPE)[0]

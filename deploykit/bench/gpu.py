@@ -11,6 +11,7 @@ named-tensor API) and their tests skip with the reason where the GPU or package 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ class TorchCudaRunner:
         return cuda_event_ms(lambda: self._forward(xd), iterations, warmup)
 
 
-def cuda_event_ms(step: Any, iterations: int, warmup: int, stream: Any = None) -> list[float]:
+def cuda_event_ms(step: Callable[[], object], iterations: int, warmup: int,
+                  stream: Any = None) -> list[float]:
     """Milliseconds per ``step()`` call after ``warmup`` untimed calls, from CUDA events
     recorded on ``stream`` (the current stream when None) around each call."""
     times = []
