@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.distill.losses import ensemble_kd
+from deploykit.distill.teacher import Teacher
 
 __all__ = ["hinton_kd", "kd_loss_fn"]
 
@@ -21,16 +22,16 @@ def kd_loss_fn(teacher: nn.Module, alpha: float, temperature: float,
                label_smoothing: float = 0.0):
     """A training-loop loss: ``(1 - alpha) * CE(labels) + alpha * hinton_kd(teacher)``.
 
-    The teacher runs in eval mode without gradients.
+    The teacher is a frozen copy of ``teacher`` (eval mode, no gradients) with BatchNorm folded
+    into its convolutions (:meth:`Teacher.optimize_for_logits`): only its logits are used.
     """
-    teacher.eval()
+    frozen = Teacher([teacher])
+    frozen.optimize_for_logits()
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         out = model(x)
         ce = F.cross_entropy(out, y, label_smoothing=label_smoothing)
-        with torch.no_grad():
-            t_out = teacher.to(x.device)(x)
-        kd = hinton_kd(out, t_out, temperature)
+        kd = hinton_kd(out, frozen(x)[0], temperature)
         return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce.detach(), "kd": kd.detach()}
 
     return loss

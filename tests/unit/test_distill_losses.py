@@ -100,3 +100,38 @@ def test_match_spatial_resizes_student_only_when_needed():
     assert L.match_spatial(s, t).shape == (1, 2, 8, 8)
     assert L.match_spatial(s, s) is s
     assert torch.allclose(L.match_spatial(torch.ones(1, 1, 2, 2), t), torch.ones(1, 1, 8, 8))
+
+
+def test_kd_loss_fn_mixes_ce_and_kd_against_a_folded_copy_of_the_teacher():
+    """The QAT loss: (1 - alpha) CE + alpha T^2 KL, the teacher folded (same logits), frozen, and
+    the caller's teacher left as it was (mode, gradients)."""
+    import torch.nn.functional as F
+
+    from deploykit.kd import kd_loss_fn
+    from deploykit.models import build_model
+    from deploykit.recipe import ModelSpec
+
+    torch.manual_seed(0)
+    teacher = build_model(ModelSpec(name="resnet20", num_classes=4))
+    with torch.no_grad():   # non-trivial BatchNorm statistics, so folding has work to do
+        for m in teacher.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    teacher.train()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    fn = kd_loss_fn(teacher, alpha=0.7, temperature=3.0)
+    out = fn(student, x, y)
+
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+    teacher.eval()
+    with torch.no_grad():
+        t = teacher(x)
+    s = student(x)
+    ce = F.cross_entropy(s, y)
+    kd = 9.0 * F.kl_div(F.log_softmax(s / 3, 1), F.softmax(t / 3, 1), reduction="batchmean")
+    torch.testing.assert_close(out["loss"], 0.3 * ce + 0.7 * kd, rtol=1e-4, atol=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
