@@ -100,6 +100,25 @@ def r20_setup(out: Path, log, seed: int = 0) -> tuple:
     return loaders, base, results
 
 
+def holdout_split(loaders, n: int, seed: int = 0):
+    """``loaders`` with ``n`` training images (a seeded choice) moved out of training and used
+    as the validation set instead of the test images: for choosing settings without looking at
+    the test set. The teacher was trained on all 50,000 images, held-out ones included."""
+    import dataclasses
+
+    from deploykit.data import TensorLoader
+
+    tr = loaders.train
+    order = torch.randperm(tr.num_samples, generator=torch.Generator().manual_seed(seed))
+    keep, held = order[n:], order[:n]
+    mean, std = loaders.mean, loaders.std
+    train = TensorLoader(tr.images[keep], tr.labels[keep], tr.batch_size, mean, std,
+                         shuffle=True, pad=tr.pad, flip=tr.flip, drop_last=tr.drop_last,
+                         seed=tr.seed)
+    val = TensorLoader(tr.images[held], tr.labels[held], loaders.val.batch_size, mean, std)
+    return dataclasses.replace(loaders, train=train, val=val)
+
+
 def prune_l1(base: torch.nn.Module, macs_ratio: float, base_macs: int, round_to: int = 8
              ) -> torch.nn.Module:
     """A copy of ``base`` L1-pruned (classifier kept) to ``macs_ratio`` of its MACs."""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RECOVERY_TRAIN, prune_l1, r20_setup, save_results, top1
+from common import RECOVERY_TRAIN, holdout_split, prune_l1, r20_setup, save_results, top1
 
 from deploykit.bench.cost import count_macs_params
 from deploykit.progress import log
@@ -40,17 +40,28 @@ VARIANTS: dict[str, dict] = {
                  "teacher": {"bn_train": True}},
     "function_matching": {"mode": "function_matching"},
     "function_matching_long": {"mode": "function_matching"},
+    # Settings tried on a held-out split (--holdout) before any test-set run; "lr" overrides
+    # the recovery schedule's learning rate, "sgd" gives function matching the SGD schedule.
+    "plain@lr0.05": {"losses": {"ce": 1.0, "kd": 0.0}, "lr": 0.05},
+    "kd+attention@lr0.05": {"losses": {**KD, "attention": 500.0}, "temperature": 4.0,
+                            "lr": 0.05},
+    "kd-only+attention": {"losses": {"ce": 0.0, "kd": 1.0, "attention": 500.0},
+                          "temperature": 4.0},
+    "function_matching@sgd": {"mode": "function_matching", "sgd": True},
 }
 
 
 def spec_for(name: str, epochs: int, long_epochs: int) -> DistillSpec:
     raw = copy.deepcopy(VARIANTS[name])
-    if raw.get("mode") == "function_matching":
+    lr, sgd = raw.pop("lr", None), raw.pop("sgd", False)
+    if raw.get("mode") == "function_matching" and not sgd:
         fm = DistillSpec(mode="function_matching").train
         raw["train"] = fm.model_copy(update={"epochs": long_epochs if name.endswith("long")
                                              else epochs})
     else:
         raw["train"] = RECOVERY_TRAIN.model_copy(update={"epochs": epochs})
+    if lr is not None:
+        raw["train"] = raw["train"].model_copy(update={"lr": lr})
     return DistillSpec(kind="distill", **raw)
 
 
@@ -66,8 +77,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0,
                     help="seeds the data order, augmentation and training; the pruned student "
                          "is the same for every seed (L1 pruning is deterministic)")
+    ap.add_argument("--holdout", type=int, default=0, metavar="N",
+                    help="train on 50,000 - N training images and report top-1 on the other N "
+                         "(a fixed seeded choice) instead of the test set: for choosing settings "
+                         "without the test set")
     args = ap.parse_args()
     loaders, base, results = r20_setup(args.out, log, args.seed)
+    split = "test"
+    if args.holdout:
+        loaders, split = holdout_split(loaders, args.holdout), f"holdout{args.holdout}"
+        results["baseline"]["holdout_top1_pct"] = top1(base, loaders)
     base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     for level in args.levels:
         seed_everything(0)
@@ -87,7 +106,7 @@ def main() -> None:
             state = distill_stage.run(state, loaders, dspec)
             m = state.history[-1].metrics
             row = {"level": level, "macs_ratio": macs / base_macs, "variant": name,
-                   "seed": args.seed,
+                   "seed": args.seed, "split": split,
                    "pruned_top1_pct": pruned_top1, "top1_pct": m["val_top1_pct"],
                    "best_top1_pct": m["best_val_top1_pct"], "epochs": m["epochs"],
                    "seconds_per_epoch": m["seconds_per_epoch"],
@@ -96,7 +115,8 @@ def main() -> None:
                    "losses": dspec.losses.model_dump(), "temperature": dspec.temperature,
                    "history": m["history"]}
             results["rows"] = [r for r in results["rows"] if (r["level"], r["variant"],
-                               r.get("seed", 0)) != (level, name, args.seed)] + [row]
+                               r.get("seed", 0), r.get("split", "test"))
+                               != (level, name, args.seed, split)] + [row]
             save_results(args.out, results)
             log(f"{level}x {name}: {row['top1_pct']:.2f}% ({row['seconds_per_epoch']:.0f} s/ep)")
     print(markdown(results))
@@ -106,16 +126,18 @@ def markdown(results: dict) -> str:
     """One row per run; "vs plain" compares with plain fine-tuning of the same level and seed."""
     base = results["baseline"]["top1_pct"]
     lines = [f"Teacher (float R20): {base:.2f}%", "",
-             "| MACs | variant | seed | epochs | top-1 | vs plain | s/epoch | vs plain s/epoch |",
-             "|---|---|---|---|---|---|---|---|"]
-    key = lambda r: (r["level"], r.get("seed", 0))  # noqa: E731
+             "| split | MACs | variant | seed | epochs | top-1 | vs plain | s/epoch "
+             "| vs plain s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r.get("split", "test"), r["level"], r.get("seed", 0))  # noqa: E731
     rows = sorted(results["rows"], key=lambda r: (*key(r), list(VARIANTS).index(r["variant"])))
     plain = {key(r): r for r in rows if r["variant"] == "plain"}
     for r in rows:
         p = plain.get(key(r))
         d = f"{r['top1_pct'] - p['top1_pct']:+.2f}" if p else "-"
         t = f"{r['seconds_per_epoch'] / p['seconds_per_epoch']:.2f}x" if p else "-"
-        lines.append(f"| {r['macs_ratio']:.2f}x | {r['variant']} | {r.get('seed', 0)} | "
+        lines.append(f"| {r.get('split', 'test')} | {r['macs_ratio']:.2f}x | {r['variant']} | "
+                     f"{r.get('seed', 0)} | "
                      f"{r['epochs']} | {r['top1_pct']:.2f}% | {d} | "
                      f"{r['seconds_per_epoch']:.0f} | {t} |")
     return "\n".join(lines)
