@@ -30,8 +30,9 @@ from deploykit.stages.quantize import build_quantized
 SHAPE = (3, 224, 224)
 
 
-def profile(path: Path, prefix: Path, runs: int, warmup: int = 20) -> list[dict]:
-    """ORT's per-node kernel events of the last ``runs`` of ``warmup + runs`` runs at batch 1
+def profile(path: Path, prefix: Path, runs: int, warmup: int = 20, batch: int = 1
+            ) -> list[dict]:
+    """ORT's per-node kernel events of the last ``runs`` of ``warmup + runs`` runs at ``batch``
     (one profiled session; the warm-up runs' events are dropped by their timestamps)."""
     import onnxruntime as ort
 
@@ -41,7 +42,7 @@ def profile(path: Path, prefix: Path, runs: int, warmup: int = 20) -> list[dict]
     opts.profile_file_prefix = str(prefix)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((batch, *SHAPE), dtype=np.float32)
     for _ in range(warmup + runs):
         sess.run(None, {name: x})
     events = json.loads(Path(sess.end_profiling()).read_text())

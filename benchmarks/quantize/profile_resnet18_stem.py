@@ -1,0 +1,60 @@
+"""Per-kernel ONNX Runtime profile of resnet18's stem (224x224, random weights), INT8 for
+onnxruntime-cpu with every layer INT8 vs first/last float, at batch 1 and 16, 2 threads.
+
+Prints each model's kernel time per run by op type and the first kernels of one run (the stem
+conv, the max-pool and what ONNX Runtime put between them): where the all-INT8 model loses
+the time it saves in the stem.
+
+Usage: python benchmarks/quantize/profile_resnet18_stem.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+from pathlib import Path
+
+import torch
+from profile_mbv2 import SHAPE, profile
+
+from deploykit.export.onnx import export_onnx
+from deploykit.models import build_model, find_first_last
+from deploykit.recipe import ModelSpec
+from deploykit.stage_specs import QuantizeSpec
+from deploykit.stages.quantize import build_quantized
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    model = build_model(ModelSpec(source="torchvision", name="resnet18",
+                                  num_classes=1000)).eval()
+    g = torch.Generator().manual_seed(0)
+    calib = [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
+    first_last = list(find_first_last(model, SHAPE))
+    for label, keep in (("all INT8", []), ("first/last float", first_last)):
+        path = export_onnx(build_quantized(model, QuantizeSpec(), keep, calib), SHAPE,
+                           tmp / f"{len(keep)}.onnx")
+        for b in args.batches:
+            events = profile(path, tmp / f"{len(keep)}-{b}", args.runs, warmup=5, batch=b)
+            by_op: collections.Counter = collections.Counter()
+            for e in events:
+                by_op[e["args"]["op_name"]] += e["dur"]
+            scale = 1e3 * args.runs   # microseconds over all timed runs -> ms per run
+            print(f"{label}, batch {b}: {sum(by_op.values()) / scale:.2f} ms of kernels per run")
+            for op, d in by_op.most_common(6):
+                print(f"  {op:24s} {d / scale:.3f} ms")
+            first = sorted(events, key=lambda e: e["ts"])[:6]
+            print("  first kernels: " + ", ".join(
+                f"{e['args']['op_name']} {e['dur'] / 1e3:.2f}" for e in first))
+
+
+if __name__ == "__main__":
+    main()
