@@ -98,7 +98,9 @@ def test_median_interval_covers_the_true_median_about_95_percent_of_the_time():
 
 def test_ort_runner_median_agrees_with_a_plain_session_loop(tmp_path):
     """deploykit's timing of an ONNX Runtime session vs an independent perf_counter loop over
-    session.run on the same model and inputs, alternated in one process: within 5%."""
+    session.run on the same model and inputs, alternated in one process: within 5%, as the
+    median of per-round ratios (each round's two timings are adjacent in time, so a drift of
+    the machine between rounds cancels; a median of medians across rounds did not)."""
     import time
 
     import torch
@@ -114,7 +116,7 @@ def test_ort_runner_median_agrees_with_a_plain_session_loop(tmp_path):
     name = plain.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)
     ours, theirs = [], []
-    for _ in range(3):
+    for _ in range(5):
         st = time_alternating({"m": lambda: runner(x)}, 8, iterations=30, warmup=5,
                               rounds=1)["m"]
         ours.append(st.p50_ms)
@@ -126,7 +128,7 @@ def test_ort_runner_median_agrees_with_a_plain_session_loop(tmp_path):
             plain.run(None, {name: x})
             loop.append(time.perf_counter() - t0)
         theirs.append(float(np.median(loop)) * 1e3)
-    ratio = np.median(ours) / np.median(theirs)
+    ratio = np.median(np.array(ours) / np.array(theirs))
     assert 0.95 <= ratio <= 1.05, (ours, theirs)
 
 
