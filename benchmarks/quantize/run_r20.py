@@ -13,7 +13,6 @@ Usage: python benchmarks/quantize/run_r20.py [--qat-epochs 1] [--chain-recovery-
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -94,7 +93,7 @@ def main() -> None:
     if args.qat_epochs:   # QAT with the default policy: first/last layers float
         spec = qat_spec(args.qat_calibrator, args.qat_epochs)
         qm = build_quantized(base, spec, list(fl), calib)
-        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
+        fr = qat_finetune(qm, base, loaders, spec.qat)
         record(f"qat-{args.qat_calibrator}-firstlast-float", qm, qat_epochs=args.qat_epochs,
                qat_seconds=fr.seconds)
 
@@ -134,7 +133,7 @@ def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) 
               if isinstance(m, torch.nn.Conv2d)}
     rec = RECOVERY_TRAIN.model_copy(update={"epochs": args.chain_recovery_epochs})
     fr = fit(pruned, loaders.train, loaders.val, rec, None, desc=f"{tag} recovery",
-             loss_fn=kd_loss_fn(copy.deepcopy(base), 0.5, 4.0))
+             loss_fn=kd_loss_fn(base, 0.5, 4.0))
     record(f"{tag}-pruned-float", pruned.eval(), recovery_epochs=rec.epochs,
            recovery_seconds=fr.seconds, round_to=args.chain_round_to,
            global_ranking=args.chain_global, widths=widths)
@@ -144,7 +143,7 @@ def chain(ratio: float, base, base_macs: int, fl, loaders, calib, args, record) 
     if args.chain_qat_epochs:   # QAT of the pruned model, the unpruned float model teaching
         spec = qat_spec(args.qat_calibrator, args.chain_qat_epochs)
         qm = build_quantized(pruned, spec, list(fl), calib)
-        fr = qat_finetune(qm, copy.deepcopy(base), loaders, spec.qat)
+        fr = qat_finetune(qm, base, loaders, spec.qat)
         record(f"{tag}-prune-qat-{args.qat_calibrator}-firstlast-float", qm,
                qat_epochs=args.chain_qat_epochs, qat_seconds=fr.seconds)
 

@@ -62,12 +62,13 @@ class Teacher:
         if self.bn_train:   # BatchNorm on batch statistics cannot be folded
             return ["teacher.bn_train: BatchNorm not folded"]
         fast = []
-        for i, m in enumerate(self.models):
+        for i, m in enumerate(self.models):   # each is this teacher's own frozen copy
             try:
-                m = fuse(m)
+                m = fuse(m, inplace=True)
             except Exception as e:   # untraceable forward: keep the model unfused
                 notes.append(f"teacher {i}: not fused ({type(e).__name__})")
-            fast.append(freeze(m).to(memory_format=torch.channels_last))  # fused = new params
+            m.eval().requires_grad_(False)   # the fused convs' parameters are new
+            fast.append(m.to(memory_format=torch.channels_last))
         self.models = fast
         self.logits_only = True
         return notes
