@@ -53,6 +53,21 @@ def profile(path: Path, prefix: Path, runs: int, warmup: int = 20, batch: int = 
             and e["ts"] >= first_timed]
 
 
+def ms_per_run(events: list[dict], runs: int, key=lambda e: e["args"]["op_name"]
+               ) -> collections.Counter:
+    """Kernel milliseconds per run, summed by ``key(event)`` (the op type by default); ONNX
+    Runtime reports microseconds over all ``runs``."""
+    out: collections.Counter = collections.Counter()
+    for e in events:
+        out[key(e)] += e["dur"] / (1e3 * runs)
+    return out
+
+
+def print_ops(by_op: collections.Counter, top: int) -> None:
+    for op, ms in by_op.most_common(top):
+        print(f"  {op:24s} {ms:.3f} ms")
+
+
 def _shape(entry: dict) -> list[int]:
     return next(iter(entry.values()))
 
@@ -89,21 +104,14 @@ def main() -> None:
     chain = build_quantized(pruned, QuantizeSpec(), list(fl), calib)
     for label, m in (("float", model), ("pruned", pruned), ("chain", chain)):
         events = profile(export_onnx(m, SHAPE, tmp / f"{label}.onnx"), tmp / label, args.runs)
-        per_run = len(events) / args.runs
-        by_op: collections.Counter = collections.Counter()
-        by_kind: collections.Counter = collections.Counter()
-        for e in events:
-            op = e["args"]["op_name"]
-            by_op[op] += e["dur"]
-            if op in ("Conv", "QLinearConv", "FusedConv"):
-                by_kind[conv_kind(e)] += e["dur"]
-        scale = 1e3 * args.runs   # microseconds over all timed runs -> ms per run
-        print(f"{label}: {sum(by_op.values()) / scale:.3f} ms of kernels per run "
-              f"({per_run:.0f} kernels)")
-        for op, d in by_op.most_common(8):
-            print(f"  {op:24s} {d / scale:.3f} ms")
-        for kind, d in sorted(by_kind.items()):
-            print(f"  convs, {kind:15s} {d / scale:.3f} ms")
+        by_op = ms_per_run(events, args.runs)
+        convs = [e for e in events if e["args"]["op_name"] in ("Conv", "QLinearConv", "FusedConv")]
+        by_kind = ms_per_run(convs, args.runs, conv_kind)
+        print(f"{label}: {sum(by_op.values()):.3f} ms of kernels per run "
+              f"({len(events) / args.runs:.0f} kernels)")
+        print_ops(by_op, 8)
+        for kind, ms in sorted(by_kind.items()):
+            print(f"  convs, {kind:15s} {ms:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ Usage: python benchmarks/quantize/profile_resnet18_stem.py [--runs 20]
 from __future__ import annotations
 
 import argparse
-import collections
 import tempfile
 from pathlib import Path
 
 import torch
-from profile_mbv2 import SHAPE, profile
+from profile_mbv2 import SHAPE, ms_per_run, print_ops, profile
 
 from deploykit.export.onnx import export_onnx
 from deploykit.models import build_model, find_first_last
@@ -44,13 +43,9 @@ def main() -> None:
                            tmp / f"{len(keep)}.onnx")
         for b in args.batches:
             events = profile(path, tmp / f"{len(keep)}-{b}", args.runs, warmup=5, batch=b)
-            by_op: collections.Counter = collections.Counter()
-            for e in events:
-                by_op[e["args"]["op_name"]] += e["dur"]
-            scale = 1e3 * args.runs   # microseconds over all timed runs -> ms per run
-            print(f"{label}, batch {b}: {sum(by_op.values()) / scale:.2f} ms of kernels per run")
-            for op, d in by_op.most_common(6):
-                print(f"  {op:24s} {d / scale:.3f} ms")
+            by_op = ms_per_run(events, args.runs)
+            print(f"{label}, batch {b}: {sum(by_op.values()):.2f} ms of kernels per run")
+            print_ops(by_op, 6)
             first = sorted(events, key=lambda e: e["ts"])[:6]
             print("  first kernels: " + ", ".join(
                 f"{e['args']['op_name']} {e['dur'] / 1e3:.2f}" for e in first))
