@@ -41,17 +41,22 @@ def cifar_loaders(seed: int = 0):
     return build_loaders(spec, seed, num_classes=10)
 
 
-def r20_baseline(loaders, log) -> tuple[torch.nn.Module, dict]:
-    """Train (or load the cached) R20 float baseline."""
-    path = CACHE / "r20_baseline.pt"
+def r20_baseline_path(seed: int = 0) -> Path:
+    """The cached R20 baseline trained with ``seed`` (0: the one every table uses)."""
+    return CACHE / ("r20_baseline.pt" if seed == 0 else f"r20_baseline_seed{seed}.pt")
+
+
+def r20_baseline(loaders, log, seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """Train (or load the cached) R20 float baseline; ``loaders`` should be seeded alike."""
+    path = r20_baseline_path(seed)
     model = build_model(ModelSpec(name="resnet20"))
     if path.is_file():
         ck = load_checkpoint(path)
         model.load_state_dict(ck["state_dict"])
         return model, ck["meta"]
-    seed_everything(0)
-    res = fit(model, loaders.train, loaders.val, BASELINE_TRAIN, CACHE / "r20_baseline_ck",
-              resume=True, desc="R20 baseline")
+    seed_everything(seed)
+    res = fit(model, loaders.train, loaders.val, BASELINE_TRAIN, CACHE / f"{path.stem}_ck",
+              resume=True, desc=f"R20 baseline (seed {seed})")
     meta = {"top1_pct": res.final_top1_pct, "seconds": res.seconds,
             "seconds_per_epoch": res.seconds / max(res.epochs_run, 1)}
     save_torch(make_checkpoint(model, meta=meta), path)

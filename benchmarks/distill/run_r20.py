@@ -19,10 +19,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RECOVERY_TRAIN, holdout_split, prune_l1, r20_setup, save_results, top1
+from common import (
+    RECOVERY_TRAIN,
+    cifar_loaders,
+    holdout_split,
+    prune_l1,
+    r20_baseline,
+    r20_baseline_path,
+    r20_setup,
+    save_results,
+    top1,
+)
 
 from deploykit.bench.cost import count_macs_params
 from deploykit.progress import log
+from deploykit.recipe import ModelSpec
 from deploykit.stage_specs import DistillSpec
 from deploykit.stages import distill as distill_stage
 from deploykit.state import Candidate, PipelineState
@@ -48,12 +59,17 @@ VARIANTS: dict[str, dict] = {
     "kd-only+attention": {"losses": {"ce": 0.0, "kd": 1.0, "attention": 500.0},
                           "temperature": 4.0},
     "function_matching@sgd": {"mode": "function_matching", "sgd": True},
+    # An ensemble teacher: the baseline and a second R20 baseline trained with seed 1 (the same
+    # budget); their softened probabilities are averaged (feature losses need one teacher).
+    "kd+ensemble": {"losses": KD, "temperature": 4.0, "ensemble": [0, 1]},
 }
 
 
 def spec_for(name: str, epochs: int, long_epochs: int) -> DistillSpec:
     raw = copy.deepcopy(VARIANTS[name])
     lr, sgd = raw.pop("lr", None), raw.pop("sgd", False)
+    if "ensemble" in raw:
+        raw["teacher"] = {"checkpoints": [r20_baseline_path(s) for s in raw.pop("ensemble")]}
     if raw.get("mode") == "function_matching" and not sgd:
         fm = DistillSpec(mode="function_matching").train
         raw["train"] = fm.model_copy(update={"epochs": long_epochs if name.endswith("long")
@@ -82,6 +98,9 @@ def main() -> None:
                          "(a fixed seeded choice) instead of the test set: for choosing settings "
                          "without the test set")
     args = ap.parse_args()
+    for seed in sorted({s for v in args.variants for s in VARIANTS[v].get("ensemble", [])}):
+        if not r20_baseline_path(seed).is_file():   # train the extra teacher once, cached
+            r20_baseline(cifar_loaders(seed), log, seed)
     loaders, base, results = r20_setup(args.out, log, args.seed)
     split = "test"
     if args.holdout:
@@ -100,6 +119,7 @@ def main() -> None:
             state = PipelineState.start(base, ("conv1", "fc"), SHAPE,
                                         Path("benchmarks/results/cache/distill"), False,
                                         base_top1)
+            state.model_spec = ModelSpec(name="resnet20")   # builds checkpoint teachers
             state.add_candidate(Candidate("prune", copy.deepcopy(pruned),
                                           torch_top1_pct=pruned_top1))
             t0 = time.perf_counter()
