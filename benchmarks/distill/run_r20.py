@@ -59,6 +59,10 @@ VARIANTS: dict[str, dict] = {
     "kd-only+attention": {"losses": {"ce": 0.0, "kd": 1.0, "attention": 500.0},
                           "temperature": 4.0},
     "function_matching@sgd": {"mode": "function_matching", "sgd": True},
+    "kd+attention@T2": {"losses": {**KD, "attention": 500.0}, "temperature": 2.0},
+    "kd+attention@T8": {"losses": {**KD, "attention": 500.0}, "temperature": 8.0},
+    "kd+attention@ce0.5": {"losses": {"ce": 0.5, "kd": 0.5, "attention": 500.0},
+                           "temperature": 4.0},
     # An ensemble teacher: the baseline and a second R20 baseline trained with seed 1 (the same
     # budget); their softened probabilities are averaged (feature losses need one teacher).
     "kd+ensemble": {"losses": KD, "temperature": 4.0, "ensemble": [0, 1]},
