@@ -53,6 +53,16 @@ def profile(path: Path, prefix: Path, runs: int, warmup: int = 20, batch: int = 
             and e["ts"] >= first_timed]
 
 
+def l18_model(name: str) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """The torchvision ``name`` at 224x224 with random weights (seeded), 2 threads, and two
+    seeded random batches of 8 to calibrate its INT8 version on."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(source="torchvision", name=name, num_classes=1000)).eval()
+    g = torch.Generator().manual_seed(0)
+    return model, [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
+
+
 def ms_per_run(events: list[dict], runs: int, key=lambda e: e["args"]["op_name"]
                ) -> collections.Counter:
     """Kernel milliseconds per run, summed by ``key(event)`` (the op type by default); ONNX
@@ -90,15 +100,10 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=120)
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
+    model, calib = l18_model("mobilenet_v2")
     tmp = Path(tempfile.mkdtemp())
-    model = build_model(ModelSpec(source="torchvision", name="mobilenet_v2",
-                                  num_classes=1000)).eval()
     fl = find_first_last(model, SHAPE)
     macs = count_macs_params(model, SHAPE)[0]
-    g = torch.Generator().manual_seed(0)
-    calib = [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
     pruned, _, _ = prune_to_macs(model, SHAPE, PruneSpec(target={"macs_ratio": 0.5}, round_to=16),
                                  [fl[1]], macs // 2, 0.02 * macs)
     chain = build_quantized(pruned, QuantizeSpec(), list(fl), calib)

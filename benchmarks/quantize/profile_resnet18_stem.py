@@ -14,12 +14,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-from profile_mbv2 import SHAPE, ms_per_run, print_ops, profile
+from profile_mbv2 import SHAPE, l18_model, ms_per_run, print_ops, profile
 
 from deploykit.export.onnx import export_onnx
-from deploykit.models import build_model, find_first_last
-from deploykit.recipe import ModelSpec
+from deploykit.models import find_first_last
 from deploykit.stage_specs import QuantizeSpec
 from deploykit.stages.quantize import build_quantized
 
@@ -30,13 +28,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
+    model, calib = l18_model("resnet18")
     tmp = Path(tempfile.mkdtemp())
-    model = build_model(ModelSpec(source="torchvision", name="resnet18",
-                                  num_classes=1000)).eval()
-    g = torch.Generator().manual_seed(0)
-    calib = [torch.randn(8, *SHAPE, generator=g) for _ in range(2)]
     first_last = list(find_first_last(model, SHAPE))
     for label, keep in (("all INT8", []), ("first/last float", first_last)):
         path = export_onnx(build_quantized(model, QuantizeSpec(), keep, calib), SHAPE,
