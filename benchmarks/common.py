@@ -1,8 +1,9 @@
 """Shared pieces of the benchmark scripts (not part of the package): R20 data and baseline.
 
-The R20 protocol (../shared/BENCHMARKS.md): CIFAR-10 image folder, ResNet-20, 15 epochs SGD
-nesterov, wd 5e-4, batch 128, one-cycle to 0.2. The decoded data set and the trained baseline are
-cached under benchmarks/results/cache/ (git-ignored) so several scripts can share them.
+The R20 protocol: CIFAR-10 image folder, ResNet-20, 15 epochs SGD nesterov, wd 5e-4, batch
+128, one-cycle to 0.2. The decoded data set
+and the trained baseline are cached under benchmarks/results/cache/ (git-ignored) so several
+scripts can share them.
 """
 
 from __future__ import annotations

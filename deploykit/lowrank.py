@@ -1,4 +1,4 @@
-"""Low-rank factorisation of convolutions and linear layers (TECHNIQUES.md §4).
+"""Low-rank factorisation of convolutions and linear layers.
 
 * SVD: ``W (m x n) ~ U_r S_r V_r^T``; a linear layer becomes two (n -> r -> m); a convolution,
   reshaped to ``(C_out, C_in*kh*kw)``, becomes a kh x kw conv with r filters and a 1x1 conv.

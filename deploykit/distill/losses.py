@@ -1,4 +1,4 @@
-"""Distillation losses, each a function of student and teacher tensors (see TECHNIQUES.md §2).
+"""Distillation losses, each a function of student and teacher tensors.
 
 Every function returns a scalar averaged over the batch so the recipe weights do not depend
 on the batch size. The teacher side is always used as a constant (callers pass it detached or
