@@ -1,9 +1,8 @@
 """Shared pieces of the benchmark scripts (not part of the package): R20 data and baseline.
 
 The R20 protocol: CIFAR-10 image folder, ResNet-20, 15 epochs SGD nesterov, wd 5e-4, batch
-128, one-cycle to 0.2. The decoded data set
-and the trained baseline are cached under benchmarks/results/cache/ (git-ignored) so several
-scripts can share them.
+128, one-cycle to 0.2; recovery budget 5 epochs. The decoded data set and the trained baseline
+are cached under benchmarks/results/cache/ (git-ignored) so several scripts can share them.
 """
 
 from __future__ import annotations
@@ -15,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploykit._io import save_torch, write_text
-from deploykit.bench.latency import time_alternating
-from deploykit.bench.runners import OrtRunner
+from deploykit.atomic import save_torch, write_text
+from deploykit.bench import time_alternating
 from deploykit.data import build_loaders
 from deploykit.models import build_model, load_checkpoint, make_checkpoint
 from deploykit.recipe import DataSpec, ModelSpec, TrainSpec
+from deploykit.runtimes import OrtRunner
 from deploykit.train import evaluate, fit, seed_everything
 
 ROOT = Path(__file__).resolve().parent
@@ -93,16 +92,16 @@ def stamp() -> str:
 def r20_setup(out: Path, log, seed: int = 0) -> tuple:
     """Loaders (shuffled and augmented with ``seed``), the R20 baseline, and the results dict
     of ``out`` (kept rows, fresh baseline)."""
-    from deploykit.bench.cost import count_macs_params
+    from deploykit.models import count_macs_params
 
     torch.set_num_threads(2)
     loaders = cifar_loaders(seed)
     base, meta = r20_baseline(loaders, log)
-    base_macs = count_macs_params(base, (3, 32, 32))[0]
+    base_macs, base_params = count_macs_params(base, (3, 32, 32))
     results = json.loads(out.read_text()) if out.is_file() else {
         "machine": "2-core x86_64 CPU (project machine)", "rows": []}
     results.update(date=stamp(), baseline={"top1_pct": top1(base, loaders), "macs": base_macs,
-                                           **meta})
+                                           "params": base_params, **meta})
     return loaders, base, results
 
 
@@ -130,10 +129,27 @@ def prune_l1(base: torch.nn.Module, macs_ratio: float, base_macs: int, round_to:
     """A copy of ``base`` L1-pruned (classifier kept) to ``macs_ratio`` of its MACs."""
     import copy
 
-    from deploykit.stage_specs import PruneSpec
-    from deploykit.stages.prune import prune_to_macs
+    from deploykit.prune import prune_to_macs
+    from deploykit.recipe import PruneSpec
 
     spec = PruneSpec(importance="l1", target={"macs_ratio": macs_ratio}, round_to=round_to)
     pruned, _, _ = prune_to_macs(copy.deepcopy(base), (3, 32, 32), spec, ["fc"],
                                  int(base_macs * macs_ratio), 0.02 * base_macs)
     return pruned
+
+
+def distill_recover(base: torch.nn.Module, base_top1: float, student: torch.nn.Module,
+                    student_top1: float, loaders, spec, workdir: str = "distill"
+                    ) -> tuple[torch.nn.Module, dict]:
+    """Recover ``student`` through the distill stage itself, ``base`` (R20) teaching; returns
+    the recovered model and the stage's metrics."""
+    from deploykit.recipe import ModelSpec
+    from deploykit.stages import distill as distill_stage
+    from deploykit.state import Candidate, PipelineState
+
+    state = PipelineState.start(base, ("conv1", "fc"), (3, 32, 32), CACHE / workdir, False,
+                                base_top1)
+    state.model_spec = ModelSpec(name="resnet20")   # builds checkpoint teachers
+    state.add_candidate(Candidate("student", student, torch_top1_pct=student_top1))
+    state = distill_stage.run(state, loaders, spec)
+    return state.candidates[-1].model.eval(), state.history[-1].metrics

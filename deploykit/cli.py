@@ -1,4 +1,4 @@
-"""Command line: thin subcommands over the library. ``main()`` returns the exit code.
+"""Command line: thin subcommands, each parsing its arguments and calling one library function.
 
 Exit codes: 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unavailable backend).
 """
@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unava
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,238 +32,104 @@ EPILOG = """examples:
 def _cmd_run(args: argparse.Namespace) -> int:
     from deploykit import distributed
     from deploykit.pipeline import resolve_output_dir, run
-    from deploykit.progress import log
+    from deploykit.progress import log, print_table
     from deploykit.recipe import load_recipe
+    from deploykit.report import summary_table
 
     recipe = load_recipe(args.recipe)
     distributed.init_from_env()   # under torchrun: join the group; training is data-parallel
     out = distributed.broadcast_object(resolve_output_dir(recipe, args.output, args.resume))
-    report = run(recipe, out, args.resume)
+    report = run(recipe, out, args.resume, gate=True)
     if report is None:            # a torchrun worker: rank 0 measures and reports
         return 0
-    _print_summary(report)
+    print_table(summary_table(report))
     log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
         f"pareto.png, the ONNX files and checkpoints) in {out}")
-    if recipe.gates is None:
-        return 0
-    from deploykit.report_files import load_report
-
-    baseline = None if recipe.gates.baseline is None else load_report(recipe.gates.baseline,
-                                                                      "gates.baseline")
-    return _apply_gate(report, recipe.gates, baseline, out / "gate.xml")
-
-
-def _apply_gate(report, spec, baseline, junit: Path | None) -> int:
-    from deploykit.gate import evaluate_gates, write_junit
-    from deploykit.progress import log, print_table
-
-    result = evaluate_gates(report, spec, baseline)
-    print_table(f"gate on candidate {result.candidate!r}: "
-                f"{'PASSED' if result.passed else 'FAILED'}",
-                ("check", "measured", "threshold", "verdict"),
-                [(c.name, "missing" if c.measured is None else f"{c.measured:.4g}{c.unit}",
-                  f"{c.comparison} {c.threshold:.4g}{c.unit}", c.message) for c in result.checks])
-    if junit is not None:
-        write_junit(result, junit)
-        log(f"gate: JUnit XML in {junit}")
-    failed = [c.name for c in result.checks if not c.passed]
-    log("gate: passed" if result.passed else f"gate: FAILED ({', '.join(failed)})")
-    return result.exit_code
+    return 0 if report.gate is None or report.gate["passed"] else 1
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
+    from deploykit.gate import gate_report
 
-    from deploykit.gate_spec import GateSpec
-    from deploykit.report_files import load_report
-
-    report = load_report(args.report)
-    raw = dict((report.recipe or {}).get("gates") or {})
     at = {"runtime": args.runtime, "batch": args.batch}
-    flags = {"max_accuracy_drop": args.max_accuracy_drop, "max_size_mb": args.max_size_mb,
-             "candidate": args.candidate,
-             "min_speedup": None if args.min_speedup is None
-             else {"value": args.min_speedup, **at},
-             "max_latency_ms": None if args.max_latency_ms is None
-             else {"value": args.max_latency_ms, "percentile": args.percentile, **at},
-             "max_latency_regression": None if args.max_latency_regression is None
-             else {"value": args.max_latency_regression, **at}}
-    raw.update({k: v for k, v in flags.items() if v is not None})
-    if args.baseline is not None:
-        raw["baseline"] = str(args.baseline)
-    try:
-        spec = GateSpec.model_validate(raw)
-    except ValidationError as e:
-        raise DeployKitError(f"gate thresholds: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"
-                             ) from e
-    baseline = None if spec.baseline is None else load_report(spec.baseline, "baseline report")
-    return _apply_gate(report, spec, baseline, args.junit)
+    overrides = {
+        "max_accuracy_drop": args.max_accuracy_drop, "max_size_mb": args.max_size_mb,
+        "candidate": args.candidate, "baseline": args.baseline,
+        "min_speedup": None if args.min_speedup is None else {"value": args.min_speedup, **at},
+        "max_latency_ms": None if args.max_latency_ms is None
+        else {"value": args.max_latency_ms, "percentile": args.percentile, **at},
+        "max_latency_regression": None if args.max_latency_regression is None
+        else {"value": args.max_latency_regression, **at}}
+    return gate_report(args.report, overrides, args.junit).exit_code
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from deploykit.progress import log
-    from deploykit.report_files import load_report, write_report_files
+    from deploykit.report import rewrite_report_files
 
-    src = Path(args.report)
-    report = load_report(src)
-    out = Path(args.output) if args.output else (src if src.is_dir() else src.parent)
-    paths = write_report_files(report, out, write_json=args.output is not None)
+    paths = rewrite_report_files(args.report, args.output)
     log("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from deploykit.compare import compare_reports
     from deploykit.progress import print_table
-    from deploykit.report_files import load_report
+    from deploykit.report import compare_reports, load_report
 
     table = compare_reports(load_report(args.a, "report A"), load_report(args.b, "report B"))
-    print_table(table.title, table.headers, table.rows, caption=table.note)
+    print_table(table)
     return 0
 
 
-def _print_summary(report) -> None:
-    from rich.table import Table
-
-    from deploykit.progress import console
-
-    table = Table(title=f"deploykit: {report.recipe_name}")
-    for col in ("candidate", "MACs (M)", "top-1 ORT (%)", "Δ (pts)", "ORT p50 b1 (ms)",
-                "speed-up b1"):
-        table.add_column(col)
-    for c in report.candidates:
-        ort1 = c.latency_at("onnxruntime-cpu", 1)
-        top1 = c.artifact_top1_pct()
-        table.add_row(c.name, f"{c.macs / 1e6:.2f}", "-" if top1 is None else f"{top1:.2f}",
-                      "-" if c.delta_top1_pts is None else f"{c.delta_top1_pts:+.2f}",
-                      "-" if ort1 is None else f"{ort1.p50_ms:.3f}",
-                      "-" if ort1 is None or ort1.speedup_vs_baseline is None
-                      else f"{ort1.speedup_vs_baseline:.2f}x")
-    console().print(table)
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from deploykit.bench.parity import check_parity
-    from deploykit.bench.runners import OrtRunner, TorchRunner
-    from deploykit.export.onnx import export_onnx
-    from deploykit.models import build_model, find_first_last, restore_checkpoint
+    from deploykit.pipeline import export_model
     from deploykit.progress import log
     from deploykit.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, check_paths=False)
-    shape = (3, recipe.data.image_size, recipe.data.image_size)
-    model = build_model(recipe.model)
-    ckpt = args.checkpoint or recipe.model.checkpoint
-    if ckpt is not None:
-        restore_checkpoint(model, ckpt, recipe.model.num_classes, find_first_last(model, shape),
-                           shape)
-    spec = recipe.export.onnx
-    path = export_onnx(model, shape, args.output, spec.opset, spec.dynamic_batch)
-    x = torch.randn(8, *shape).numpy()
-    res = check_parity(TorchRunner(model), OrtRunner(path), [x], spec.parity.max_abs_error,
-                       spec.parity.min_top1_agreement, what=str(path))
-    log(f"wrote {path} (parity max abs error {res.max_abs_error:.2e})")
+    res = export_model(load_recipe(args.recipe, check_paths=False), args.output, args.checkpoint)
+    log(f"wrote {res.path} (parity max abs error {res.parity.max_abs_error:.2e})")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from deploykit.bench.env import environment
-    from deploykit.bench.latency import time_alternating
-    from deploykit.bench.runners import OrtRunner, make_runner
-    from deploykit.progress import console
+    from deploykit.bench import bench_onnx_file
+    from deploykit.progress import print_table
 
     path = Path(args.model)
-    if not path.is_file():
-        raise DeployKitError(f"{path}: file not found (an ONNX model, or a recipe YAML)")
     if path.suffix in (".yaml", ".yml"):   # a recipe: export its model (checkpoint) first
+        from deploykit.pipeline import export_model
+        from deploykit.recipe import load_recipe
+
         onnx_path = path.with_suffix(".bench.onnx") if args.onnx is None else args.onnx
-        _cmd_export(argparse.Namespace(recipe=path, checkpoint=None, output=onnx_path))
-        path = onnx_path
-    probe = OrtRunner(path, threads=args.threads)
-    shape = [d if isinstance(d, int) and d > 0 else None
-             for d in probe.session.get_inputs()[0].shape[1:]]
-    if any(d is None for d in shape):
-        raise DeployKitError(f"{path}: input has symbolic non-batch dimensions {shape}; "
-                             "re-export with a fixed image size")
-    results = []
-    rng = np.random.default_rng(0)
-    for rt in args.runtime:
-        runner = make_runner(rt, onnx_path=path, threads=args.threads, precision=args.precision,
-                             max_batch=max(args.batch))
-        for b in args.batch:
-            x = rng.standard_normal((b, *shape), dtype=np.float32)
-            st = time_alternating({"model": lambda x=x, r=runner: r(x)}, b, args.iterations,
-                                  args.warmup, target_rel_ci=args.target_ci or None,
-                                  max_iterations=args.max_iterations, budget_s=args.budget)
-            results.append({"runtime": runner.runtime, "device": runner.device,
-                            "precision": runner.precision, "threads": args.threads,
-                            **st["model"].to_dict()})
-    from rich.table import Table
-
-    table = Table(title=f"{path.name}: {args.threads} CPU threads")
-    for col in ("runtime", "precision", "batch", "p50 ms", "p50 95% CI", "p90 ms", "p99 ms",
-                "mean ± std ms", "images/s", "runs", "stopped by"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(f"{r['runtime']}-{r['device']}", r["precision"], str(r["batch"]),
-                      f"{r['p50_ms']:.3f}",
-                      f"{r['p50_ci_low_ms']:.3f}-{r['p50_ci_high_ms']:.3f}", f"{r['p90_ms']:.3f}",
-                      f"{r['p99_ms']:.3f}", f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f}",
-                      f"{r['throughput_ips']:.0f}", str(r["iterations"]), r["stop_reason"])
-    console().print(table)
-    if args.json:
-        from deploykit._io import write_text
-
-        write_text(args.json, json.dumps({"model": str(path), "environment":
-                                          environment(args.threads), "results": results},
-                                         indent=2) + "\n")
+        path = export_model(load_recipe(path, check_paths=False), onnx_path).path
+    result = bench_onnx_file(path, args.runtime, args.batch, args.threads, args.precision,
+                             iterations=args.iterations, warmup=args.warmup,
+                             target_rel_ci=args.target_ci or None,
+                             max_iterations=args.max_iterations, budget_s=args.budget,
+                             json_path=args.json)
+    print_table(result.table())
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     target = args.target
     if target.endswith((".yaml", ".yml")):
-        import yaml
+        from deploykit.recipe import load_recipe, recipe_to_yaml
 
-        from deploykit.recipe import load_recipe, recipe_to_dict
-
-        print(yaml.safe_dump(recipe_to_dict(load_recipe(target, check_paths=False)),
-                             sort_keys=False), end="")
+        print(recipe_to_yaml(load_recipe(target, check_paths=False)), end="")
         return 0
-    from deploykit.bench.cost import count_macs_params
-    from deploykit.models import build_model, compute_layers_in_order, parse_model_ref
+    from deploykit.models import parse_model_ref, summarize_model
+    from deploykit.progress import print_table
 
-    shape = (3, args.image_size, args.image_size)
-    model = build_model(parse_model_ref(target, args.num_classes))
-    import torch
-
-    order = compute_layers_in_order(model, torch.zeros(1, *shape))
-    macs, params = count_macs_params(model, shape)
-    from rich.table import Table
-
-    from deploykit.progress import console
-
-    table = Table(title=f"{target} at {args.image_size}x{args.image_size}")
-    table.add_column("#")
-    table.add_column("layer")
-    table.add_column("type")
-    table.add_column("shape")
-    for i, name in enumerate(order):
-        m = model.get_submodule(name)
-        w = getattr(m, "weight", None)
-        table.add_row(str(i), name, type(m).__name__, "x".join(map(str, w.shape)) if w is not None
-                      else "-")
-    console().print(table)
-    print(f"MACs: {macs / 1e6:.2f} M  params: {params / 1e6:.3f} M")
-    print(f"first layer: {order[0]}  last layer: {order[-1]}")
+    summary = summarize_model(parse_model_ref(target, args.num_classes), args.image_size)
+    print_table(summary.table())
+    print(summary.footer())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deploykit.recipe import RUNTIMES
+
     p = argparse.ArgumentParser(
         prog="deploykit",
         description="Turn a trained PyTorch vision model into a smaller, faster, measured one: "
@@ -300,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "std, throughput, run count, and the environment in --json.")
     b.add_argument("model", help="ONNX file, or a recipe YAML whose model is exported first")
     b.add_argument("--runtime", nargs="+", default=["onnxruntime-cpu"],
-                   choices=["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                            "tensorrt"],
+                   choices=[r for r in RUNTIMES if not r.startswith("torch")],
                    help="runtimes (GPU ones need a GPU and the gpu / tensorrt extra)")
     b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="what the ONNX file computes in (a label; TensorRT takes precisions "

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
-from deploykit.gate_spec import GateSpec, MetricAt
-from deploykit.report import CandidateReport, LatencyRecord, Report
+from deploykit.progress import Table, log, print_table
+from deploykit.recipe import GateSpec, MetricAt
+from deploykit.report import CandidateReport, LatencyRecord, Report, load_report
 
-__all__ = ["Check", "GateResult", "evaluate_gates", "junit_xml", "regression_noise_pct"]
+__all__ = ["Check", "GateResult", "apply_gate", "evaluate_gates", "gate_report", "gate_spec",
+           "junit_xml", "load_baseline", "regression_noise_pct", "write_junit"]
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,65 @@ def junit_xml(result: GateResult, suite: str = "deploykit.gate") -> str:
 
 def write_junit(result: GateResult, path: str | Path) -> Path:
     """Atomically write :func:`junit_xml` to ``path``."""
-    from deploykit._io import write_text
-
     return write_text(path, junit_xml(result))
+
+
+def load_baseline(spec: GateSpec) -> Report | None:
+    """The earlier report that ``spec.baseline`` names, if any.
+
+    Raises:
+        DeployKitError: it is missing or unreadable.
+    """
+    return None if spec.baseline is None else load_report(spec.baseline, "gates.baseline")
+
+
+def apply_gate(report: Report, spec: GateSpec, baseline: Report | None = None,
+               junit: str | Path | None = None) -> GateResult:
+    """Evaluate ``spec`` on ``report``, print the checks, and write them as JUnit XML.
+
+    Returns:
+        The result; its ``exit_code`` is what CI should exit with (0 pass, 1 fail).
+
+    Raises:
+        DeployKitError: bad input (see :func:`evaluate_gates`).
+    """
+    result = evaluate_gates(report, spec, baseline)
+    print_table(Table(
+        f"gate on candidate {result.candidate!r}: {'PASSED' if result.passed else 'FAILED'}",
+        ("check", "measured", "threshold", "verdict"),
+        [(c.name, "missing" if c.measured is None else f"{c.measured:.4g}{c.unit}",
+          f"{c.comparison} {c.threshold:.4g}{c.unit}", c.message) for c in result.checks]))
+    if junit is not None:
+        write_junit(result, junit)
+        log(f"gate: JUnit XML in {junit}")
+    failed = [c.name for c in result.checks if not c.passed]
+    log("gate: passed" if result.passed else f"gate: FAILED ({', '.join(failed)})")
+    return result
+
+
+def gate_spec(report: Report, overrides: Mapping[str, Any]) -> GateSpec:
+    """The ``gates:`` section stored in ``report``'s recipe, with ``overrides`` (keys of
+    :class:`GateSpec`; ``None`` values are ignored) on top.
+
+    Raises:
+        DeployKitError: a threshold is invalid.
+    """
+    raw = dict((report.recipe or {}).get("gates") or {})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return GateSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DeployKitError(f"gate thresholds: {err['loc']}: {err['msg']}") from e
+
+
+def gate_report(path: str | Path, overrides: Mapping[str, Any],
+                junit: str | Path | None = None) -> GateResult:
+    """Gate a written ``report.json`` (or run folder): the ``deploykit gate`` command.
+
+    Raises:
+        DeployKitError: unreadable report or baseline, invalid or no thresholds.
+    """
+    report = load_report(path)
+    spec = gate_spec(report, overrides)
+    return apply_gate(report, spec, load_baseline(spec), junit)

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from deploykit import distributed
-from deploykit._io import save_torch
-from deploykit.bench.env import environment
-from deploykit.bench.suite import measure_candidates
+from deploykit.atomic import save_torch
+from deploykit.bench import ParityResult, check_parity, environment
 from deploykit.data import Loaders, build_loaders
 from deploykit.errors import DeployKitError
-from deploykit.models import build_model, find_first_last, make_checkpoint, restore_checkpoint
+from deploykit.export import export_onnx
+from deploykit.gate import apply_gate, load_baseline
+from deploykit.measure import measure_candidates
+from deploykit.models import make_checkpoint
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
-from deploykit.report import Report
-from deploykit.report_files import write_report_files
+from deploykit.report import Report, write_report_files
+from deploykit.restore import load_model
+from deploykit.runtimes import OrtRunner, TorchRunner
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import evaluate, fit, seed_everything
 
-__all__ = ["resolve_output_dir", "run"]
+__all__ = ["ExportResult", "export_model", "resolve_output_dir", "run"]
 
 
 def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
@@ -61,31 +66,37 @@ def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, res
     return res.final_top1_pct, rec
 
 
-def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False
-        ) -> Report | None:
-    """Build, (train,) compress, export, check, measure and report, in that order.
+def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
+        gate: bool = False) -> Report | None:
+    """Build, (train,) compress, export, check, measure, report and (optionally) gate.
 
     Args:
         recipe: a validated recipe.
         output: the run folder (default: the recipe's ``output`` pattern).
         resume: continue an interrupted run from its checkpoints.
+        gate: check the recipe's ``gates:`` on the report, as ``deploykit run`` does: the
+            checks are printed, written to ``gate.xml`` and stored in ``report.gate``.
 
     Returns:
-        The report, also written to the run folder (see ``report_files.REPORT_FILES``);
+        The report, also written to the run folder (see ``deploykit.report.REPORT_FILES``);
         ``None`` on a torchrun worker (rank > 0), which trains but does not measure.
 
     Raises:
         DeployKitError: any user-fixable problem, raised before long work where possible.
+
+    Example:
+        >>> recipe = load_recipe("recipes/quickstart.yaml")  # doctest: +SKIP
+        >>> report = run(recipe, "runs/qs", gate=True)  # doctest: +SKIP
+        >>> report.gate["passed"]  # doctest: +SKIP
+        True
     """
     out = resolve_output_dir(recipe, output, resume)
     out.mkdir(parents=True, exist_ok=True)
+    gates = recipe.gates if gate else None
+    gate_baseline = None if gates is None else load_baseline(gates)
     seed_everything(recipe.seed)
     shape = (3, recipe.data.image_size, recipe.data.image_size)
-    model = build_model(recipe.model)
-    first_last = find_first_last(model, shape)
-    if recipe.model.checkpoint is not None:
-        restore_checkpoint(model, recipe.model.checkpoint, recipe.model.num_classes, first_last,
-                           shape)
+    model, first_last = load_model(recipe.model, shape)
     stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):
@@ -115,6 +126,34 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
                     stages=[vars(r) for r in state.history], candidates=candidates)
+    if gates is not None:
+        report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml").to_dict()
     write_report_files(report, out)
     distributed.barrier()
     return report
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported model file and its parity against PyTorch."""
+
+    path: Path
+    parity: ParityResult
+
+
+def export_model(recipe: Recipe, output: str | Path, checkpoint: str | Path | None = None
+                 ) -> ExportResult:
+    """Export the recipe's model (with ``checkpoint``, default ``model.checkpoint``) to ONNX and
+    check it against PyTorch on random inputs: the ``deploykit export`` command.
+
+    Raises:
+        DeployKitError: the model cannot be built or loaded, the export or its parity fails.
+    """
+    shape = (3, recipe.data.image_size, recipe.data.image_size)
+    model, _ = load_model(recipe.model, shape, checkpoint)
+    spec = recipe.export.onnx
+    path = export_onnx(model, shape, output, spec.opset, spec.dynamic_batch)
+    x = torch.randn(8, *shape).numpy()
+    parity = check_parity(TorchRunner(model), OrtRunner(path), [x], spec.parity.max_abs_error,
+                          spec.parity.min_top1_agreement, what=str(path))
+    return ExportResult(path, parity)

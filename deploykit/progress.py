@@ -1,9 +1,11 @@
-"""Progress bars and console output (rich), quiet when not attached to a terminal."""
+"""Progress bars and console output (rich), quiet when not attached to a terminal; the
+:class:`Table` of pre-formatted cells that the console, Markdown and HTML views all render."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 from rich.console import Console
@@ -63,15 +65,25 @@ def log(message: str) -> None:
     console().print(message, markup=False)
 
 
-def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]],
-                caption: str | None = None) -> None:
-    """A table of pre-formatted cells on the console."""
-    from rich.table import Table
+@dataclass(frozen=True)
+class Table:
+    """A titled table of already formatted cells; the console, Markdown and HTML render these."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+    numeric_from: int = 1  # columns at or after this index are right-aligned
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` on the console (its note as the caption)."""
+    from rich.table import Table as RichTable
     from rich.text import Text
 
-    table = Table(title=Text(title), caption=None if caption is None else Text(caption))
-    for h in headers:
-        table.add_column(Text(h))
-    for row in rows:  # Text: cells such as "min_speedup[onnxruntime-cpu b64]" are not markup
-        table.add_row(*(Text(c) for c in row))
-    console().print(table)
+    out = RichTable(title=Text(table.title), caption=Text(table.note) if table.note else None)
+    for h in table.headers:
+        out.add_column(Text(h))
+    for row in table.rows:  # Text: cells such as "min_speedup[onnxruntime-cpu b64]" are not markup
+        out.add_row(*(Text(c) for c in row))
+    console().print(out)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit import distributed as dist
-from deploykit._io import save_torch
+from deploykit.atomic import save_torch
 from deploykit.errors import BackendUnavailableError, CheckpointError
 from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.bench.latency import summarize
+from deploykit.bench import summarize
 from deploykit.report import CandidateReport, LatencyRecord, Report
 
 
@@ -14,9 +14,8 @@ def latency(p50_ms: float, batch: int = 1, runtime: str = "onnxruntime", jitter:
     rng = np.random.default_rng(seed)
     times_s = p50_ms * (1 + jitter * rng.standard_normal(n)) / 1e3
     st = summarize(times_s, batch)
-    return LatencyRecord(runtime, "cpu", "fp32", batch, 2, st.iterations, st.p50_ms, st.p90_ms,
-                         st.p99_ms, st.mean_ms, st.std_ms, st.min_ms, st.max_ms,
-                         st.throughput_ips, speedup, st.p50_ci_low_ms, st.p50_ci_high_ms)
+    return LatencyRecord.from_stats(st, runtime=runtime, device="cpu", precision="fp32",
+                                    threads=2, speedup_vs_baseline=speedup)
 
 
 def make_report(cand_top1: float = 90.0, cand_ms: dict[int, float] | None = None,

@@ -7,7 +7,8 @@ through the distill stage itself. ``function_matching_long`` runs ``--long-epoch
 Usage (from the repository root, with ../shared/data/cifar10 present):
     python benchmarks/distill/run_r20.py [--levels 0.25 0.5] [--variants plain kd ...] [--seed 0]
 
-Appends each finished run to benchmarks/distill/results/r20.json (``--out``) and prints a table.
+Appends each finished run to ``--out`` (default:
+benchmarks/distill/results/r20_seeds_and_ensemble_at_0.25x.json) and prints a table.
 """
 
 from __future__ import annotations
@@ -19,27 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import (
-    RECOVERY_TRAIN,
-    cifar_loaders,
-    holdout_split,
-    prune_l1,
-    r20_baseline,
-    r20_baseline_path,
-    r20_setup,
-    save_results,
-    top1,
-)
+import common
 
-from deploykit.bench.cost import count_macs_params
+from deploykit.models import count_macs_params
 from deploykit.progress import log
-from deploykit.recipe import ModelSpec
-from deploykit.stage_specs import DistillSpec
-from deploykit.stages import distill as distill_stage
-from deploykit.state import Candidate, PipelineState
+from deploykit.recipe import DistillSpec
 from deploykit.train import seed_everything
 
-OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+OUT = Path(__file__).resolve().parent / "results" / "r20_seeds_and_ensemble_at_0.25x.json"
 SHAPE = (3, 32, 32)
 KD = {"ce": 0.1, "kd": 0.9}
 VARIANTS: dict[str, dict] = {
@@ -73,13 +61,13 @@ def spec_for(name: str, epochs: int, long_epochs: int) -> DistillSpec:
     raw = copy.deepcopy(VARIANTS[name])
     lr, sgd = raw.pop("lr", None), raw.pop("sgd", False)
     if "ensemble" in raw:
-        raw["teacher"] = {"checkpoints": [r20_baseline_path(s) for s in raw.pop("ensemble")]}
+        raw["teacher"] = {"checkpoints": [common.r20_baseline_path(s) for s in raw.pop("ensemble")]}
     if raw.get("mode") == "function_matching" and not sgd:
         fm = DistillSpec(mode="function_matching").train
         raw["train"] = fm.model_copy(update={"epochs": long_epochs if name.endswith("long")
                                              else epochs})
     else:
-        raw["train"] = RECOVERY_TRAIN.model_copy(update={"epochs": epochs})
+        raw["train"] = common.RECOVERY_TRAIN.model_copy(update={"epochs": epochs})
     if lr is not None:
         raw["train"] = raw["train"].model_copy(update={"lr": lr})
     return DistillSpec(kind="distill", **raw)
@@ -103,32 +91,26 @@ def main() -> None:
                          "without the test set")
     args = ap.parse_args()
     for seed in sorted({s for v in args.variants for s in VARIANTS[v].get("ensemble", [])}):
-        if not r20_baseline_path(seed).is_file():   # train the extra teacher once, cached
-            r20_baseline(cifar_loaders(seed), log, seed)
-    loaders, base, results = r20_setup(args.out, log, args.seed)
+        if not common.r20_baseline_path(seed).is_file():   # train the extra teacher once, cached
+            common.r20_baseline(common.cifar_loaders(seed), log, seed)
+    loaders, base, results = common.r20_setup(args.out, log, args.seed)
     split = "test"
     if args.holdout:
-        loaders, split = holdout_split(loaders, args.holdout), f"holdout{args.holdout}"
-        results["baseline"]["holdout_top1_pct"] = top1(base, loaders)
+        loaders, split = common.holdout_split(loaders, args.holdout), f"holdout{args.holdout}"
+        results["baseline"]["holdout_top1_pct"] = common.top1(base, loaders)
     base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     for level in args.levels:
         seed_everything(0)
-        pruned = prune_l1(base, level, base_macs)
+        pruned = common.prune_l1(base, level, base_macs)
         macs = count_macs_params(pruned, SHAPE)[0]
-        pruned_top1 = top1(pruned, loaders)
+        pruned_top1 = common.top1(pruned, loaders)
         log(f"level {level}: {macs / base_macs:.3f}x MACs, top-1 {pruned_top1:.2f}% unrecovered")
         for name in args.variants:
             seed_everything(args.seed)
             dspec = spec_for(name, args.epochs, args.long_epochs)
-            state = PipelineState.start(base, ("conv1", "fc"), SHAPE,
-                                        Path("benchmarks/results/cache/distill"), False,
-                                        base_top1)
-            state.model_spec = ModelSpec(name="resnet20")   # builds checkpoint teachers
-            state.add_candidate(Candidate("prune", copy.deepcopy(pruned),
-                                          torch_top1_pct=pruned_top1))
             t0 = time.perf_counter()
-            state = distill_stage.run(state, loaders, dspec)
-            m = state.history[-1].metrics
+            _, m = common.distill_recover(base, base_top1, copy.deepcopy(pruned), pruned_top1,
+                                   loaders, dspec)
             row = {"level": level, "macs_ratio": macs / base_macs, "variant": name,
                    "seed": args.seed, "split": split,
                    "pruned_top1_pct": pruned_top1, "top1_pct": m["val_top1_pct"],
@@ -141,7 +123,7 @@ def main() -> None:
             results["rows"] = [r for r in results["rows"] if (r["level"], r["variant"],
                                r.get("seed", 0), r.get("split", "test"))
                                != (level, name, args.seed, split)] + [row]
-            save_results(args.out, results)
+            common.save_results(args.out, results)
             log(f"{level}x {name}: {row['top1_pct']:.2f}% ({row['seconds_per_epoch']:.0f} s/ep)")
     print(markdown(results))
 

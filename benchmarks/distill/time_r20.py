@@ -13,7 +13,8 @@ and the source of the pruned student; this is what the issue's per-epoch target 
 
 Usage: python benchmarks/distill/time_r20.py [--rounds 3] [--steps 20] [--level 0.25]
        python benchmarks/distill/time_r20.py --epochs --rounds 2 --variants plain kd
-Writes benchmarks/distill/results/r20_step_time.json (r20_epoch_time.json with --epochs) and
+Writes benchmarks/distill/results/r20_kd_overhead_per_step.json
+(r20_kd_overhead_per_epoch.json with --epochs) and
 prints a table.
 """
 
@@ -33,11 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import cifar_loaders, prune_l1, r20_baseline, save_results, stamp
 from run_r20 import VARIANTS, spec_for
 
-from deploykit.bench.cost import count_macs_params
-from deploykit.bench.env import environment
-from deploykit.distill.objective import DistillObjective
-from deploykit.distill.teacher import Teacher
-from deploykit.models import build_model
+from deploykit.bench import environment
+from deploykit.distill import DistillObjective, Teacher
+from deploykit.models import build_model, count_macs_params
 from deploykit.progress import log
 from deploykit.recipe import ModelSpec
 from deploykit.train import make_optimizer, seed_everything, train_one_epoch
@@ -94,7 +93,8 @@ def main() -> None:
     plain = statistics.median(per_step["plain"])
     rows = [{"variant": n, "seconds_per_step": statistics.median(v),
              "vs_plain": statistics.median(v) / plain, "rounds": v} for n, v in per_step.items()]
-    out = RESULTS / ("r20_epoch_time.json" if args.epochs else "r20_step_time.json")
+    out = RESULTS / ("r20_kd_overhead_per_epoch.json" if args.epochs
+                     else "r20_kd_overhead_per_step.json")
     save_results(out, {"date": stamp(), "environment": environment(2),
                        "level": args.level, "batch": 128, "data": "cifar10 loader" if args.epochs
                        else "random tensors", "steps_per_round": n, "rows": rows})

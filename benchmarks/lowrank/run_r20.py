@@ -8,7 +8,8 @@ the distill stage), then exported to ONNX and timed in ONNX Runtime CPU (2 threa
 Usage (from the repository root, with ../shared/data/cifar10 present):
     python benchmarks/lowrank/run_r20.py [--methods tucker2 svd prune] [--macs-ratio 0.5]
 
-Writes benchmarks/lowrank/results/r20.json after each method and prints a Markdown table.
+Writes benchmarks/lowrank/results/r20_lowrank_vs_pruning.json after each method and prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -23,34 +24,25 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import (
-    RECOVERY_TRAIN,
-    ort_latency,
-    prune_l1,
-    r20_setup,
-    save_results,
-    top1,
-)
+import common
 
-from deploykit.bench.accuracy import runner_accuracy
-from deploykit.bench.cost import count_macs_params
-from deploykit.bench.runners import OrtRunner
-from deploykit.export.onnx import export_onnx
+from deploykit.bench import runner_accuracy
+from deploykit.export import export_onnx
+from deploykit.lowrank import factorise
+from deploykit.models import count_macs_params
 from deploykit.progress import log
-from deploykit.stage_specs import DistillSpec, LowRankSpec
-from deploykit.stages import distill as distill_stage
-from deploykit.stages.lowrank import factorise
-from deploykit.state import Candidate, PipelineState
+from deploykit.recipe import DistillSpec, LowRankSpec
+from deploykit.runtimes import OrtRunner
 from deploykit.train import seed_everything
 
-OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+OUT = Path(__file__).resolve().parent / "results" / "r20_lowrank_vs_pruning.json"
 SHAPE = (3, 32, 32)
 
 
 def compress(method: str, base: torch.nn.Module, ratio: float, base_macs: int):
     model = copy.deepcopy(base)
     if method == "prune":
-        return prune_l1(base, ratio, base_macs), {}
+        return common.prune_l1(base, ratio, base_macs), {}
     plans = factorise(model, LowRankSpec(method=method, target={"macs_ratio": ratio}), SHAPE,
                       ("conv1", "fc"))
     done = [p for p in plans if p.status == "factorised"]
@@ -67,27 +59,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    loaders, base, results = r20_setup(args.out, log)
+    loaders, base, results = common.r20_setup(args.out, log)
     base_top1, base_macs = results["baseline"]["top1_pct"], results["baseline"]["macs"]
     tmp = Path(tempfile.mkdtemp())
     base_onnx = export_onnx(base, SHAPE, tmp / "baseline.onnx")
     kd = DistillSpec(losses={"ce": 0.1, "kd": 0.9}, temperature=4.0,
-                     train=RECOVERY_TRAIN.model_copy(update={"epochs": args.epochs}))
+                     train=common.RECOVERY_TRAIN.model_copy(update={"epochs": args.epochs}))
     for method in args.methods:
         seed_everything(0)
         t0 = time.perf_counter()
         model, extra = compress(method, base, args.macs_ratio, base_macs)
         macs, params = count_macs_params(model, SHAPE)
         row = {"method": method, "macs": macs, "macs_ratio": macs / base_macs, "params": params,
-               "compressed_top1_pct": top1(model, loaders), **extra}
-        state = PipelineState.start(base, ("conv1", "fc"), SHAPE,
-                                    Path("benchmarks/results/cache/lowrank"), False, base_top1)
-        state.add_candidate(Candidate(method, model, torch_top1_pct=row["compressed_top1_pct"]))
-        state = distill_stage.run(state, loaders, kd)
-        recovered = state.candidates[-1].model.eval()
-        m = state.history[-1].metrics
+               "compressed_top1_pct": common.top1(model, loaders), **extra}
+        recovered, m = common.distill_recover(base, base_top1, model, row["compressed_top1_pct"],
+                                       loaders, kd, "lowrank")
         path = export_onnx(recovered, SHAPE, tmp / f"{method}.onnx")
-        lat = ort_latency({"base": base_onnx, "cand": path}, SHAPE)
+        lat = common.ort_latency({"base": base_onnx, "cand": path}, SHAPE)
         row.update(recovered_top1_pct=m["val_top1_pct"], recovery_epochs=m["epochs"],
                    seconds_per_epoch=m["seconds_per_epoch"],
                    ort_top1_pct=runner_accuracy(OrtRunner(path), loaders.val)["top1_pct"],
@@ -96,7 +84,7 @@ def main() -> None:
                    speedup={str(b): lat["base"][b] / lat["cand"][b] for b in lat["base"]},
                    seconds=time.perf_counter() - t0)
         results["rows"] = [r for r in results["rows"] if r["method"] != method] + [row]
-        save_results(args.out, results)
+        common.save_results(args.out, results)
         log(f"{method}: {row['compressed_top1_pct']:.2f}% -> {row['recovered_top1_pct']:.2f}%, "
             f"{row['macs_ratio']:.3f}x MACs, speed-up {row['speedup']}")
     print(markdown(results))

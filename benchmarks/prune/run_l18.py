@@ -19,15 +19,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ort_latency, save_results, stamp
 
-from deploykit.bench.cost import count_macs_params
-from deploykit.export.onnx import export_onnx
-from deploykit.models import build_model, find_first_last
+from deploykit.bench import LatencyProbe
+from deploykit.export import export_onnx
+from deploykit.models import build_model, count_macs_params, find_first_last
 from deploykit.progress import log
-from deploykit.recipe import ModelSpec
-from deploykit.stage_specs import PruneSpec
-from deploykit.stages.prune import _LatencyProbe, _macs_for_latency, prune_to_macs
+from deploykit.prune import macs_for_latency, prune_to_macs
+from deploykit.recipe import ModelSpec, PruneSpec
 
-OUT = Path(__file__).resolve().parent / "results" / "l18.json"
+OUT = Path(__file__).resolve().parent / "results" / "l18_macs_and_latency_targets.json"
 SHAPE = (3, 224, 224)
 
 
@@ -50,8 +49,9 @@ def main() -> None:
         paths["macs_0.5"] = export_onnx(half, SHAPE, tmp / f"{name}-half.onnx")
         macs["macs_0.5"] = count_macs_params(half, SHAPE)[0]
         lspec = PruneSpec(target={"latency_ratio": 0.5, "batch_size": 16}, round_to=8)
-        probe = _LatencyProbe(model, SHAPE, lspec, tmp)
-        mr, probes = _macs_for_latency(model, SHAPE, lspec, [last], base_macs, None, probe)
+        t = lspec.target
+        probe = LatencyProbe(model, SHAPE, t.runtime, t.batch_size, t.threads, tmp)
+        mr, probes = macs_for_latency(model, SHAPE, lspec, [last], base_macs, None, probe.ratio)
         lat_model, _, _ = prune_to_macs(model, SHAPE, lspec, [last], int(mr * base_macs),
                                         0.02 * base_macs)
         paths["latency_0.5"] = export_onnx(lat_model, SHAPE, tmp / f"{name}-lat.onnx")

@@ -3,7 +3,8 @@
 Usage (from the repository root, with ../shared/data/cifar10 present):
     python benchmarks/prune/run_r20.py [--criteria l1 bn_scale group_norm] [--recovery-epochs 5]
 
-Writes benchmarks/prune/results/r20.json after each criterion and prints a Markdown table.
+Writes benchmarks/prune/results/r20_criteria_recovery.json after each criterion and prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -18,24 +19,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import (
-    RECOVERY_TRAIN,
-    cifar_loaders,
-    ort_latency,
-    r20_baseline,
-    save_results,
-    stamp,
-    top1,
-)
+from common import RECOVERY_TRAIN, ort_latency, r20_setup, save_results, stamp, top1
 
-from deploykit.bench.cost import count_macs_params
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
+from deploykit.models import count_macs_params
 from deploykit.progress import log
-from deploykit.stage_specs import PruneSpec
-from deploykit.stages.prune import prune_to_macs
+from deploykit.prune import prune_to_macs
+from deploykit.recipe import PruneSpec
 from deploykit.train import fit, seed_everything
 
-OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+OUT = Path(__file__).resolve().parent / "results" / "r20_criteria_recovery.json"
 SHAPE = (3, 32, 32)
 
 
@@ -53,12 +46,9 @@ def main() -> None:
     torch.set_num_threads(2)
     if args.latency_only:
         return latency_only(args)
-    loaders = cifar_loaders()
-    base, meta = r20_baseline(loaders, log)
-    base_macs, base_params = count_macs_params(base, SHAPE)
-    results = {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
-               "baseline": {"top1_pct": top1(base, loaders), "macs": base_macs,
-                            "params": base_params, **meta}, "rows": []}
+    loaders, base, results = r20_setup(args.out, log)
+    results["rows"] = []   # rewritten with only the criteria run now
+    base_macs = results["baseline"]["macs"]
     recovery = RECOVERY_TRAIN.model_copy(update={"epochs": args.recovery_epochs})
     tmp = Path(tempfile.mkdtemp())
     export_onnx(base, SHAPE, tmp / "baseline.onnx")
@@ -69,11 +59,11 @@ def main() -> None:
         spec_d = {"importance": crit, "target": {"macs_ratio": args.macs_ratio}, "round_to": 8}
         row = {"criterion": crit}
         if crit in ("bn_scale", "group_norm"):
-            from deploykit.spec_base import TrainSpec
-            from deploykit.stages.prune import _make_pruner
+            from deploykit.prune import make_pruner
+            from deploykit.recipe import TrainSpec
 
             reg = 1e-4 if crit == "bn_scale" else 5e-4
-            pruner = _make_pruner(model, torch.zeros(1, *SHAPE), PruneSpec(**spec_d),
+            pruner = make_pruner(model, torch.zeros(1, *SHAPE), PruneSpec(**spec_d),
                                   [model.fc], 0.0, reg=reg)
             res = fit(model, loaders.train, loaders.val,
                       TrainSpec(epochs=args.sparsity_epochs, lr=0.01, schedule="cosine"),
@@ -91,8 +81,8 @@ def main() -> None:
         row.update(recovered_top1_pct=res.final_top1_pct, recovery_epochs=recovery.epochs,
                    recovery_seconds=res.seconds)
         path = export_onnx(pruned, SHAPE, tmp / f"{crit}.onnx")
-        from deploykit.bench.accuracy import runner_accuracy
-        from deploykit.bench.runners import OrtRunner
+        from deploykit.bench import runner_accuracy
+        from deploykit.runtimes import OrtRunner
 
         row["ort_top1_pct"] = runner_accuracy(OrtRunner(path), loaders.val)["top1_pct"]
         lat = ort_latency({"base": tmp / "baseline.onnx", "cand": path}, SHAPE)
@@ -133,7 +123,7 @@ def latency_only(args: argparse.Namespace) -> None:
     rows = [{"candidate": k, "macs_ratio": macs[k] / base_macs,
              "speedup": {str(b): lat["float"][b] / lat[k][b] for b in lat["float"]},
              "p50_ms": {str(b): v for b, v in lat[k].items()}} for k in paths]
-    save_results(ROOT / "prune" / "results" / "r20_latency.json",
+    save_results(ROOT / "prune" / "results" / "r20_round_to_latency.json",
                  {"date": stamp(), "machine": "2-core x86_64 CPU (project machine)",
                   "rows": rows})
     print("| candidate | MACs ratio | ORT p50 b1 / b64 (ms) | speed-up b1 / b64 |")

@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploykit.bench.cost import count_macs_params
-from deploykit.export.onnx import export_onnx
-from deploykit.models import build_model, find_first_last
-from deploykit.recipe import ModelSpec
-from deploykit.stage_specs import PruneSpec, QuantizeSpec
-from deploykit.stages.prune import prune_to_macs
-from deploykit.stages.quantize import build_quantized
+from deploykit.export import export_onnx
+from deploykit.models import build_model, count_macs_params, find_first_last
+from deploykit.prune import prune_to_macs
+from deploykit.quant import build_quantized
+from deploykit.recipe import ModelSpec, PruneSpec, QuantizeSpec
 
 SHAPE = (3, 224, 224)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from profile_mbv2 import SHAPE, l18_model, ms_per_run, print_ops, profile
 
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
 from deploykit.models import find_first_last
-from deploykit.stage_specs import QuantizeSpec
-from deploykit.stages.quantize import build_quantized
+from deploykit.quant import build_quantized
+from deploykit.recipe import QuantizeSpec
 
 
 def main() -> None:

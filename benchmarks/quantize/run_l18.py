@@ -26,17 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ort_latency, save_results, stamp
 
-from deploykit.bench.cost import count_macs_params, file_size_bytes
-from deploykit.bench.env import environment
-from deploykit.export.onnx import export_onnx
-from deploykit.models import build_model, find_first_last
+from deploykit.bench import environment
+from deploykit.export import export_onnx
+from deploykit.models import build_model, count_macs_params, file_size_bytes, find_first_last
 from deploykit.progress import log
-from deploykit.recipe import ModelSpec
-from deploykit.stage_specs import PruneSpec, QuantizeSpec
-from deploykit.stages.prune import prune_to_macs
-from deploykit.stages.quantize import build_quantized
+from deploykit.prune import prune_to_macs
+from deploykit.quant import build_quantized
+from deploykit.recipe import ModelSpec, PruneSpec, QuantizeSpec
 
-OUT = Path(__file__).resolve().parent / "results" / "l18.json"
+OUT = Path(__file__).resolve().parent / "results" / "l18_schemes_and_chain.json"
 SHAPE = (3, 224, 224)
 
 

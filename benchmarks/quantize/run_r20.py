@@ -23,20 +23,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import RECOVERY_TRAIN, cifar_loaders, ort_latency, r20_baseline, save_results, stamp
 
-from deploykit.bench.accuracy import runner_accuracy
-from deploykit.bench.cost import count_macs_params, file_size_bytes
-from deploykit.bench.env import environment
-from deploykit.bench.runners import OrtRunner
-from deploykit.export.onnx import export_onnx
-from deploykit.kd import kd_loss_fn
-from deploykit.models import find_first_last
+from deploykit.bench import environment, runner_accuracy
+from deploykit.distill import kd_loss_fn
+from deploykit.export import export_onnx
+from deploykit.models import count_macs_params, file_size_bytes, find_first_last
 from deploykit.progress import log
-from deploykit.stage_specs import PruneSpec, QuantizeSpec
-from deploykit.stages.prune import prune_to_macs
-from deploykit.stages.quantize import build_quantized, qat_finetune
+from deploykit.prune import prune_to_macs
+from deploykit.quant import build_quantized, qat_finetune
+from deploykit.recipe import PruneSpec, QuantizeSpec
+from deploykit.runtimes import OrtRunner
 from deploykit.train import fit, seed_everything
 
-OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+OUT = Path(__file__).resolve().parent / "results" / "r20_schemes_and_chain.json"
 SHAPE = (3, 32, 32)
 
 

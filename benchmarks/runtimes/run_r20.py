@@ -24,17 +24,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import prune_l1, save_results, stamp
 
-from deploykit.bench.cost import count_macs_params
-from deploykit.bench.env import environment
-from deploykit.bench.latency import time_alternating
-from deploykit.bench.runners import OrtRunner, TorchRunner
-from deploykit.cifar_resnet import resnet20
-from deploykit.export.onnx import export_onnx
+from deploykit.bench import environment, time_alternating
+from deploykit.export import export_onnx
+from deploykit.models import count_macs_params
+from deploykit.models.cifar_resnet import resnet20
 from deploykit.progress import log
-from deploykit.stage_specs import QuantizeSpec
-from deploykit.stages.quantize import build_quantized
+from deploykit.quant import build_quantized
+from deploykit.recipe import QuantizeSpec
+from deploykit.runtimes import OrtRunner, TorchRunner
 
-OUT = Path(__file__).resolve().parent / "results" / "r20.json"
+OUT = Path(__file__).resolve().parent / "results" / "r20_runtimes.json"
 SHAPE = (3, 32, 32)
 
 

@@ -1,1 +1,37 @@
-"""Measurement: runners, latency, cost, accuracy, parity, environment. May use ``export``."""
+"""Measurement: latency (warm-up, alternating timing, percentiles), parity, accuracy through any
+runner, the first diverging layer, the environment, and a latency yardstick (``LatencyProbe``).
+May use ``export`` and ``runtimes``; never the reverse."""
+
+from deploykit.bench.accuracy import runner_accuracy
+from deploykit.bench.divergence import Divergence, find_divergence, module_outputs
+from deploykit.bench.env import cpu_int8_features, environment
+from deploykit.bench.latency import (
+    LatencyStats,
+    device_p50_ms,
+    median_ci,
+    summarize,
+    time_alternating,
+)
+from deploykit.bench.onnx_file import FileBench, bench_onnx_file
+from deploykit.bench.parity import ParityResult, check_parity, compare_outputs
+from deploykit.bench.probe import LatencyProbe
+
+__all__ = [
+    "Divergence",
+    "FileBench",
+    "LatencyProbe",
+    "LatencyStats",
+    "ParityResult",
+    "bench_onnx_file",
+    "check_parity",
+    "compare_outputs",
+    "cpu_int8_features",
+    "device_p50_ms",
+    "environment",
+    "find_divergence",
+    "median_ci",
+    "module_outputs",
+    "runner_accuracy",
+    "summarize",
+    "time_alternating",
+]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from deploykit.bench.runners import Runner
+from deploykit.runtimes import Runner
 
 __all__ = ["runner_accuracy"]
 

@@ -84,7 +84,7 @@ def find_divergence(model: nn.Module, onnx_path: str | Path, x: np.ndarray,
 
     import onnx
 
-    from deploykit.bench.runners import make_runner
+    from deploykit.runtimes import make_runner
 
     proto = onnx.load(str(onnx_path))
     outs = module_outputs(proto)

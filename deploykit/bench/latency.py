@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["LatencyStats", "median_ci", "summarize", "time_alternating"]
+__all__ = ["LatencyStats", "device_p50_ms", "median_ci", "summarize", "time_alternating"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class LatencyStats:
     """Per-batch latency in milliseconds and throughput in images per second."""
 
@@ -137,3 +137,12 @@ def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iteration
                 break
             one_round(min(step, cap - min(len(t) for t in times.values())))
     return {name: replace(summarize(t, batch), stop_reason=reason) for name, t in times.items()}
+
+
+def device_p50_ms(runner: object, x: np.ndarray, iterations: int, warmup: int) -> float | None:
+    """The median device-only time of a GPU runner (CUDA events, input already on the device),
+    reported beside the end-to-end figure; ``None`` for runners without ``device_ms``."""
+    device_ms = getattr(runner, "device_ms", None)
+    if device_ms is None:
+        return None
+    return float(np.median(device_ms(x, iterations=iterations, warmup=warmup)))

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from deploykit.bench.runners import Runner
 from deploykit.errors import ParityError
+from deploykit.runtimes import Runner
 
 __all__ = ["ParityResult", "check_parity", "compare_outputs"]
 

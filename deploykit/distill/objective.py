@@ -15,7 +15,7 @@ from deploykit.distill import losses as L
 from deploykit.distill.taps import FeatureTaps, last_bn, resolve_taps
 from deploykit.distill.teacher import Teacher
 from deploykit.errors import RecipeError
-from deploykit.stage_specs import DistillSpec
+from deploykit.recipe import DistillSpec
 
 __all__ = ["DistillObjective", "mixup"]
 

@@ -1,4 +1,9 @@
-"""Export a PyTorch model to a single ONNX file with a dynamic batch axis, then check it."""
+"""Export a PyTorch model to a single ONNX file with a dynamic batch axis, then check it.
+
+A model that must look different while it is exported (a fake-quant model emits explicit
+QuantizeLinear/DequantizeLinear) provides ``export_context()``: a context manager the exporter
+enters around the export. That hook keeps this module free of any technique's code.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,10 @@ import onnx
 import torch
 from torch import nn
 
-from deploykit._io import atomic_path
+from deploykit.atomic import atomic_path
 from deploykit.errors import DeployKitError
-from deploykit.quant.modules import qdq_export
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ExportError", "export_onnx"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -53,7 +57,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     if dyn is not None:
         dyn = {first_arg: dyn["x"]}
     try:
-        with atomic_path(path) as tmp, _quiet(), qdq_export(model):
+        with atomic_path(path) as tmp, _quiet(), _export_context(model):
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes=dyn, external_data=False, verbose=False)
@@ -66,6 +70,12 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     finally:
         model.train(was_training)
     return path
+
+
+def _export_context(model: nn.Module) -> contextlib.AbstractContextManager:
+    """The model's own ``export_context()`` if it has one, else nothing to enter."""
+    hook = getattr(model, "export_context", None)
+    return hook() if callable(hook) else contextlib.nullcontext()
 
 
 def _forward_arg_names(model: nn.Module) -> list[str]:

@@ -24,6 +24,7 @@ Placement (the same for both targets, where TensorRT and ONNX Runtime fuse Q/DQ)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import operator
@@ -34,7 +35,7 @@ from torch import fx, nn
 
 from deploykit.errors import ModelError
 from deploykit.quant.calib import make_calibrator
-from deploykit.quant.modules import ActQuant, QuantLayer
+from deploykit.quant.modules import ActQuant, QuantLayer, qdq_export
 from deploykit.quant.scheme import QuantScheme
 
 __all__ = ["QuantizedModel", "compute_layers", "prepare", "resolve_keep_float"]
@@ -83,6 +84,10 @@ class QuantizedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def export_context(self) -> contextlib.AbstractContextManager:
+        """The ONNX exporter's hook: within it the quantizers emit explicit Q/DQ ops."""
+        return qdq_export(self)
 
     def float_equivalent(self) -> nn.Module:
         """The same graph with plain layers and no quantizers, for counting MACs and params

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from deploykit.progress import progress_iter
+from deploykit.progress import log, progress_iter
 from deploykit.quant.prepare import QuantizedModel
 
-__all__ = ["LayerSensitivity", "accuracy_on", "layer_sensitivity", "sqnr_db"]
+__all__ = ["LayerSensitivity", "accuracy_on", "keep_sensitive_float", "layer_sensitivity",
+           "sqnr_db"]
 
 # build(keep_float_names) -> a calibrated fake-quant model
 Builder = Callable[[Sequence[str]], QuantizedModel]
@@ -87,3 +88,26 @@ def layer_sensitivity(float_model: nn.Module, build: Builder, candidates: Sequen
             damage = (full_acc - acc) if metric == "accuracy" else -sq
         out.append(LayerSensitivity(layer, acc, sq, float(damage)))
     return sorted(out, key=lambda s: s.damage, reverse=True)
+
+
+def keep_sensitive_float(build: Builder, keep: Sequence[str], ranking: Sequence[LayerSensitivity],
+                         batches: Sequence[tuple[torch.Tensor, torch.Tensor]], float_top1: float,
+                         max_drop: float, max_float_layers: int
+                         ) -> tuple[QuantizedModel, list[str]]:
+    """Keep the most sensitive layers float, one more at a time, until the INT8 model is within
+    ``max_drop`` top-1 points of ``float_top1`` on ``batches``, or ``max_float_layers`` were
+    added. Returns the last model built and the layers it keeps float."""
+    keep = list(keep)
+    qm = build(keep)
+    drop = float_top1 - accuracy_on(qm, batches)
+    for added, r in enumerate(ranking):
+        if drop <= max_drop or added >= max_float_layers:
+            break
+        keep.append(r.layer)
+        qm = build(keep)
+        drop = float_top1 - accuracy_on(qm, batches)
+        log(f"quantize: {r.layer} kept float -> drop {drop:.2f} points")
+    if drop > max_drop:
+        log(f"quantize: WARNING: still {drop:.2f} points below float after keeping "
+            f"{len(keep)} layers float (max_float_layers {max_float_layers})")
+    return qm, keep

@@ -1,7 +1,9 @@
-"""Compression stages. Each is ``run(state, loaders, spec) -> state`` registered by kind.
+"""Compression stages: thin drivers, each ``run(state, loaders, spec) -> state``.
 
-Stage modules are imported lazily by :func:`get_stage`, so importing deploykit stays cheap and
-no stage imports another.
+The stage of kind ``K`` is the module ``deploykit.stages.K``; the kinds themselves, with their
+settings and placement rules, are :data:`deploykit.recipe.STAGE_KINDS`. Stage modules are
+imported lazily by :func:`get_stage`, so importing deploykit stays cheap and no stage imports
+another.
 """
 
 from __future__ import annotations
@@ -10,12 +12,9 @@ import importlib
 from types import ModuleType
 
 from deploykit.errors import RecipeError
+from deploykit.recipe import STAGE_KINDS
 
-__all__ = ["STAGE_MODULES", "get_stage"]
-
-# kind -> module under deploykit.stages that defines run(state, loaders, spec)
-STAGE_MODULES: dict[str, str] = {"prune": "prune", "lowrank": "lowrank",
-                                 "distill": "distill", "quantize": "quantize"}
+__all__ = ["get_stage"]
 
 
 def get_stage(kind: str) -> ModuleType:
@@ -25,7 +24,6 @@ def get_stage(kind: str) -> ModuleType:
     Raises:
         RecipeError: no such stage.
     """
-    if kind not in STAGE_MODULES:
-        known = ", ".join(STAGE_MODULES) or "none"
-        raise RecipeError(f"unknown stage {kind!r}; available: {known}")
-    return importlib.import_module(f"deploykit.stages.{STAGE_MODULES[kind]}")
+    if kind not in STAGE_KINDS:
+        raise RecipeError(f"unknown stage {kind!r}; available: {', '.join(STAGE_KINDS)}")
+    return importlib.import_module(f"deploykit.stages.{kind}")

@@ -14,13 +14,11 @@ import time
 from torch import nn
 
 from deploykit.data import Loaders
-from deploykit.distill.objective import DistillObjective
-from deploykit.distill.taps import resolve_taps
-from deploykit.distill.teacher import Teacher
+from deploykit.distill import DistillObjective, Teacher, resolve_taps
 from deploykit.errors import RecipeError
-from deploykit.models import build_model, restore_checkpoint
 from deploykit.progress import log
-from deploykit.stage_specs import DistillSpec
+from deploykit.recipe import DistillSpec
+from deploykit.restore import load_model
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import evaluate, fit
 
@@ -40,15 +38,9 @@ def _teacher_models(state: PipelineState, spec: DistillSpec) -> list[nn.Module]:
         return [state.baseline]
     if state.model_spec is None:
         raise RecipeError("distill: teacher checkpoints need the recipe's model section")
-    models = []
-    for path in spec.teacher.checkpoints:
-        m = build_model(state.model_spec)
-        restore_checkpoint(m, path, state.model_spec.num_classes, state.first_last,
-                           (state.input_shape[0], spec.teacher.image_size or
-                            state.input_shape[1], spec.teacher.image_size or
-                            state.input_shape[2]))
-        models.append(m)
-    return models
+    size = spec.teacher.image_size
+    shape = (state.input_shape[0], size or state.input_shape[1], size or state.input_shape[2])
+    return [load_model(state.model_spec, shape, path)[0] for path in spec.teacher.checkpoints]
 
 
 def build_objective(student: nn.Module, teacher: Teacher, spec: DistillSpec,

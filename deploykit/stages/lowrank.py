@@ -12,12 +12,12 @@ import time
 from torch import nn
 
 from deploykit import lowrank
-from deploykit._io import save_torch
-from deploykit.bench.cost import count_macs_params
+from deploykit.atomic import save_torch
 from deploykit.data import Loaders
-from deploykit.models import load_checkpoint, make_checkpoint
-from deploykit.progress import log, print_table
-from deploykit.stage_specs import LowRankSpec
+from deploykit.errors import RecipeError
+from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
+from deploykit.progress import Table, log, print_table
+from deploykit.recipe import LowRankSpec
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import evaluate, fit
 
@@ -28,22 +28,8 @@ def check(model: nn.Module, spec: LowRankSpec, first_last: tuple[str, str]) -> N
     """Fail before training when the layer patterns match nothing to factorise."""
     chosen, _ = lowrank.eligible_layers(model, spec.layers, spec.keep, first_last)
     if not chosen:
-        from deploykit.errors import RecipeError
-
         raise RecipeError(f"lowrank: layers {spec.layers} minus keep {spec.keep} leave no "
                           "convolution or linear layer to factorise")
-
-
-def factorise(model: nn.Module, spec: LowRankSpec, shape: tuple[int, int, int],
-              first_last: tuple[str, str]) -> list[lowrank.LayerPlan]:
-    """Plan ranks for ``spec`` and factorise ``model`` in place; return the per-layer plans."""
-    t = spec.target
-    plans = lowrank.plan_layers(model, shape, spec.method, energy=t.energy, rank=t.rank,
-                                macs_ratio=t.macs_ratio, patterns=spec.layers, keep=spec.keep,
-                                first_last=first_last,
-                                model_macs=count_macs_params(model, shape)[0])
-    lowrank.apply_plans(model, plans)
-    return plans
 
 
 def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineState:
@@ -62,7 +48,7 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
         metrics = dict(ck["meta"]["metrics"])
         log(f"lowrank: resumed the finished stage from {ckpt_path}")
     else:
-        plans = factorise(model, spec, shape, state.first_last)
+        plans = lowrank.factorise(model, spec, shape, state.first_last)
         record = [p.to_dict() for p in plans]
         metrics["factorised_top1_pct"] = evaluate(model, loaders.val)["top1_pct"]
         if spec.finetune is not None:
@@ -91,8 +77,8 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
              f"{p['macs_before'] / 1e6:.2f}", f"{p['macs_after'] / 1e6:.2f}",
              "-" if p["rel_error"] is None else f"{p['rel_error']:.3f}", p["status"]]
             for p in record]
-    print_table("lowrank: per layer", ["layer", "method", "rank", "full", "MMACs before",
-                                        "MMACs after", "weight error", "status"], rows)
+    print_table(Table("lowrank: per layer", ("layer", "method", "rank", "full", "MMACs before",
+                                             "MMACs after", "weight error", "status"), rows))
     log(f"lowrank ({spec.method}): MACs {base_macs / 1e6:.2f} M -> {macs / 1e6:.2f} M "
         f"({macs / base_macs:.3f}x), top-1 after factorising "
         f"{metrics['factorised_top1_pct']:.2f}%")

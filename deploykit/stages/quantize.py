@@ -8,23 +8,28 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
-from deploykit.kd import kd_loss_fn
 from deploykit.progress import log
-from deploykit.quant.prepare import QuantizedModel, compute_layers, prepare, resolve_keep_float
-from deploykit.quant.scheme import SCHEMES
-from deploykit.quant.sensitivity import accuracy_on, layer_sensitivity
-from deploykit.stage_specs import QatSpec, QuantizeSpec, SensitivitySpec
+from deploykit.quant import (
+    Fp16Model,
+    QuantizedModel,
+    build_quantized,
+    compute_layers,
+    keep_sensitive_float,
+    layer_sensitivity,
+    qat_finetune,
+    resolve_keep_float,
+)
+from deploykit.recipe import QuantizeSpec, SensitivitySpec
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.train import FitResult, evaluate, fit
+from deploykit.train import evaluate
 
-__all__ = ["Fp16Model", "build_quantized", "check", "qat_finetune", "run"]
+__all__ = ["check", "run"]
 
 
 def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str]) -> None:
@@ -33,26 +38,6 @@ def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str]) -> 
     resolve_keep_float(model, spec.keep_float, first_last)
     if spec.max_float_layers == 0 and spec.max_accuracy_drop is not None:
         raise ModelError("quantize.max_accuracy_drop needs max_float_layers > 0 to fall back")
-
-
-def build_quantized(model: nn.Module, spec: QuantizeSpec, keep: Sequence[str],
-                    calib: Sequence[torch.Tensor]) -> QuantizedModel:
-    """Prepare the fake-quant model for ``spec.target`` and calibrate it on ``calib``."""
-    c = spec.calibration
-    qm = prepare(model, SCHEMES[spec.target], keep, c.method, c.bins, c.percentile)
-    qm.calibrate(calib)
-    return qm
-
-
-class Fp16Model(nn.Module):
-    """FP16 weights and activations with float32 inputs and outputs (for GPU targets)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.net = copy.deepcopy(model).half().eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.half()).float()
 
 
 def _val_subset(loaders: Loaders, samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -66,6 +51,8 @@ def _val_subset(loaders: Loaders, samples: int) -> list[tuple[torch.Tensor, torc
 
 
 def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineState:
+    """Quantize ``state.model`` (sensitivity, float fallback, QAT as asked); add the INT8 (and
+    FP16) candidates."""
     t0 = time.perf_counter()
     float_model = copy.deepcopy(state.model).eval()
     keep = resolve_keep_float(float_model, spec.keep_float, state.first_last)
@@ -92,7 +79,9 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
             f"{r.layer} ({r.damage:+.2f})" for r in ranking[:5]))
     if spec.max_accuracy_drop is not None:
         base = list(keep)
-        qm, keep = _fallback(build, keep, ranking, loaders, spec, float_top1)
+        qm, keep = keep_sensitive_float(build, keep, ranking, _val_subset(loaders, 10**9),
+                                        float_top1, spec.max_accuracy_drop,
+                                        spec.max_float_layers)
         metrics["fallback_float_layers"] = [n for n in keep if n not in base]
 
     if spec.mode == "qat":
@@ -112,44 +101,6 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     state.history.append(StageRecord("quantize", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
     return state
-
-
-def _fallback(build, keep, ranking, loaders, spec, float_top1):
-    """Keep the most sensitive layers float, one more at a time, until within the bound
-    (judged on the whole validation set), or until ``max_float_layers`` were added."""
-    batches = _val_subset(loaders, 10**9)
-    keep = list(keep)
-    qm = build(keep)
-    drop = float_top1 - accuracy_on(qm, batches)
-    for added, r in enumerate(ranking):
-        if drop <= spec.max_accuracy_drop or added >= spec.max_float_layers:
-            break
-        keep.append(r.layer)
-        qm = build(keep)
-        drop = float_top1 - accuracy_on(qm, batches)
-        log(f"quantize: {r.layer} kept float -> drop {drop:.2f} points")
-    if drop > spec.max_accuracy_drop:
-        log(f"quantize: WARNING: still {drop:.2f} points below float after keeping "
-            f"{len(keep)} layers float (max_float_layers {spec.max_float_layers})")
-    return qm, keep
-
-
-def qat_finetune(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, q: QatSpec,
-                 checkpoint_dir: Path | None = None, resume: bool = False) -> FitResult:
-    """Fine-tune the calibrated ``qm`` through its fake-quant ops with ``teacher`` as KD target;
-    BatchNorm statistics and ranges update for the first epochs, then stay frozen."""
-
-    def on_epoch_start(epoch: int) -> None:
-        qm.set_bn_frozen(epoch >= q.freeze_bn_after)
-        qm.set_observers(epoch < q.freeze_observers_after)
-
-    res = fit(qm, loaders.train, loaders.val, q, checkpoint_dir, resume,
-              loss_fn=kd_loss_fn(teacher, q.kd_alpha, q.kd_temperature, q.label_smoothing),
-              desc="qat", on_epoch_start=on_epoch_start)
-    qm.set_bn_frozen(True)
-    qm.set_observers(False)
-    qm.eval()
-    return res
 
 
 def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,

@@ -9,11 +9,10 @@ import torch
 
 from deploykit.cli import main
 from deploykit.data import build_loaders
-from deploykit.distill.objective import DistillObjective
+from deploykit.distill import DistillObjective
 from deploykit.models import build_model, find_first_last
-from deploykit.recipe import DataSpec, ModelSpec
+from deploykit.recipe import DataSpec, DistillSpec, ModelSpec
 from deploykit.report import Report
-from deploykit.stage_specs import DistillSpec
 from deploykit.stages import distill as distill_stage
 from deploykit.state import PipelineState
 from deploykit.train import seed_everything

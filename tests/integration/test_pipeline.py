@@ -6,8 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from deploykit.cli import main
-from deploykit.report import Report
-from deploykit.report_files import REPORT_FILES
+from deploykit.report import REPORT_FILES, Report
 
 
 def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, capsys):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from deploykit.bench.cost import count_macs_params
+from deploykit.bench import LatencyProbe
 from deploykit.cli import main
-from deploykit.models import build_model
+from deploykit.models import build_model, count_macs_params
 from deploykit.recipe import ModelSpec
 from deploykit.report import Report
-from deploykit.stages import prune as prune_stage
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +18,7 @@ def test_latency_ratio_target_stops_when_measured_ratio_is_reached(tiny_recipe_d
     # Real timings of a tiny model are too noisy to assert on (measured speed-ups live in
     # benchmarks/); here latency is a deterministic function of MACs so the search is tested.
     base_macs = count_macs_params(build_model(ModelSpec(num_classes=4)), (3, 32, 32))[0]
-    monkeypatch.setattr(prune_stage._LatencyProbe, "ratio",
+    monkeypatch.setattr(LatencyProbe, "ratio",
                         lambda self, cand: (count_macs_params(cand, (3, 32, 32))[0]
                                             / base_macs) ** 0.7)
     recipe = {**tiny_recipe_dict,

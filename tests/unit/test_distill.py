@@ -8,13 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from deploykit.cifar_resnet import resnet20
-from deploykit.distill.objective import DistillObjective
-from deploykit.distill.taps import FeatureTaps, default_taps, resolve_taps
-from deploykit.distill.teacher import Teacher
+from deploykit.distill import DistillObjective, FeatureTaps, Teacher, default_taps, resolve_taps
 from deploykit.errors import RecipeError
-from deploykit.recipe import parse_recipe
-from deploykit.stage_specs import DistillSpec
+from deploykit.models.cifar_resnet import resnet20
+from deploykit.recipe import DistillSpec, parse_recipe
 
 
 def _pruned_student(seed: int = 1) -> nn.Module:

@@ -107,7 +107,7 @@ def test_kd_loss_fn_mixes_ce_and_kd_against_a_folded_copy_of_the_teacher():
     the caller's teacher left as it was (mode, gradients)."""
     import torch.nn.functional as F
 
-    from deploykit.kd import kd_loss_fn
+    from deploykit.distill import kd_loss_fn
     from deploykit.models import build_model
     from deploykit.recipe import ModelSpec
 

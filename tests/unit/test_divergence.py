@@ -8,12 +8,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from deploykit.bench.divergence import find_divergence, module_outputs
-from deploykit.bench.parity import check_parity
-from deploykit.bench.runners import OrtRunner, TorchRunner
-from deploykit.cifar_resnet import resnet20
+from deploykit.bench import check_parity, find_divergence, module_outputs
 from deploykit.errors import ParityError
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
+from deploykit.models.cifar_resnet import resnet20
+from deploykit.runtimes import OrtRunner, TorchRunner
 
 
 @pytest.fixture(scope="module")

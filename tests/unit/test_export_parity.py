@@ -6,12 +6,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from deploykit.bench.parity import check_parity, compare_outputs
-from deploykit.bench.runners import OrtRunner, TorchRunner
+from deploykit.bench import check_parity, compare_outputs
 from deploykit.errors import ParityError
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
 from deploykit.models import build_model
 from deploykit.recipe import ModelSpec
+from deploykit.runtimes import OrtRunner, TorchRunner
 
 
 @pytest.fixture(scope="module")

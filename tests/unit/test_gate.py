@@ -10,7 +10,7 @@ from report_factory import make_report
 from deploykit.cli import main
 from deploykit.errors import DeployKitError
 from deploykit.gate import evaluate_gates, junit_xml
-from deploykit.gate_spec import GateSpec
+from deploykit.recipe import GateSpec
 
 
 def _gate(report, baseline=None, **kw):

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from deploykit.bench.gpu import cuda_event_ms, engine_cache_key
-from deploykit.bench.parity import check_parity
-from deploykit.bench.runners import OrtRunner, TorchRunner, make_runner
-from deploykit.cifar_resnet import resnet20
+from deploykit.bench import check_parity
 from deploykit.errors import BackendUnavailableError
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
+from deploykit.models.cifar_resnet import resnet20
+from deploykit.runtimes import OrtRunner, TorchRunner, cuda_event_ms, engine_cache_key, make_runner
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -82,7 +81,7 @@ def test_gpu_runtime_without_a_gpu_is_a_clear_error(runtime, model_and_onnx):
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the error raised when TensorRT is missing")
 def test_missing_tensorrt_names_the_extra(monkeypatch, model_and_onnx):
-    from deploykit.bench import gpu
+    from deploykit.runtimes import gpu
 
     monkeypatch.setattr(gpu, "require_cuda", lambda what: None)
     with pytest.raises(BackendUnavailableError, match=r'pip install "deploykit\[tensorrt\]"'):
@@ -103,7 +102,7 @@ def test_missing_onnxruntime_gpu_provider_names_the_extra(model_and_onnx):
                          [("fp32", False, False, 1e-2), ("fp16", True, False, 5e-2),
                           ("fp32", True, True, 1e-2)])
 def test_torch_cuda_runner_matches_cpu(model_and_onnx, precision, channels_last, graphs, tol):
-    from deploykit.bench.gpu import TorchCudaRunner
+    from deploykit.runtimes import TorchCudaRunner
 
     model, _, x = model_and_onnx
     import copy
@@ -127,7 +126,7 @@ def test_onnxruntime_cuda_provider_matches_cpu(model_and_onnx):
 
 @needs_trt
 def test_tensorrt_engine_builds_matches_and_is_cached(model_and_onnx, tmp_path):
-    from deploykit.bench.gpu import TensorRTRunner
+    from deploykit.runtimes import TensorRTRunner
 
     model, path, x = model_and_onnx
     first = TensorRTRunner(path, cache_dir=tmp_path, max_batch=8)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.bench.latency import summarize, time_alternating
+from deploykit.bench import summarize, time_alternating
 
 
 def test_summarize_percentiles_and_throughput():
@@ -85,7 +85,7 @@ def test_stopping_rule_keeps_going_while_noisy_then_hits_the_cap_or_budget():
 
 
 def test_median_interval_covers_the_true_median_about_95_percent_of_the_time():
-    from deploykit.bench.latency import median_ci
+    from deploykit.bench import median_ci
 
     rng = np.random.default_rng(2)
     hits = 0
@@ -105,9 +105,9 @@ def test_ort_runner_median_agrees_with_a_plain_session_loop(tmp_path):
 
     import torch
 
-    from deploykit.bench.runners import OrtRunner
-    from deploykit.cifar_resnet import resnet20
-    from deploykit.export.onnx import export_onnx
+    from deploykit.export import export_onnx
+    from deploykit.models.cifar_resnet import resnet20
+    from deploykit.runtimes import OrtRunner
 
     torch.manual_seed(0)
     path = export_onnx(resnet20().eval(), (3, 32, 32), tmp_path / "m.onnx")
@@ -136,9 +136,9 @@ def test_ort_runner_threads_stop_spinning_after_each_run(tmp_path):
     """Sessions timed alternately in one process must not leave worker threads spinning on the
     cores the next session needs (measured on the 2-core machine: 2-4x inflated medians)."""
 
-    from deploykit.bench.runners import OrtRunner
-    from deploykit.cifar_resnet import resnet20
-    from deploykit.export.onnx import export_onnx
+    from deploykit.export import export_onnx
+    from deploykit.models.cifar_resnet import resnet20
+    from deploykit.runtimes import OrtRunner
 
     path = export_onnx(resnet20().eval(), (3, 32, 32), tmp_path / "m.onnx")
     opts = OrtRunner(path, threads=2).session.get_session_options()

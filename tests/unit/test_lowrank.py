@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from deploykit import lowrank
-from deploykit.bench.cost import count_macs_params
-from deploykit.cifar_resnet import resnet20
 from deploykit.errors import RecipeError
+from deploykit.models import count_macs_params
+from deploykit.models.cifar_resnet import resnet20
 from deploykit.recipe import parse_recipe
 
 
@@ -88,9 +88,9 @@ def test_layers_that_would_not_save_macs_are_left_alone_and_reported():
 
 @pytest.mark.parametrize("method", ["svd", "tucker2"])
 def test_macs_ratio_target_and_rebuild_and_onnx_parity(method, tmp_path):
-    from deploykit.bench.parity import check_parity
-    from deploykit.bench.runners import OrtRunner, TorchRunner
-    from deploykit.export.onnx import export_onnx
+    from deploykit.bench import check_parity
+    from deploykit.export import export_onnx
+    from deploykit.runtimes import OrtRunner, TorchRunner
 
     torch.manual_seed(0)
     model = resnet20().eval()

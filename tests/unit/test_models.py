@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit.bench.cost import count_macs_params
 from deploykit.errors import CheckpointError, ModelError
 from deploykit.models import (
     build_model,
+    count_macs_params,
     find_first_last,
     load_checkpoint,
     load_weights,
@@ -65,7 +65,7 @@ def test_unknown_models_are_clear_errors():
 
 
 def test_factory_models_are_called_with_num_classes():
-    spec = parse_model_ref("deploykit.cifar_resnet:resnet20", num_classes=3)
+    spec = parse_model_ref("deploykit.models.cifar_resnet:resnet20", num_classes=3)
     assert spec.source == "factory"
     assert build_model(spec).fc.out_features == 3
     assert parse_model_ref("torchvision:resnet18").source == "torchvision"

@@ -8,16 +8,20 @@ import torch
 import torchvision
 from torch import nn
 
-from deploykit.arch import replay_pruning
-from deploykit.bench.cost import count_macs_params
-from deploykit.bench.parity import check_parity
-from deploykit.bench.runners import OrtRunner, TorchRunner
+from deploykit.bench import check_parity
 from deploykit.errors import RecipeError
-from deploykit.export.onnx import export_onnx
-from deploykit.models import build_model, find_first_last, make_checkpoint, restore_checkpoint
-from deploykit.recipe import ModelSpec, parse_recipe
-from deploykit.stage_specs import PruneSpec
-from deploykit.stages.prune import check, prune_to_macs
+from deploykit.export import export_onnx
+from deploykit.models import (
+    build_model,
+    count_macs_params,
+    find_first_last,
+    make_checkpoint,
+)
+from deploykit.prune import prune_to_macs, replay_pruning
+from deploykit.recipe import ModelSpec, PruneSpec, parse_recipe
+from deploykit.restore import restore_checkpoint
+from deploykit.runtimes import OrtRunner, TorchRunner
+from deploykit.stages.prune import check
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +103,7 @@ def test_two_round_history_replays(tmp_path):
 
 @pytest.mark.parametrize("importance", ["l2", "bn_scale", "taylor", "group_norm", "random"])
 def test_every_importance_criterion_prunes(importance):
-    from deploykit.stages.prune import prune_model
+    from deploykit.prune import prune_model
 
     model, shape = _model("resnet20")
     spec = PruneSpec(importance=importance, target={"ratio": 0.5})
@@ -111,7 +115,7 @@ def test_every_importance_criterion_prunes(importance):
 
 
 def test_random_and_l1_choose_different_channels():
-    from deploykit.stages.prune import prune_model
+    from deploykit.prune import prune_model
 
     a, shape = _model("resnet20")
     b = copy.deepcopy(a)

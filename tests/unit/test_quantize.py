@@ -9,15 +9,21 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from deploykit.bench.runners import OrtRunner
 from deploykit.errors import ModelError
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
 from deploykit.models import build_model, find_first_last, parse_model_ref
-from deploykit.quant.prepare import compute_layers, prepare, resolve_keep_float
-from deploykit.quant.scheme import SCHEMES
-from deploykit.quant.sensitivity import layer_sensitivity
-from deploykit.stage_specs import QuantizeSpec
-from deploykit.stages.quantize import Fp16Model, build_quantized, check
+from deploykit.quant import (
+    SCHEMES,
+    Fp16Model,
+    build_quantized,
+    compute_layers,
+    layer_sensitivity,
+    prepare,
+    resolve_keep_float,
+)
+from deploykit.recipe import QuantizeSpec
+from deploykit.runtimes import OrtRunner
+from deploykit.stages.quantize import check
 
 SHAPE = (3, 32, 32)
 

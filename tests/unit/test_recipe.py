@@ -6,7 +6,7 @@ import pytest
 
 from deploykit.errors import RecipeError
 from deploykit.recipe import (
-    STAGE_ORDER_RULES,
+    STAGE_KINDS,
     Recipe,
     check_stage_order,
     load_recipe,
@@ -56,7 +56,7 @@ def test_unknown_stage_kind_lists_known_kinds():
 
 
 def test_stage_order_rules_are_data_and_enforced():
-    kinds = {r.kind for r in STAGE_ORDER_RULES}
+    kinds = {k for k, rule in STAGE_KINDS.items() if rule.after or rule.last}
     assert {"distill", "quantize"} <= kinds
     check_stage_order(["prune", "distill", "quantize"])
     with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: 'quantize' must be the last"):

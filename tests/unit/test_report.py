@@ -8,8 +8,10 @@ from deploykit.report import SCHEMA_VERSION, CandidateReport, LatencyRecord, Rep
 
 
 def _report() -> Report:
-    lat = LatencyRecord("onnxruntime", "cpu", "fp32", 1, 2, 50, 1.0, 1.2, 1.5, 1.05, 0.1, 0.9,
-                        1.6, 1000.0, 1.0)
+    lat = LatencyRecord(runtime="onnxruntime", device="cpu", precision="fp32", batch=1, threads=2,
+                        iterations=50, p50_ms=1.0, p90_ms=1.2, p99_ms=1.5, mean_ms=1.05,
+                        std_ms=0.1, min_ms=0.9, max_ms=1.6, throughput_ips=1000.0,
+                        speedup_vs_baseline=1.0)
     base = CandidateReport("baseline", "fp32", 41_000_000, 270_000, "baseline.onnx", 1_100_000,
                            {"onnxruntime-cpu": 91.5, "torch-cpu": 91.5}, {}, 0.0,
                            {"max_abs_error": 1e-6}, [lat])
@@ -53,8 +55,7 @@ def test_gpu_device_time_gets_its_own_column_only_when_measured():
 
     import numpy as np
 
-    from deploykit.bench.suite import _device_p50
-    from deploykit.recipe import BenchSpec
+    from deploykit.bench import device_p50_ms
 
     assert "device p50" not in _report().to_markdown()   # CPU only: no empty column
     r = _report()
@@ -70,12 +71,13 @@ def test_gpu_device_time_gets_its_own_column_only_when_measured():
             return [1.0, 3.0, 2.0, 5.0, 4.0][:iterations]
 
     x = np.zeros((1, 3, 8, 8), np.float32)
-    assert _device_p50(FakeGpuRunner(), x, BenchSpec(iterations=5)) == 3.0
-    assert _device_p50(object(), x, BenchSpec()) is None   # CPU runners: no device time
+    assert device_p50_ms(FakeGpuRunner(), x, iterations=5, warmup=10) == 3.0
+    # CPU runners: no device time
+    assert device_p50_ms(object(), x, iterations=50, warmup=10) is None
 
 
 def test_machine_line_names_the_cpu_int8_features():
-    from deploykit.bench.env import cpu_int8_features
+    from deploykit.bench import cpu_int8_features
     from deploykit.report import summary_lines
 
     intel = ["processor\t: 0\n", "model name\t: Xeon\n",

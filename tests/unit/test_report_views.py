@@ -12,11 +12,17 @@ import pytest
 from report_factory import latency, make_report
 
 from deploykit.cli import main
-from deploykit.compare import compare_reports
-from deploykit.plot import ParetoPoint, pareto_frontier, pareto_panels, render_pareto
-from deploykit.report import CSV_COLUMNS
-from deploykit.report_files import REPORT_FILES, write_report_files
-from deploykit.report_html import to_html
+from deploykit.report import (
+    CSV_COLUMNS,
+    REPORT_FILES,
+    ParetoPoint,
+    compare_reports,
+    pareto_frontier,
+    pareto_panels,
+    render_pareto,
+    to_html,
+    write_report_files,
+)
 
 
 def _three_candidates():

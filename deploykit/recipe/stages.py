@@ -1,4 +1,4 @@
-"""Settings of each compression stage, registered by ``kind`` for the recipe loader.
+"""Settings of each compression stage, and :data:`STAGE_KINDS`: the one registry of stage kinds.
 
 Kept apart from the stage code so that loading a recipe never imports torch-pruning,
 ONNX Runtime or any other heavy dependency.
@@ -6,14 +6,16 @@ ONNX Runtime or any other heavy dependency.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from deploykit.spec_base import StageSpec, Strict, TrainSpec, register_stage_spec
+from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 
 __all__ = [
+    "STAGE_KINDS",
     "CalibrationSpec",
     "DistillSpec",
     "LossWeights",
@@ -25,8 +27,10 @@ __all__ = [
     "RankSpec",
     "SensitivitySpec",
     "SparsitySpec",
+    "StageKind",
     "TeacherSpec",
 ]
+
 
 class PruneTarget(Strict):
     """Exactly one of: ``ratio`` (fraction of channels removed), ``macs_ratio`` (fraction of
@@ -60,7 +64,6 @@ class SparsitySpec(Strict):
     lr: float = Field(0.05, gt=0)
 
 
-@register_stage_spec("prune")
 class PruneSpec(StageSpec):
     """Structured channel pruning with torch-pruning (DepGraph).
 
@@ -127,7 +130,6 @@ class SensitivitySpec(Strict):
     samples: int = Field(1000, ge=16)
 
 
-@register_stage_spec("quantize")
 class QuantizeSpec(StageSpec):
     """INT8 quantization to an ONNX model with explicit QuantizeLinear/DequantizeLinear.
 
@@ -187,7 +189,6 @@ def _function_matching_train() -> TrainSpec:
                      grad_clip=1.0)
 
 
-@register_stage_spec("distill")
 class DistillSpec(StageSpec):
     """Recover the compressed model's accuracy with the original model as teacher.
 
@@ -257,7 +258,6 @@ class RankSpec(Strict):
         return self
 
 
-@register_stage_spec("lowrank")
 class LowRankSpec(StageSpec):
     """Low-rank factorisation of convolutions and linear layers (tensorly for Tucker-2).
 
@@ -274,3 +274,27 @@ class LowRankSpec(StageSpec):
     layers: list[str] = ["*"]
     keep: list[str] = ["first", "last"]
     finetune: TrainSpec | None = None
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A stage kind: its settings model and where it may stand in ``stages``.
+
+    The stage's code is the module ``deploykit.stages.<kind>``. ``after``: the kind must come
+    after at least one of these; ``last``: it must be the last stage; ``why`` says why.
+    """
+
+    spec: type[StageSpec]
+    after: tuple[str, ...] = ()
+    last: bool = False
+    why: str = ""
+
+
+STAGE_KINDS: dict[str, StageKind] = {
+    "prune": StageKind(PruneSpec),
+    "lowrank": StageKind(LowRankSpec),
+    "distill": StageKind(DistillSpec, after=("prune", "lowrank"),
+                         why="distillation recovers accuracy lost by a compression stage"),
+    "quantize": StageKind(QuantizeSpec, last=True,
+                          why="quantize produces the INT8 artifact; no float stage can follow it"),
+}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["STAGE_SPECS", "StageSpec", "Strict", "TrainSpec", "register_stage_spec"]
+__all__ = ["StageSpec", "Strict", "TrainSpec"]
 
 
 class Strict(BaseModel):
@@ -35,20 +35,3 @@ class StageSpec(Strict):
     """Base of every stage's settings; ``kind`` selects the stage."""
 
     kind: str
-
-
-STAGE_SPECS: dict[str, type[StageSpec]] = {}
-
-
-def register_stage_spec(kind: str) -> Any:
-    """Class decorator registering a stage's settings model under ``kind`` (no duplicates)."""
-
-    def deco(cls: type[StageSpec]) -> type[StageSpec]:
-        if kind in STAGE_SPECS:
-            raise ValueError(f"stage kind {kind!r} is already registered")
-        STAGE_SPECS[kind] = cls
-        return cls
-
-    return deco
-
-

@@ -1,7 +1,7 @@
 """The run report: plain dataclasses with units in key names, JSON round-trip, Markdown table.
 
-This module is a leaf (it imports nothing from deploykit) so that measurement code can fill
-it and any tool can read a ``report.json`` back without the rest of the package.
+Its latency records extend the timing statistics of :mod:`deploykit.bench.latency`, so a
+figure goes from the timer to the report without being copied field by field.
 """
 
 from __future__ import annotations
@@ -11,35 +11,31 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deploykit.bench import LatencyStats
+from deploykit.progress import Table
+
 __all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
-           "report_tables", "summary_lines"]
+           "report_tables", "summary_lines", "summary_table"]
 
 SCHEMA_VERSION = 1
 
 
-@dataclass
-class LatencyRecord:
-    """One latency figure; always names runtime, device, precision, batch and threads."""
+@dataclass(kw_only=True)
+class LatencyRecord(LatencyStats):
+    """One latency figure: the timing statistics (:class:`~deploykit.bench.LatencyStats`)
+    labelled with what was timed; always names runtime, device, precision, batch and threads."""
 
     runtime: str
     device: str
     precision: str
-    batch: int
     threads: int
-    iterations: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    throughput_ips: float
     speedup_vs_baseline: float | None = None
-    p50_ci_low_ms: float | None = None  # 95% bootstrap interval of p50: the timing noise
-    p50_ci_high_ms: float | None = None
-    stop_reason: str | None = None      # which timing rule ended it (see BenchSpec)
     device_p50_ms: float | None = None  # GPU runtimes: compute alone (CUDA events, input resident)
+
+    @classmethod
+    def from_stats(cls, stats: LatencyStats, **labels: Any) -> LatencyRecord:
+        """A record from timing ``stats`` plus the labels (``runtime``, ``device``, ...)."""
+        return cls(**asdict(stats), **labels)
 
     @property
     def key(self) -> str:
@@ -95,6 +91,7 @@ class Report:
     recipe: dict[str, Any] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[CandidateReport] = field(default_factory=list)
+    gate: dict[str, Any] | None = None  # the recipe's gates checked at the end of the run
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,17 +173,6 @@ def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
-@dataclass(frozen=True)
-class Table:
-    """A titled table of already formatted cells; Markdown and HTML both render these."""
-
-    title: str
-    headers: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-    note: str = ""
-    numeric_from: int = 1  # columns at or after this index are right-aligned
-
-
 def summary_lines(r: Report) -> list[str]:
     """Run identity and machine, one fact per line."""
     env = r.environment
@@ -197,6 +183,20 @@ def summary_lines(r: Report) -> list[str]:
         f"{env.get('threads')}, GPU {env.get('gpu') or 'none'}; {env.get('os', '')}",
         "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
     ]
+
+
+def summary_table(r: Report) -> Table:
+    """One line per candidate: MACs, artifact top-1 and its change, ORT CPU latency at batch 1."""
+    rows = []
+    for c in r.candidates:
+        ort1 = c.latency_at("onnxruntime-cpu", 1)
+        speedup = None if ort1 is None else ort1.speedup_vs_baseline
+        rows.append((c.name, f"{c.macs / 1e6:.2f}", _fmt(c.artifact_top1_pct()),
+                     _fmt(c.delta_top1_pts, "+.2f"), _fmt(getattr(ort1, "p50_ms", None), ".3f"),
+                     _fmt(speedup, ".2f", "x")))
+    return Table(f"deploykit: {r.recipe_name}",
+                 ("candidate", "MACs (M)", "top-1 ORT (%)", "Δ (pts)", "ORT p50 b1 (ms)",
+                  "speed-up b1"), rows)
 
 
 def report_tables(r: Report) -> list[Table]:

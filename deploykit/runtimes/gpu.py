@@ -22,7 +22,7 @@ from torch import nn
 
 from deploykit.errors import BackendUnavailableError
 
-__all__ = ["TensorRTRunner", "TorchCudaRunner", "engine_cache_key", "require_cuda"]
+__all__ = ["TensorRTRunner", "TorchCudaRunner", "cuda_event_ms", "engine_cache_key", "require_cuda"]
 
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -162,7 +162,7 @@ class TensorRTRunner:
             self.cache_hit = True
         else:
             serialized = self._build(onnx_bytes, max_batch, workspace_gb)
-            from deploykit._io import write_with
+            from deploykit.atomic import write_with
 
             write_with(self.engine_path, lambda p: p.write_bytes(serialized))
             self.cache_hit = False

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit.report import Report
+from deploykit.atomic import write_with
+from deploykit.report.model import Report
 
 __all__ = ["ParetoPoint", "pareto_frontier", "pareto_panels", "render_pareto", "save_pareto"]
 
@@ -93,7 +94,5 @@ def render_pareto(report: Report):
 
 def save_pareto(report: Report, path: str | Path) -> Path:
     """Render and write the plot as PNG (atomically)."""
-    from deploykit._io import write_with
-
     fig = render_pareto(report)
     return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -2,7 +2,7 @@
 
 ``torch-cpu`` runs the PyTorch module; ``onnxruntime-cpu`` runs the exported ONNX file in ONNX
 Runtime's CPU execution provider. Thread counts are fixed per runner and recorded. The GPU
-runtimes are built by :func:`make_runner` from :mod:`deploykit.bench.gpu`.
+runtimes are built by :func:`make_runner` from :mod:`deploykit.runtimes.gpu`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from deploykit.errors import BackendUnavailableError
+from deploykit.recipe import RUNTIMES
 
-__all__ = ["RUNTIMES", "OrtRunner", "Runner", "TorchRunner", "make_runner"]
+__all__ = ["OrtRunner", "Runner", "TorchRunner", "make_runner"]
 
 
 class Runner(Protocol):
@@ -91,8 +92,6 @@ class OrtRunner:
         return dict(zip(names, outs, strict=True))
 
 
-RUNTIMES = ("torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
-            "onnxruntime-tensorrt", "tensorrt")
 _ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider",
                   "onnxruntime-cuda": "CUDAExecutionProvider",
                   "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
@@ -100,10 +99,10 @@ _ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider",
 
 def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | None = None,
                 threads: int = 2, precision: str = "fp32", max_batch: int = 64) -> Runner:
-    """Build the runner named ``runtime`` (one of :data:`RUNTIMES`).
+    """Build the runner named ``runtime`` (one of :data:`deploykit.recipe.RUNTIMES`).
 
     GPU runtimes (``torch-cuda``, ``onnxruntime-cuda``/``-tensorrt`` with onnxruntime-gpu,
-    ``tensorrt`` with the TensorRT package) live in :mod:`deploykit.bench.gpu`.
+    ``tensorrt`` with the TensorRT package) live in :mod:`deploykit.runtimes.gpu`.
 
     Raises:
         BackendUnavailableError: unknown runtime, a missing package or GPU (naming what to
@@ -112,7 +111,7 @@ def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | 
     if runtime == "torch-cuda":
         if model is None:
             raise BackendUnavailableError("runtime torch-cuda needs the PyTorch model")
-        from deploykit.bench.gpu import TorchCudaRunner
+        from deploykit.runtimes.gpu import TorchCudaRunner
 
         torch_precision = "fp16" if precision == "fp16" else "fp32"   # int8: its simulation
         return TorchCudaRunner(model, torch_precision)
@@ -123,7 +122,7 @@ def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | 
     if runtime == "tensorrt":
         if onnx_path is None:
             raise BackendUnavailableError("runtime tensorrt needs an exported ONNX file")
-        from deploykit.bench.gpu import TensorRTRunner
+        from deploykit.runtimes.gpu import TensorRTRunner
 
         return TensorRTRunner(onnx_path, precision, max_batch)
     if runtime == "torch-cpu":

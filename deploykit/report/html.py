@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from deploykit.report import Report, Table, report_tables, summary_lines
+from deploykit.report.model import Report, Table, report_tables, summary_lines
 
 __all__ = ["to_html"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HistoryRound", "fix_pruned_attributes", "layer_widths", "replay_pruning"]
+__all__ = ["HistoryRound", "fix_pruned_attributes", "replay_pruning"]
 
 HistoryRound = list[list[Any]]
 
@@ -45,14 +45,3 @@ def replay_pruning(model: nn.Module, history: list[HistoryRound],
         graph.load_pruning_history([(str(n), bool(o), [int(i) for i in idx]) for n, o, idx in rnd])
         fix_pruned_attributes(model)
     return model
-
-
-def layer_widths(model: nn.Module) -> dict[str, int]:
-    """Output width of every conv and linear layer (channels or features)."""
-    widths = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            widths[name] = m.out_channels
-        elif isinstance(m, nn.Linear):
-            widths[name] = m.out_features
-    return widths

@@ -7,19 +7,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploykit.arch import layer_widths
-from deploykit.bench.accuracy import runner_accuracy
-from deploykit.bench.cost import count_macs_params, file_size_bytes
-from deploykit.bench.divergence import find_divergence
-from deploykit.bench.latency import time_alternating
-from deploykit.bench.parity import check_parity
-from deploykit.bench.runners import Runner, make_runner
+from deploykit.bench import (
+    check_parity,
+    device_p50_ms,
+    find_divergence,
+    runner_accuracy,
+    time_alternating,
+)
 from deploykit.data import Loaders
 from deploykit.errors import ParityError
-from deploykit.export.onnx import export_onnx
+from deploykit.export import export_onnx
+from deploykit.models import count_macs_params, file_size_bytes, layer_widths
 from deploykit.progress import log
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord
+from deploykit.runtimes import Runner, make_runner
 from deploykit.state import Candidate
 
 __all__ = ["measure_candidates", "parity_batches"]
@@ -116,14 +118,6 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
     return reports
 
 
-def _device_p50(runner: Runner, x: np.ndarray, bench: BenchSpec) -> float | None:
-    """GPU runners: the median device-only time (CUDA events), beside the end-to-end figure."""
-    device_ms = getattr(runner, "device_ms", None)
-    if device_ms is None:
-        return None
-    return float(np.median(device_ms(x, iterations=bench.iterations, warmup=bench.warmup)))
-
-
 def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Runner]],
                  input_shape: tuple[int, int, int], bench: BenchSpec, seed: int) -> None:
     by_name = {r.name: r for r in reports}
@@ -141,11 +135,8 @@ def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Ru
             base_p50 = stats[reports[0].name].p50_ms
             for name, st in stats.items():
                 r = runners[name][rt]
-                by_name[name].latency.append(LatencyRecord(
-                    runtime=r.runtime, device=r.device, precision=r.precision, batch=batch,
-                    threads=r.threads, iterations=st.iterations, p50_ms=st.p50_ms,
-                    p90_ms=st.p90_ms, p99_ms=st.p99_ms, mean_ms=st.mean_ms, std_ms=st.std_ms,
-                    min_ms=st.min_ms, max_ms=st.max_ms, throughput_ips=st.throughput_ips,
+                by_name[name].latency.append(LatencyRecord.from_stats(
+                    st, runtime=r.runtime, device=r.device, precision=r.precision,
+                    threads=r.threads,
                     speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None,
-                    p50_ci_low_ms=st.p50_ci_low_ms, p50_ci_high_ms=st.p50_ci_high_ms,
-                    stop_reason=st.stop_reason, device_p50_ms=_device_p50(r, x, bench)))
+                    device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup)))

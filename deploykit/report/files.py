@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploykit._io import write_text
+from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
-from deploykit.report import Report
+from deploykit.report.html import to_html
+from deploykit.report.model import Report
+from deploykit.report.plot import save_pareto
 
-__all__ = ["REPORT_FILES", "load_report", "write_report_files"]
+__all__ = ["REPORT_FILES", "load_report", "rewrite_report_files", "write_report_files"]
 
 
 def load_report(path: str | Path, what: str = "report") -> Report:
@@ -41,9 +43,6 @@ def write_report_files(report: Report, out_dir: str | Path, write_json: bool = T
     ``write_json=False`` regenerates the other views from an existing ``report.json`` without
     touching it.
     """
-    from deploykit.plot import save_pareto
-    from deploykit.report_html import to_html
-
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     if write_json:
@@ -54,3 +53,16 @@ def write_report_files(report: Report, out_dir: str | Path, write_json: bool = T
     paths["report.html"] = write_text(out / "report.html",
                                       to_html(report, paths["pareto.png"].read_bytes()))
     return paths
+
+
+def rewrite_report_files(report: str | Path, output: str | Path | None = None) -> dict[str, Path]:
+    """Re-render every view of a ``report.json`` (or run folder): beside it, leaving the JSON as
+    it is, or into ``output`` with a copy of the JSON. The ``deploykit report`` command.
+
+    Raises:
+        DeployKitError: the report is missing or unreadable.
+    """
+    src = Path(report)
+    loaded = load_report(src)
+    out = Path(output) if output is not None else (src if src.is_dir() else src.parent)
+    return write_report_files(loaded, out, write_json=output is not None)

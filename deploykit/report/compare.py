@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.report import CandidateReport, Report, Table
+from deploykit.report.model import CandidateReport, Report, Table
 
 __all__ = ["compare_reports"]
 

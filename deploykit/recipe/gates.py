@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from deploykit.spec_base import Strict
+from deploykit.recipe.base import Strict
 
 __all__ = ["GateSpec", "LatencyAt", "MetricAt"]
 

@@ -1,0 +1,33 @@
+"""Models: building them from a recipe, checkpoints, cost (MACs, params, size), the CIFAR nets.
+
+Restoring a *compressed* checkpoint (replaying its pruning or factorisation) needs the
+technique packages, so it lives one layer up, in :func:`deploykit.restore.load_model`.
+"""
+
+from deploykit.models.build import BUILTIN_MODELS, build_model, parse_model_ref
+from deploykit.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    load_weights,
+    make_checkpoint,
+)
+from deploykit.models.cost import count_macs_params, file_size_bytes
+from deploykit.models.layers import compute_layers_in_order, find_first_last, layer_widths
+from deploykit.models.summary import ModelSummary, summarize_model
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "CHECKPOINT_FORMAT",
+    "ModelSummary",
+    "build_model",
+    "compute_layers_in_order",
+    "count_macs_params",
+    "file_size_bytes",
+    "find_first_last",
+    "layer_widths",
+    "load_checkpoint",
+    "load_weights",
+    "make_checkpoint",
+    "parse_model_ref",
+    "summarize_model",
+]

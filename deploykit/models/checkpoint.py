@@ -1,0 +1,85 @@
+"""Checkpoints: deploykit's portable format, safe loading, and weights with errors to act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploykit.errors import CheckpointError
+
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_weights", "make_checkpoint"]
+
+CHECKPOINT_FORMAT = "deploykit.checkpoint.v1"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file safely (``weights_only=True``).
+
+    Accepts deploykit checkpoints (``{"format", "state_dict", "arch"}``) and plain state dicts.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files
+        raise CheckpointError(
+            f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            "deploykit loads checkpoints with weights_only=True: save a state_dict "
+            "(torch.save(model.state_dict(), path)), not a pickled model") from None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return {"format": CHECKPOINT_FORMAT, "state_dict": obj["state_dict"], "arch": {}}
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"format": CHECKPOINT_FORMAT, "state_dict": obj, "arch": {}}
+    raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__}); save "
+                          "model.state_dict()")
+
+
+def make_checkpoint(model: nn.Module, arch: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The portable checkpoint deploykit writes: plain tensors and data, no pickled classes."""
+    return {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(),
+            "arch": arch or {}, "meta": meta or {}}
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                 num_classes: int, last_name: str | None = None) -> nn.Module:
+    """Load ``state_dict`` into ``model`` with errors a user can act on.
+
+    Raises:
+        CheckpointError: class-count mismatch, missing/unexpected keys or shape mismatches.
+    """
+    own = model.state_dict()
+    if last_name is not None:
+        key = f"{last_name}.weight"
+        if key in state_dict and key in own and state_dict[key].shape[0] != own[key].shape[0]:
+            raise CheckpointError(
+                f"{source}: the checkpoint's classifier ({last_name}) has "
+                f"{state_dict[key].shape[0]} classes but model.num_classes is {num_classes}; "
+                f"set model.num_classes: {state_dict[key].shape[0]} or use a checkpoint trained "
+                f"on {num_classes} classes")
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shape_bad = [k for k in own.keys() & state_dict.keys() if own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shape_bad:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shape_bad:
+            k = shape_bad[0]
+            parts.append(f"shape mismatch at {k}: checkpoint {tuple(state_dict[k].shape)} vs "
+                         f"model {tuple(own[k].shape)}")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model ({'; '.join(parts)}); "
+                              "check model.source/name, or whether it was saved after pruning")
+    model.load_state_dict(state_dict)
+    return model

@@ -1,0 +1,21 @@
+"""Structured channel pruning (torch-pruning's DepGraph) and the pruned architecture as data."""
+
+from deploykit.prune.history import HistoryRound, fix_pruned_attributes, replay_pruning
+from deploykit.prune.pruner import (
+    ignored_layer_names,
+    macs_for_latency,
+    make_pruner,
+    prune_model,
+    prune_to_macs,
+)
+
+__all__ = [
+    "HistoryRound",
+    "fix_pruned_attributes",
+    "ignored_layer_names",
+    "macs_for_latency",
+    "make_pruner",
+    "prune_model",
+    "prune_to_macs",
+    "replay_pruning",
+]

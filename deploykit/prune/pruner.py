@@ -1,0 +1,172 @@
+"""Structured channel pruning over torch-pruning's DepGraph: criteria, rounds and MACs targets.
+
+Channels are physically removed (DepGraph keeps residual adds, concatenations and depthwise
+convolutions consistent), so the exported ONNX model is smaller. :func:`prune_to_macs` bisects
+torch-pruning's ratio until the pruned MACs land on a target; :func:`macs_for_latency` bisects
+that target on a measured latency ratio, which the caller supplies (see
+:class:`deploykit.bench.LatencyProbe`).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deploykit.errors import RecipeError
+from deploykit.models import count_macs_params
+from deploykit.progress import log
+from deploykit.prune.history import HistoryRound, fix_pruned_attributes
+from deploykit.recipe import PruneSpec
+
+__all__ = ["ignored_layer_names", "macs_for_latency", "make_pruner", "prune_model",
+           "prune_to_macs"]
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+_BISECT_STEPS = 10
+
+
+def ignored_layer_names(model: nn.Module, spec: PruneSpec, classifier: str) -> list[str]:
+    """Names of the classifier plus every module matching a pattern of ``spec.ignored``.
+
+    Raises:
+        RecipeError: a pattern matches no module.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    chosen = {classifier}
+    for pattern in spec.ignored:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise RecipeError(f"stages[prune].ignored: pattern {pattern!r} matches no module; "
+                              f"module names look like {names[:3]} "
+                              "(see deploykit inspect MODEL)")
+        chosen.update(hits)
+    return sorted(chosen)
+
+
+def _round_to(model: nn.Module, round_to: int | None) -> int | None:
+    heads = [m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not heads:
+        return round_to
+    return math.lcm(round_to or 1, *heads)  # keep embed dims divisible by the head count
+
+
+def make_pruner(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
+                ignored: list[nn.Module], ratio: float, reg: float = 1e-4) -> Any:
+    """torch-pruning's pruner for ``spec.importance`` at ``ratio``; ``reg`` is the strength of
+    the sparsity regulariser of ``bn_scale`` and ``group_norm`` (``pruner.regularize``)."""
+    import torch_pruning as tp
+
+    imp = tp.importance
+    importance = {
+        "l1": lambda: imp.GroupMagnitudeImportance(p=1),
+        "l2": lambda: imp.GroupMagnitudeImportance(p=2),
+        "bn_scale": imp.BNScaleImportance,
+        "taylor": imp.GroupTaylorImportance,
+        "group_norm": lambda: imp.GroupMagnitudeImportance(p=2),
+        "random": imp.RandomImportance,
+    }[spec.importance]()
+    kwargs: dict[str, Any] = {
+        "importance": importance, "pruning_ratio": ratio, "global_pruning": spec.global_ranking,
+        "max_pruning_ratio": spec.max_layer_ratio, "ignored_layers": ignored,
+        "round_to": _round_to(model, spec.round_to),
+    }
+    mha = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    if mha:
+        kwargs.update(num_heads=mha, prune_head_dims=True, prune_num_heads=False)
+    if spec.importance == "bn_scale":
+        return tp.pruner.BNScalePruner(model, example, reg=reg, **kwargs)
+    if spec.importance == "group_norm":
+        return tp.pruner.GroupNormPruner(model, example, reg=reg, **kwargs)
+    return tp.pruner.BasePruner(model, example, **kwargs)
+
+
+def _taylor_grads(model: nn.Module, batches: Batches) -> None:
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    for x, y in batches:
+        F.cross_entropy(model(x), y).backward()
+
+
+def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
+                ignored_names: list[str], ratio: float, grad_batches: Batches | None = None
+                ) -> HistoryRound:
+    """Prune ``model`` in place at torch-pruning ``ratio``; return the round's history."""
+    ignored = [model.get_submodule(n) for n in ignored_names]
+    pruner = make_pruner(model, example, spec, ignored, ratio)
+    if spec.importance == "taylor":
+        _taylor_grads(model, grad_batches or [])
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    fix_pruned_attributes(model)
+    return [[n, bool(o), [int(i) for i in idx]] for n, o, idx in pruner.pruning_history()]
+
+
+def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    return count_macs_params(model, shape)[0]
+
+
+def prune_to_macs(model: nn.Module, shape: tuple[int, int, int], spec: PruneSpec,
+                  ignored_names: list[str], macs_target: int, tolerance_macs: float,
+                  grad_batches: Batches | None = None
+                  ) -> tuple[nn.Module, HistoryRound, list[dict[str, float]]]:
+    """Bisect the pruning ratio so the pruned copy's MACs land closest to ``macs_target``.
+
+    Stops early once within half of ``tolerance_macs``. Returns the pruned copy, its
+    history, and the probes tried (ratio, MACs).
+    """
+    example = torch.zeros(1, *shape)
+    lo, hi = 0.0, spec.max_layer_ratio
+    best: tuple[float, nn.Module, HistoryRound] | None = None
+    probes = []
+    for _ in range(_BISECT_STEPS):
+        ratio = (lo + hi) / 2
+        cand = copy.deepcopy(model)
+        hist = prune_model(cand, example, spec, ignored_names, ratio, grad_batches)
+        macs = _macs(cand, shape)
+        probes.append({"pruning_ratio": ratio, "macs": macs})
+        err = abs(macs - macs_target)
+        if best is None or err < best[0]:
+            best = (err, cand, hist)
+        if err <= tolerance_macs / 2:
+            break
+        lo, hi = (ratio, hi) if macs > macs_target else (lo, ratio)
+    return best[1], best[2], probes  # type: ignore[index]  (the loop ran at least once)
+
+
+def macs_for_latency(model: nn.Module, shape: tuple[int, int, int], spec: PruneSpec,
+                     ignored: list[str], base_macs: int, grads: Batches | None,
+                     latency_ratio: Callable[[nn.Module], float]
+                     ) -> tuple[float, list[dict[str, float]]]:
+    """Bisect the MACs ratio on measured latency; return the largest MACs ratio that meets
+    ``spec.target.latency_ratio``, and the probes.
+
+    Args:
+        latency_ratio: a pruned copy's latency over the unpruned model's, measured on the
+            target runtime (e.g. :meth:`deploykit.bench.LatencyProbe.ratio`).
+    """
+    target = spec.target.latency_ratio or 1.0
+    lo, hi = 0.02, 1.0
+    best = lo
+    probes = []
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        cand, _, _ = prune_to_macs(model, shape, spec, ignored, int(mid * base_macs),
+                                   spec.target.tolerance * base_macs, grads)
+        macs_ratio = _macs(cand, shape) / base_macs
+        lat = latency_ratio(cand)
+        probes.append({"macs_ratio": macs_ratio, "latency_ratio": lat})
+        log(f"prune: {macs_ratio:.3f}x MACs -> {lat:.3f}x latency "
+            f"({spec.target.runtime}, batch {spec.target.batch_size})")
+        if lat <= target:
+            best, lo = mid, mid
+        else:
+            hi = mid
+    return best, probes

@@ -1,0 +1,82 @@
+"""The typed recipe: its schema (one module per part) and the strict YAML loader.
+
+Example:
+    >>> from deploykit.recipe import load_recipe
+    >>> recipe = load_recipe("recipes/quickstart.yaml")  # doctest: +SKIP
+"""
+
+from deploykit.recipe.base import StageSpec, Strict, TrainSpec
+from deploykit.recipe.gates import GateSpec, LatencyAt, MetricAt
+from deploykit.recipe.loader import (
+    Recipe,
+    check_stage_order,
+    load_recipe,
+    parse_recipe,
+    recipe_hash,
+    recipe_to_dict,
+    recipe_to_yaml,
+)
+from deploykit.recipe.sections import (
+    RUNTIMES,
+    BenchSpec,
+    DataSpec,
+    ExportSpec,
+    ModelSpec,
+    OnnxExportSpec,
+    ParitySpec,
+    Runtime,
+)
+from deploykit.recipe.stages import (
+    STAGE_KINDS,
+    CalibrationSpec,
+    DistillSpec,
+    LossWeights,
+    LowRankSpec,
+    PruneSpec,
+    PruneTarget,
+    QatSpec,
+    QuantizeSpec,
+    RankSpec,
+    SensitivitySpec,
+    SparsitySpec,
+    StageKind,
+    TeacherSpec,
+)
+
+__all__ = [
+    "RUNTIMES",
+    "STAGE_KINDS",
+    "BenchSpec",
+    "CalibrationSpec",
+    "DataSpec",
+    "DistillSpec",
+    "ExportSpec",
+    "GateSpec",
+    "LatencyAt",
+    "LossWeights",
+    "LowRankSpec",
+    "MetricAt",
+    "ModelSpec",
+    "OnnxExportSpec",
+    "ParitySpec",
+    "PruneSpec",
+    "PruneTarget",
+    "QatSpec",
+    "QuantizeSpec",
+    "RankSpec",
+    "Recipe",
+    "Runtime",
+    "SensitivitySpec",
+    "SparsitySpec",
+    "StageKind",
+    "StageSpec",
+    "Strict",
+    "TeacherSpec",
+    "TrainSpec",
+    "check_stage_order",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_hash",
+    "recipe_to_dict",
+    "recipe_to_yaml",
+]

@@ -1,0 +1,139 @@
+"""The recipe's sections other than the stages and gates: model, data, export, bench.
+
+Also the one list of runtime names (:data:`RUNTIMES`) that the recipe, the command line and the
+runners all use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, model_validator
+
+from deploykit.recipe.base import Strict
+
+__all__ = [
+    "RUNTIMES",
+    "BenchSpec",
+    "DataSpec",
+    "ExportSpec",
+    "ModelSpec",
+    "OnnxExportSpec",
+    "ParitySpec",
+    "Runtime",
+]
+
+Runtime = Literal["torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
+                  "onnxruntime-tensorrt", "tensorrt"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+"""Every runtime a candidate can be measured on, ``<engine>-<device>``."""
+
+
+class ModelSpec(Strict):
+    """Which network to build.
+
+    ``source``: ``builtin`` (CIFAR ResNets resnet20/32/56), ``torchvision`` (any classification
+    model by name), ``timm`` (needs ``pip install "deploykit[timm]"``) or ``factory``
+    (``name: "package.module:function"``, called as ``function(num_classes=N)``; this runs your
+    code). ``checkpoint``: a state dict to load (``weights_only=True``); ``null`` trains a
+    baseline with the ``train`` section.
+    """
+
+    source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"
+    name: str = "resnet20"
+    num_classes: int = Field(10, ge=2)
+    checkpoint: Path | None = None
+
+
+class DataSpec(Strict):
+    """Where images come from.
+
+    ``digits`` is scikit-learn's bundled 8x8 digits (no files needed), ``imagefolder`` reads
+    ``root/train/<class>/*`` and ``root/val`` (or ``root/test``), ``synthetic`` makes random
+    tensors for tests. ``cache`` decodes an image folder once into memory (fast epochs for
+    small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset.
+    """
+
+    kind: Literal["digits", "imagefolder", "synthetic"] = "digits"
+    root: Path | None = None
+    image_size: int = Field(32, ge=8)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    augment: bool = True
+    cache: bool = True
+    num_workers: int = Field(2, ge=0)
+    limit_train: int | None = Field(None, ge=1)
+    limit_val: int | None = Field(None, ge=1)
+    calib_samples: int = Field(512, ge=1)
+    synthetic_samples: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _root_rules(self) -> DataSpec:
+        if self.kind == "imagefolder" and self.root is None:
+            raise ValueError("data.kind 'imagefolder' needs data.root: the folder holding train/")
+        return self
+
+
+class ParitySpec(Strict):
+    """Thresholds for the exported-vs-PyTorch check that runs before any benchmark."""
+
+    max_abs_error: float = Field(1e-3, gt=0)
+    min_top1_agreement: float = Field(0.99, gt=0, le=1)
+    real_batches: int = Field(2, ge=0)
+    # Quantized artifacts differ from their PyTorch simulation by rounding (integer kernels
+    # requantize with their own rounding) and FP16 by half-precision accumulation.
+    # INT8: error relative to the largest reference logit, since it scales with the logits.
+    fp16_max_abs_error: float = Field(5e-2, gt=0)
+    int8_max_error_vs_range: float = Field(0.1, gt=0)
+    int8_min_top1_agreement: float = Field(0.95, gt=0, le=1)
+
+    def thresholds(self, precision: str) -> tuple[float, float, bool]:
+        """``(error limit, min top-1 agreement, relative?)`` for an artifact of ``precision``."""
+        if precision == "int8":
+            return self.int8_max_error_vs_range, self.int8_min_top1_agreement, True
+        if precision == "fp16":
+            return self.fp16_max_abs_error, self.min_top1_agreement, False
+        return self.max_abs_error, self.min_top1_agreement, False
+
+
+class OnnxExportSpec(Strict):
+    opset: int = Field(18, ge=17)
+    dynamic_batch: bool = True
+    parity: ParitySpec = ParitySpec()
+
+
+class ExportSpec(Strict):
+    onnx: OnnxExportSpec = OnnxExportSpec()
+
+
+class BenchSpec(Strict):
+    """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy.
+
+    GPU runtimes (``torch-cuda``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``,
+    ``tensorrt``) need a GPU and ``pip install "deploykit[gpu]"`` / ``"deploykit[tensorrt]"``;
+    each is checked against PyTorch on the CPU (parity) before it is timed.
+
+    Timing stops once the 95% interval of every candidate's median is within
+    ``target_rel_ci`` of it, or at ``max_iterations`` runs, or after ``time_budget_s``.
+    """
+
+    runtimes: list[Runtime] = ["torch-cpu", "onnxruntime-cpu"]
+    batch_sizes: list[int] = [1, 64]
+    threads: int = Field(2, ge=1)
+    warmup: int = Field(10, ge=0)
+    iterations: int = Field(50, ge=5, description="timed runs at least")
+    target_rel_ci: float | None = Field(
+        0.02, gt=0, lt=1, description="then repeat until the median's 95% interval is within "
+        "+- this fraction of it (null: exactly `iterations`)")
+    max_iterations: int = Field(400, ge=5)
+    time_budget_s: float = Field(20.0, gt=0, description="per runtime and batch size")
+    accuracy: bool = True
+
+    @model_validator(mode="after")
+    def _batches_positive(self) -> BenchSpec:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError("bench.batch_sizes must be a non-empty list of positive integers")
+        return self
