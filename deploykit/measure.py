@@ -49,6 +49,11 @@ def _locate(cand: Candidate, path: Path, x: np.ndarray, tolerance: float,
     return str(div) if div else "(every module output matched; the difference is in the head)"
 
 
+def _tolerance(limits: dict[str, float | None]) -> float:
+    """The per-layer tolerance of the divergence search for these parity limits."""
+    return limits["max_abs_error"] or limits["max_error_vs_range"] or 1e-3
+
+
 def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
                        bench: BenchSpec, out_dir: Path, seed: int = 0) -> list[CandidateReport]:
     """Export, check, and measure each candidate; latency is timed alternately across them.
@@ -80,23 +85,25 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
             if rt not in cand_runners:   # GPU runtimes: built only when asked for
                 cand_runners[rt] = make_runner(rt, cand.model, path, bench.threads,
                                                cand.precision, max(bench.batch_sizes))
-        max_err, min_agree, relative = onnx_spec.parity.thresholds(cand.precision)
+        limits = onnx_spec.parity.thresholds(cand.precision)
         try:
             parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"],
-                                  checks, max_err, min_agree, what=str(path), relative=relative)
+                                  checks, what=str(path), **limits)
         except ParityError as e:
-            raise ParityError(f"{e}\n{_locate(cand, path, checks[0], max_err)}") from None
+            raise ParityError(f"{e}\n{_locate(cand, path, checks[0], _tolerance(limits))}"
+                              ) from None
         rep.parity = parity.to_dict()
         for rt, runner in cand_runners.items():   # the third (GPU) way, against the same reference
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
-            gpu_err, gpu_agree, gpu_rel = onnx_spec.parity.thresholds(
+            gpu_limits = onnx_spec.parity.thresholds(
                 "fp16" if rt == "torch-cuda" and cand.precision == "int8" else cand.precision)
             try:
-                res = check_parity(cand_runners["torch-cpu"], runner, checks, gpu_err,
-                                   gpu_agree, what=f"{path} on {rt}", relative=gpu_rel)
+                res = check_parity(cand_runners["torch-cpu"], runner, checks,
+                                   what=f"{path} on {rt}", **gpu_limits)
             except ParityError as e:
-                where = (_locate(cand, path, checks[0], gpu_err, rt) if rt != "torch-cuda" else
+                where = (_locate(cand, path, checks[0], _tolerance(gpu_limits), rt)
+                         if rt != "torch-cuda" else
                          "(torch-cuda runs the PyTorch model itself: no exported tensors)")
                 raise ParityError(f"{e}\n{where}") from None
             rep.parity[f"{rt}_max_abs_error"] = res.max_abs_error

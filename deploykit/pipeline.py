@@ -154,6 +154,6 @@ def export_model(recipe: Recipe, output: str | Path, checkpoint: str | Path | No
     spec = recipe.export.onnx
     path = export_onnx(model, shape, output, spec.opset, spec.dynamic_batch)
     x = torch.randn(8, *shape).numpy()
-    parity = check_parity(TorchRunner(model), OrtRunner(path), [x], spec.parity.max_abs_error,
-                          spec.parity.min_top1_agreement, what=str(path))
+    parity = check_parity(TorchRunner(model), OrtRunner(path), [x], what=str(path),
+                          **spec.parity.thresholds("fp32"))
     return ExportResult(path, parity)

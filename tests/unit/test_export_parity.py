@@ -48,6 +48,46 @@ def test_a_broken_export_is_caught(exported, tmp_path):
         check_parity(TorchRunner(model), OrtRunner(broken), x, what="broken.onnx")
 
 
+def _large_logit_model() -> torch.nn.Module:
+    """resnet20 whose classifier is scaled up: logits in the tens of thousands, as an
+    over-confident or barely trained model produces (issue seen on mnasnet0_5)."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name="resnet20")).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(3e3)
+    return model
+
+
+def test_large_logits_pass_relative_to_their_scale_and_a_wrong_export_still_fails(tmp_path):
+    from deploykit.recipe import ParitySpec
+
+    model = _large_logit_model()
+    path = export_onnx(model, (3, 32, 32), tmp_path / "big.onnx")
+    x = [np.random.default_rng(0).standard_normal((16, 3, 32, 32), dtype=np.float32)]
+    limits = ParitySpec().thresholds("fp32")
+    res = check_parity(TorchRunner(model), OrtRunner(path), x, **limits)
+    # the absolute limit alone would cry wolf on this correct export ...
+    assert res.max_abs_error > limits["max_abs_error"]
+    with pytest.raises(ParityError, match=r"max abs error .* \(limit 0.001\)"):
+        check_parity(TorchRunner(model), OrtRunner(path), x, max_abs_error=1e-3)
+    # ... the relative one passes it, with every prediction equal
+    assert res.max_error_vs_range <= limits["max_error_vs_range"] and res.top1_agreement == 1.0
+    # a wrong export of the same model (one conv off by 1%) still fails both limits
+    proto = onnx.load(str(path))
+    w = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).shape == (16, 16, 3, 3))
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.01, w.name))
+    wrong = tmp_path / "wrong.onnx"
+    onnx.save(proto, str(wrong))
+    with pytest.raises(ParityError, match=r"/ max \|logit\| .* \(limit 0.0001\)"):
+        check_parity(TorchRunner(model), OrtRunner(wrong), x, **limits)
+
+
+def test_parity_needs_an_error_limit(exported):
+    model, path = exported
+    with pytest.raises(ValueError, match="needs max_abs_error"):
+        check_parity(TorchRunner(model), OrtRunner(path), [], max_abs_error=None)
+
+
 def test_compare_outputs_metrics():
     ref = np.array([[1.0, 2.0], [3.0, 1.0]], dtype=np.float32)
     out = np.array([[1.0, 2.5], [0.0, 1.0]], dtype=np.float32)
