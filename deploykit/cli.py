@@ -56,6 +56,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         "max_accuracy_drop": args.max_accuracy_drop, "max_size_mb": args.max_size_mb,
         "candidate": args.candidate, "baseline": args.baseline,
         "min_speedup": None if args.min_speedup is None else {"value": args.min_speedup, **at},
+        "min_speedup_over_previous": None if args.min_speedup_over_previous is None
+        else {"value": args.min_speedup_over_previous, **at},
         "max_latency_ms": None if args.max_latency_ms is None
         else {"value": args.max_latency_ms, "percentile": args.percentile, **at},
         "max_latency_regression": None if args.max_latency_regression is None
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top-1 points the candidate may lose against the baseline")
     g.add_argument("--min-speedup", type=float, metavar="X",
                    help="p50 speed-up over the baseline, same runtime and batch")
+    g.add_argument("--min-speedup-over-previous", type=float, metavar="X",
+                   help="p50 speed-up over the candidate before it (an INT8 model over its "
+                        "float twin), same runtime and batch; 1.0: no step may slow it down")
     g.add_argument("--max-latency-ms", type=float, metavar="MS", help="latency ceiling per batch")
     g.add_argument("--percentile", choices=("p50", "p90", "p99"), default="p50",
                    help="percentile for --max-latency-ms (default p50)")

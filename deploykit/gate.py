@@ -141,6 +141,9 @@ def evaluate_gates(report: Report, spec: GateSpec, baseline: Report | None = Non
             checks.append(_bound(f"min_speedup[{_where(at, r.batch)}]", r.speedup_vs_baseline,
                                  at.value, ">=", "x", f" (p50 {r.p50_ms:.3f} ms)"))
 
+    if spec.min_speedup_over_previous is not None:
+        checks += _previous_checks(report, cand, spec.min_speedup_over_previous)
+
     if spec.max_latency_ms is not None:
         at = spec.max_latency_ms
         recs = _records(cand, at)
@@ -163,6 +166,22 @@ def evaluate_gates(report: Report, spec: GateSpec, baseline: Report | None = Non
     if spec.max_latency_regression is not None:
         checks += _regression_checks(cand, spec.max_latency_regression, baseline)
     return GateResult(name, checks)
+
+
+def _previous_checks(report: Report, cand: CandidateReport, at: MetricAt) -> list[Check]:
+    """Speed-up of ``cand`` over the candidate before it, per measured batch."""
+    index = [c.name for c in report.candidates].index(cand.name)
+    label = "min_speedup_over_previous[{}]"
+    if index == 0:
+        return [_missing(label.format(_where(at)), at.value, ">=", "x",
+                         f"a candidate before {cand.name!r} (it is the baseline)")]
+    prev = report.candidates[index - 1]
+    pairs = [(p, n) for n in _records(cand, at) for p in _records(prev, at) if p.batch == n.batch]
+    if not pairs:
+        return [_missing(label.format(_where(at)), at.value, ">=", "x",
+                         f"p50 of {cand.name} and {prev.name} on {_where(at)}")]
+    return [_bound(label.format(_where(at, n.batch)), p.p50_ms / n.p50_ms, at.value, ">=", "x",
+                   f" ({n.p50_ms:.3f} ms vs {prev.name} {p.p50_ms:.3f} ms)") for p, n in pairs]
 
 
 def _regression_checks(cand: CandidateReport, at: MetricAt, baseline: Report | None

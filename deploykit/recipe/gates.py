@@ -38,6 +38,9 @@ class GateSpec(Strict):
     candidate: str | None = None
     max_accuracy_drop: float | None = Field(None, ge=0, description="top-1 points vs baseline")
     min_speedup: MetricAt | None = None
+    min_speedup_over_previous: MetricAt | None = Field(
+        None, description="p50 speed-up over the candidate just before it (an INT8 candidate's "
+                          "float twin), so a step that slows the model fails")
     max_latency_ms: LatencyAt | None = None
     max_size_mb: float | None = Field(None, gt=0, description="ONNX file, 1 MB = 1e6 bytes")
     max_latency_regression: MetricAt | None = Field(
@@ -45,10 +48,11 @@ class GateSpec(Strict):
                           "beyond the measured timing noise")
     baseline: Path | None = Field(None, description="earlier report.json for the regression")
 
-    _numbers = field_validator("min_speedup", "max_latency_ms", "max_latency_regression",
-                               mode="before")(_bare_number)
+    _numbers = field_validator("min_speedup", "min_speedup_over_previous", "max_latency_ms",
+                               "max_latency_regression", mode="before")(_bare_number)
 
     def thresholds(self) -> list[str]:
         """Names of the thresholds that are set."""
-        return [k for k in ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_size_mb",
-                            "max_latency_regression") if getattr(self, k) is not None]
+        return [k for k in ("max_accuracy_drop", "min_speedup", "min_speedup_over_previous",
+                            "max_latency_ms", "max_size_mb", "max_latency_regression")
+                if getattr(self, k) is not None]

@@ -52,6 +52,48 @@ def test_min_speedup_missing_runtime_or_batch_fails_closed():
         assert not res.passed and "missing metric" in res.checks[0].message
 
 
+def _with_int8_step(int8_ms: dict[int, float]):
+    """baseline (2.0 / 40 ms) -> prune (1.0 / 20 ms) -> ptq-int8 (``int8_ms``)."""
+    import dataclasses
+
+    from report_factory import latency
+
+    r = make_report()
+    prune = r.candidates[1]
+    lat = [latency(ms, b, seed=200 + b, speedup=r.candidates[0].latency_at(
+        "onnxruntime-cpu", b).p50_ms / ms) for b, ms in int8_ms.items()]
+    r.candidates.append(dataclasses.replace(prune, name="ptq-int8", precision="int8",
+                                            latency=lat))
+    return r
+
+
+def test_min_speedup_over_previous_fails_an_int8_step_that_slows_the_model():
+    r = _with_int8_step({1: 1.25, 64: 16.0})    # slower than prune at b1, faster at b64
+    assert _gate(r, min_speedup=1.5).passed     # against the baseline it looks fine
+    res = _gate(r, min_speedup_over_previous=1.0)
+    verdicts = {c.name: c.passed for c in res.checks}
+    assert verdicts == {"min_speedup_over_previous[onnxruntime-cpu b1]": False,
+                        "min_speedup_over_previous[onnxruntime-cpu b64]": True}
+    assert res.checks[0].measured == pytest.approx(1.0 / 1.25, rel=0.05)
+    assert "vs prune" in res.checks[0].message
+    assert _gate(_with_int8_step({1: 0.8, 64: 16.0}), min_speedup_over_previous=1.0).passed
+
+
+def test_min_speedup_over_previous_fails_closed_on_the_baseline_or_missing_batches():
+    r = _with_int8_step({1: 0.8})
+    res = _gate(r, min_speedup_over_previous={"value": 1.0, "batch": 64})
+    assert not res.passed and "missing metric" in res.checks[0].message
+    res = _gate(r, candidate="baseline", min_speedup_over_previous=1.0)
+    assert not res.passed and "it is the baseline" in res.checks[0].message
+
+
+def test_cli_gate_min_speedup_over_previous(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(_with_int8_step({1: 1.25, 64: 16.0}).to_json())
+    assert main(["gate", str(path), "--min-speedup-over-previous", "1.0"]) == 1
+    assert main(["gate", str(path), "--min-speedup-over-previous", "1.0", "--batch", "64"]) == 0
+
+
 # --- latency ceiling ------------------------------------------------------------------------
 def test_max_latency_pass_fail_and_percentile():
     r = make_report(cand_ms={1: 1.0, 64: 20.0})
