@@ -22,6 +22,7 @@ from torch import nn
 from deploykit import distributed as dist
 from deploykit.atomic import save_torch
 from deploykit.errors import BackendUnavailableError, CheckpointError
+from deploykit.models import split_outputs
 from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec
 
@@ -37,9 +38,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+def cross_entropy_loss(label_smoothing: float = 0.0, aux_weight: float = 0.0) -> LossFn:
+    """Cross-entropy on the main logits; a model whose training forward also returns auxiliary
+    logits (googlenet, inception_v3) adds ``aux_weight`` times their cross-entropy (torchvision's
+    reference scripts use 0.3 for googlenet, 0.4 for inception_v3)."""
+
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": F.cross_entropy(model(x), y, label_smoothing=label_smoothing)}
+        logits, aux = split_outputs(model(x))
+        ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if not aux or aux_weight == 0:
+            return {"loss": ce}
+        aux_ce = sum(F.cross_entropy(a, y, label_smoothing=label_smoothing) for a in aux)
+        return {"loss": ce + aux_weight * aux_ce, "ce": ce.detach(), "aux": aux_ce.detach()}
 
     return loss_fn
 
@@ -54,7 +64,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     loss_sum = 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        logits = split_outputs(model(x))[0]
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += int((top[:, 0] == y).sum())
@@ -182,7 +192,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
     Raises:
         CheckpointError: a resume checkpoint is corrupt or does not fit.
     """
-    loss_fn = loss_fn or cross_entropy_loss(spec.label_smoothing)
+    loss_fn = loss_fn or cross_entropy_loss(spec.label_smoothing, spec.aux_weight)
     device = resolve_device(spec) if device is None else torch.device(device)
     trainable = nn.ModuleDict({"model": model}) if extra_modules is None else \
         nn.ModuleDict({"model": model, "extra": extra_modules})

@@ -8,6 +8,7 @@ from torch import nn
 
 from deploykit.distill.losses import ensemble_kd
 from deploykit.distill.teacher import Teacher
+from deploykit.models import split_outputs
 
 __all__ = ["hinton_kd", "kd_loss_fn"]
 
@@ -29,7 +30,7 @@ def kd_loss_fn(teacher: nn.Module, alpha: float, temperature: float,
     frozen.optimize_for_logits()
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = model(x)
+        out = split_outputs(model(x))[0]
         ce = F.cross_entropy(out, y, label_smoothing=label_smoothing)
         kd = hinton_kd(out, frozen(x)[0], temperature)
         return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce.detach(), "kd": kd.detach()}

@@ -15,6 +15,7 @@ from deploykit.distill import losses as L
 from deploykit.distill.taps import FeatureTaps, last_bn, resolve_taps
 from deploykit.distill.teacher import Teacher
 from deploykit.errors import RecipeError
+from deploykit.models import split_outputs
 from deploykit.recipe import DistillSpec
 
 __all__ = ["DistillObjective", "mixup"]
@@ -132,7 +133,7 @@ class DistillObjective(nn.Module):
             x = mixup(x, self.mix_gen)
         with FeatureTaps(student, self.post_names) as s_post, \
                 FeatureTaps(student, self.pre_names, pre_relu=True) as s_pre:
-            logits = student(x)
+            logits = split_outputs(student(x))[0]   # auxiliary heads do not distil
             sp = dict(zip(self.post_names, s_post.features(), strict=True)) \
                 if self.post_names else {}
             sr = dict(zip(self.pre_names, s_pre.features(), strict=True)) \

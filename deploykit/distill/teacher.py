@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.models import split_outputs
+
 __all__ = ["Teacher", "freeze"]
 
 
@@ -98,4 +100,4 @@ class Teacher:
         xt = self.view(x)
         if self.logits_only:
             xt = xt.contiguous(memory_format=torch.channels_last)
-        return [m(xt).contiguous() for m in self.models]
+        return [split_outputs(m(xt))[0].contiguous() for m in self.models]

@@ -13,6 +13,7 @@ from deploykit.models.checkpoint import (
 )
 from deploykit.models.cost import count_macs_params, file_size_bytes
 from deploykit.models.layers import compute_layers_in_order, find_first_last, layer_widths
+from deploykit.models.outputs import split_outputs
 from deploykit.models.summary import ModelSummary, summarize_model
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "load_weights",
     "make_checkpoint",
     "parse_model_ref",
+    "split_outputs",
     "summarize_model",
 ]

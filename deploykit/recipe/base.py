@@ -26,6 +26,8 @@ class TrainSpec(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    aux_weight: float = Field(0.0, ge=0, description="weight of auxiliary-head losses "
+                              "(googlenet 0.3, inception_v3 0.4 in torchvision's references)")
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bfloat16 autocast when training on CUDA")
