@@ -43,6 +43,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if report is None:            # a torchrun worker: rank 0 measures and reports
         return 0
     print_table(summary_table(report))
+    if report.recommendation:
+        log(f"recommendation: {report.recommendation}")
     log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
         f"pareto.png, the ONNX files and checkpoints) in {out}")
     return 0 if report.gate is None or report.gate["passed"] else 1

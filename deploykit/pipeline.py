@@ -21,7 +21,7 @@ from deploykit.measure import measure_candidates
 from deploykit.models import make_checkpoint
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
-from deploykit.report import Report, write_report_files
+from deploykit.report import Report, int8_recommendation, write_report_files
 from deploykit.restore import load_model
 from deploykit.runtimes import OrtRunner, TorchRunner
 from deploykit.stages import get_stage
@@ -126,6 +126,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
                     stages=[vars(r) for r in state.history], candidates=candidates)
+    report.recommendation = int8_recommendation(report)
     if gates is not None:
         report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml").to_dict()
     write_report_files(report, out)

@@ -14,7 +14,7 @@ from deploykit.bench.latency import (
 )
 from deploykit.bench.onnx_file import FileBench, bench_onnx_file
 from deploykit.bench.parity import ParityResult, check_parity, compare_outputs
-from deploykit.bench.probe import LatencyProbe
+from deploykit.bench.probe import LatencyProbe, time_onnx_files
 
 __all__ = [
     "Divergence",
@@ -34,4 +34,5 @@ __all__ = [
     "runner_accuracy",
     "summarize",
     "time_alternating",
+    "time_onnx_files",
 ]

@@ -1,4 +1,5 @@
-"""A latency yardstick: time models against one reference model, alternately, on a runtime."""
+"""Latency yardsticks: models against one reference model, or ONNX files against each other,
+timed alternately on a runtime."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from torch import nn
 
 from deploykit.bench.latency import time_alternating
 from deploykit.export import export_onnx
-from deploykit.runtimes import Runner, make_runner
+from deploykit.runtimes import OrtRunner, Runner, make_runner
 
-__all__ = ["LatencyProbe"]
+__all__ = ["LatencyProbe", "time_onnx_files"]
 
 
 class LatencyProbe:
@@ -47,3 +48,20 @@ class LatencyProbe:
         stats = time_alternating({k: (lambda r=r: r(self.x)) for k, r in runners.items()},
                                  self.batch, iterations=self.iterations, warmup=self.warmup)
         return stats["model"].p50_ms / stats["reference"].p50_ms
+
+
+def time_onnx_files(paths: dict[str, Path], shape: tuple[int, int, int],
+                    batch_sizes: list[int], threads: int = 2, iterations: int = 30,
+                    warmup: int = 5) -> dict[str, dict[int, float]]:
+    """p50 milliseconds of each ONNX file at each batch size in ONNX Runtime's CPU EP, the
+    files timed alternately in this process (ratios between them are fair)."""
+    runners = {name: OrtRunner(p, threads=threads) for name, p in paths.items()}
+    out: dict[str, dict[int, float]] = {name: {} for name in paths}
+    rng = np.random.default_rng(0)
+    for b in batch_sizes:
+        x = rng.standard_normal((b, *shape), dtype=np.float32)
+        stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
+                                 iterations=iterations, warmup=warmup)
+        for name, st in stats.items():
+            out[name][b] = st.p50_ms
+    return out

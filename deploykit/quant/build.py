@@ -9,17 +9,19 @@ import torch
 from torch import nn
 
 from deploykit.quant.prepare import QuantizedModel, prepare
-from deploykit.quant.scheme import SCHEMES
+from deploykit.quant.scheme import SCHEMES, QuantScheme
 from deploykit.recipe import QuantizeSpec
 
 __all__ = ["Fp16Model", "build_quantized"]
 
 
 def build_quantized(model: nn.Module, spec: QuantizeSpec, keep: Sequence[str],
-                    calib: Sequence[torch.Tensor]) -> QuantizedModel:
-    """Prepare the fake-quant model for ``spec.target`` and calibrate it on ``calib``."""
+                    calib: Sequence[torch.Tensor], scheme: QuantScheme | None = None
+                    ) -> QuantizedModel:
+    """Prepare the fake-quant model for ``spec.target`` (or ``scheme``) and calibrate it on
+    ``calib``."""
     c = spec.calibration
-    qm = prepare(model, SCHEMES[spec.target], keep, c.method, c.bins, c.percentile)
+    qm = prepare(model, scheme or SCHEMES[spec.target], keep, c.method, c.bins, c.percentile)
     qm.calibrate(calib)
     return qm
 

@@ -39,6 +39,7 @@ from deploykit.recipe.stages import (
     RankSpec,
     SensitivitySpec,
     SparsitySpec,
+    SpeedCheckSpec,
     StageKind,
     TeacherSpec,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "Runtime",
     "SensitivitySpec",
     "SparsitySpec",
+    "SpeedCheckSpec",
     "StageKind",
     "StageSpec",
     "Strict",

@@ -27,6 +27,7 @@ __all__ = [
     "RankSpec",
     "SensitivitySpec",
     "SparsitySpec",
+    "SpeedCheckSpec",
     "StageKind",
     "TeacherSpec",
 ]
@@ -130,6 +131,26 @@ class SensitivitySpec(Strict):
     samples: int = Field(1000, ge=16)
 
 
+class SpeedCheckSpec(Strict):
+    """Does INT8 pay? After quantizing for ``onnxruntime-cpu``, the INT8 artifact is timed
+    against its float twin in ONNX Runtime's CPU EP (alternately, at ``batch_sizes``). When it
+    is slower at any of them, the other placements are tried (every layer INT8; max-pools in
+    INT8) and the fastest whose fake-quant top-1 is within ``max_accuracy_drop`` points of the
+    float model is kept; when none is faster than the float twin, the stage records that INT8
+    does not pay on this machine and the report recommends the float candidate."""
+
+    batch_sizes: list[int] = Field([1, 64], min_length=1)
+    threads: int = Field(2, ge=1)
+    iterations: int = Field(30, ge=5)
+    max_accuracy_drop: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> SpeedCheckSpec:
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError("speed_check.batch_sizes must be positive integers")
+        return self
+
+
 class QuantizeSpec(StageSpec):
     """INT8 quantization to an ONNX model with explicit QuantizeLinear/DequantizeLinear.
 
@@ -151,6 +172,7 @@ class QuantizeSpec(StageSpec):
     max_float_layers: int = Field(8, ge=0, description="fallback stops after this many")
     qat: QatSpec = QatSpec()
     fp16: bool = False
+    speed_check: SpeedCheckSpec | None = SpeedCheckSpec()
 
 
 class TeacherSpec(Strict):

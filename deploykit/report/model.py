@@ -15,7 +15,10 @@ from deploykit.bench import LatencyStats
 from deploykit.progress import Table
 
 __all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
-           "report_tables", "summary_lines", "summary_table"]
+           "int8_recommendation", "report_tables", "summary_lines", "summary_table"]
+
+# runtimes that run an INT8 artifact with integer kernels (torch-cpu runs its simulation)
+_INT8_RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt-cuda")
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +95,7 @@ class Report:
     stages: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[CandidateReport] = field(default_factory=list)
     gate: dict[str, Any] | None = None  # the recipe's gates checked at the end of the run
+    recommendation: str | None = None   # e.g. deploy the float twin: INT8 does not pay here
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +186,28 @@ def summary_lines(r: Report) -> list[str]:
         f"{', '.join(env.get('cpu_int8_features') or []) or 'unknown'}), threads "
         f"{env.get('threads')}, GPU {env.get('gpu') or 'none'}; {env.get('os', '')}",
         "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
+        *([f"recommendation: {r.recommendation}"] if r.recommendation else []),
     ]
+
+
+def int8_recommendation(r: Report) -> str | None:
+    """When an INT8 candidate is slower than its float twin (the float32 candidate before it)
+    at some measured batch on a runtime that runs INT8 natively, say so and recommend the
+    twin; ``None`` when every INT8 candidate is at least as fast as its twin."""
+    notes = []
+    for i, c in enumerate(r.candidates):
+        twin = next((t for t in reversed(r.candidates[:i]) if t.precision == "fp32"), None)
+        if c.precision != "int8" or twin is None:
+            continue
+        slower = [(lr, tw) for lr in c.latency if lr.key in _INT8_RUNTIMES
+                  if (tw := twin.latency_at(lr.key, lr.batch)) is not None
+                  and lr.p50_ms > tw.p50_ms]
+        if slower:
+            where = ", ".join(f"batch {lr.batch} on {lr.key} ({lr.p50_ms:.3f} vs "
+                              f"{tw.p50_ms:.3f} ms)" for lr, tw in slower)
+            notes.append(f"INT8 does not pay on this machine: {c.name} is slower than its "
+                         f"float twin {twin.name} at {where}; deploy {twin.name}")
+    return "; ".join(notes) or None
 
 
 def summary_table(r: Report) -> Table:

@@ -6,6 +6,7 @@ See ``deploykit.quant`` for the design (one fake-quant graph serves PTQ, QAT and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -14,8 +15,10 @@ from torch import nn
 
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
+from deploykit.placement import Placement, candidate_placements, check_speed
 from deploykit.progress import log
 from deploykit.quant import (
+    SCHEMES,
     Fp16Model,
     QuantizedModel,
     build_quantized,
@@ -84,6 +87,9 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
                                         spec.max_float_layers)
         metrics["fallback_float_layers"] = [n for n in keep if n not in base]
 
+    if spec.speed_check is not None and spec.target == "onnxruntime-cpu":
+        qm, keep = _speed_check(float_model, qm, spec, keep, state, loaders, calib, float_top1,
+                                metrics)
     if spec.mode == "qat":
         qm, qat_metrics = _qat(qm, float_model, loaders, spec, state)
         metrics.update(qat_metrics)
@@ -101,6 +107,37 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     state.history.append(StageRecord("quantize", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
     return state
+
+
+def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec, keep: list[str],
+                 state: PipelineState, loaders: Loaders, calib: list[torch.Tensor],
+                 float_top1: float, metrics: dict) -> tuple[QuantizedModel, list[str]]:
+    """Keep the fastest INT8 placement within the bound; record whether INT8 pays here."""
+    def resolved(patterns: list[str]) -> set[str]:
+        return set(resolve_keep_float(float_model, patterns, state.first_last))
+
+    # "every layer INT8": drop the default first/last, keep what the user named or fell back
+    defaults = resolved([p for p in spec.keep_float if p in ("first", "last")])
+    named = resolved([p for p in spec.keep_float if p not in ("first", "last")])
+    every_layer = [n for n in keep if n not in defaults or n in named]
+    scheme = SCHEMES[spec.target]
+    options = candidate_placements(keep, every_layer,
+                                   any(isinstance(m, nn.MaxPool2d) for m in float_model.modules()),
+                                   scheme.int8_maxpool)
+
+    def build(p: Placement) -> QuantizedModel:
+        return build_quantized(float_model, spec, p.keep_float, calib,
+                               dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool))
+
+    check_spec = spec.speed_check
+    if spec.max_accuracy_drop is not None:   # the stage's own bound is the stricter one
+        check_spec = check_spec.model_copy(update={"max_accuracy_drop": min(
+            check_spec.max_accuracy_drop, spec.max_accuracy_drop)})
+    check, qm, chosen = check_speed(float_model, build, options, _val_subset(loaders, 2000),
+                                    float_top1, state.input_shape, check_spec, qm)
+    metrics["speed_check"] = check.to_dict()
+    metrics["int8_pays"] = check.int8_pays
+    return qm, list(chosen.keep_float)
 
 
 def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,

@@ -10,7 +10,7 @@ def test_qat_and_fp16_candidates_are_exported_checked_and_reported(tiny_recipe_d
                                                                     write_yaml, tmp_path):
     recipe = {**tiny_recipe_dict, "stages": [{
         "kind": "quantize", "mode": "qat", "target": "onnxruntime-cpu", "fp16": True,
-        "calibration": {"method": "percentile"},
+        "calibration": {"method": "percentile"}, "speed_check": None,
         "qat": {"epochs": 2, "lr": 1e-3, "freeze_bn_after": 1, "freeze_observers_after": 1}}]}
     out = tmp_path / "run"
     assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
@@ -31,3 +31,22 @@ def test_qat_and_fp16_candidates_are_exported_checked_and_reported(tiny_recipe_d
     stage = r.stages[-1]
     assert stage["name"] == "quantize" and len(stage["metrics"]["qat_history"]) == 2
     assert "Layer precision: qat-int8" in (out / "report.md").read_text()
+
+
+def test_ptq_times_int8_against_its_float_twin_and_reports_the_verdict(tiny_recipe_dict,
+                                                                      write_yaml, tmp_path):
+    from deploykit.report import int8_recommendation
+
+    recipe = {**tiny_recipe_dict, "stages": [{
+        "kind": "quantize", "speed_check": {"batch_sizes": [1, 8], "iterations": 10}}]}
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    metrics = r.stages[-1]["metrics"]
+    check = metrics["speed_check"]
+    assert isinstance(metrics["int8_pays"], bool) and metrics["int8_pays"] == check["int8_pays"]
+    assert check["trials"][0]["name"] == "configured" and set(check["float_ms"]) == {"1", "8"}
+    chosen = next(t for t in check["trials"] if t["name"] == check["chosen"])
+    assert r.candidates[-1].keep_float == chosen["keep_float"]
+    assert ("does not pay" in check["note"]) != check["int8_pays"]
+    assert r.recommendation == int8_recommendation(r)   # judged on the final measurement

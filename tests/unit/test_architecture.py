@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"runtimes"},
     {"bench"},
     {"report"},
-    {"restore", "measure", "gate"},
+    {"restore", "measure", "gate", "placement"},
     {"stages"},
     {"pipeline"},
     {"cli"},

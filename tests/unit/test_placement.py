@@ -1,0 +1,131 @@
+"""Does INT8 pay? The placement search with injected timings, and the report's recommendation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from report_factory import latency, make_report
+from torch import nn
+
+from deploykit import placement as placement_mod
+from deploykit.placement import Placement, candidate_placements, check_speed
+from deploykit.quant import SCHEMES, build_quantized
+from deploykit.recipe import QuantizeSpec, SpeedCheckSpec
+from deploykit.report import int8_recommendation
+
+SHAPE = (3, 16, 16)
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+
+
+def _setup(monkeypatch, ms: dict[str, dict[int, float]], top1: dict[str, float] | None = None):
+    """The real placements of a small net, with ONNX Runtime timings (and optionally top-1)
+    replaced by ``ms`` / ``top1`` keyed by placement name."""
+    model = _net()
+    calib = [torch.randn(8, *SHAPE) for _ in range(2)]
+    batches = [(torch.randn(8, *SHAPE), torch.randint(0, 4, (8,)))]
+    scheme = SCHEMES["onnxruntime-cpu"]
+
+    def build(p: Placement):
+        qm = build_quantized(model, QuantizeSpec(), p.keep_float, calib,
+                             dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool))
+        qm.placement_name = p.name
+        return qm
+
+    calls = []
+
+    def fake_time(paths, shape, batch_sizes, threads, iterations):
+        calls.append(sorted(paths))
+        return {name: ms[name] for name in paths}
+
+    monkeypatch.setattr(placement_mod, "time_onnx_files", fake_time)
+    if top1 is not None:
+        monkeypatch.setattr(placement_mod, "accuracy_on",
+                            lambda qm, _batches: top1[qm.placement_name])
+    options = candidate_placements(["0", "7"], [], has_maxpool=True,
+                                   scheme_pools_int8=scheme.int8_maxpool)
+    return model, build, options, batches, calls
+
+
+def test_the_placements_tried_are_every_layer_int8_and_int8_max_pools():
+    names = [p.name for p in candidate_placements(["0", "7"], [], True, False)]
+    assert names == ["configured", "every layer INT8", "configured, INT8 max-pools",
+                     "every layer INT8, INT8 max-pools"]
+    assert [p.name for p in candidate_placements(["0"], ["0"], False, False)] == ["configured"]
+
+
+def test_a_configured_placement_that_pays_is_kept_without_searching(monkeypatch):
+    ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 0.8, 64: 30.0}}
+    model, build, options, batches, calls = _setup(monkeypatch, ms)
+    check, _, chosen = check_speed(model, build, options, batches, 50.0, SHAPE,
+                                    SpeedCheckSpec())
+    assert check.int8_pays and check.chosen == "configured" and chosen.keep_float == ("0", "7")
+    assert calls == [["configured", "float"]]        # timed once, nothing else built
+    assert check.trials[0].speedup_vs_float == {1: pytest.approx(1.25), 64: pytest.approx(4 / 3)}
+
+
+def test_when_int8_is_slower_the_fastest_placement_is_kept(monkeypatch):
+    ms = {"float": {1: 1.0, 64: 40.0},
+          "configured": {1: 1.2, 64: 38.0},                      # slower at batch 1
+          "every layer INT8": {1: 0.9, 64: 30.0},                # fastest at both
+          "configured, INT8 max-pools": {1: 1.1, 64: 35.0},
+          "every layer INT8, INT8 max-pools": {1: 0.95, 64: 31.0}}
+    model, build, options, batches, calls = _setup(monkeypatch, ms)
+    check, qm, chosen = check_speed(model, build, options, batches, 0.0, SHAPE,
+                                    SpeedCheckSpec())
+    assert check.int8_pays and check.chosen == "every layer INT8"
+    assert chosen.keep_float == () and qm.placement_name == "every layer INT8"
+    assert len(calls) == 2 and len(calls[1]) == 5     # then every placement, alternately
+    assert "INT8 pays" in check.note
+
+
+def test_a_faster_placement_outside_the_accuracy_bound_is_not_kept(monkeypatch):
+    ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 1.2, 64: 38.0},
+          "every layer INT8": {1: 0.5, 64: 20.0},                # fastest, but loses 3 points
+          "configured, INT8 max-pools": {1: 0.9, 64: 35.0},
+          "every layer INT8, INT8 max-pools": {1: 0.6, 64: 21.0}}
+    top1 = {"configured": 79.5, "every layer INT8": 77.0, "configured, INT8 max-pools": 79.4,
+            "every layer INT8, INT8 max-pools": 77.2}
+    model, build, options, batches, _ = _setup(monkeypatch, ms, top1)
+    check, _, chosen = check_speed(model, build, options, batches, 80.0, SHAPE,
+                                   SpeedCheckSpec(max_accuracy_drop=1.0))
+    assert check.chosen == "configured, INT8 max-pools" and chosen.int8_maxpool
+    assert check.int8_pays
+
+
+def test_when_every_placement_is_slower_int8_does_not_pay(monkeypatch):
+    ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 1.3, 64: 44.0},
+          "every layer INT8": {1: 1.1, 64: 42.0}, "configured, INT8 max-pools": {1: 1.4, 64: 45},
+          "every layer INT8, INT8 max-pools": {1: 1.2, 64: 41.0}}
+    model, build, options, batches, _ = _setup(monkeypatch, ms)
+    check, _, _ = check_speed(model, build, options, batches, 0.0, SHAPE, SpeedCheckSpec())
+    assert not check.int8_pays
+    assert check.chosen == "every layer INT8"         # the best worst case: 1/1.1 at batch 1
+    assert "does not pay on this machine" in check.note and "deploy the float" in check.note
+
+
+def _with_int8(int8_ms: dict[int, float]):
+    r = make_report()
+    prune = r.candidates[1]
+    r.candidates.append(dataclasses.replace(
+        prune, name="ptq-int8", precision="int8",
+        latency=[latency(ms, b, seed=300 + b) for b, ms in int8_ms.items()]))
+    return r
+
+
+def test_the_report_recommends_the_float_twin_when_int8_is_slower():
+    slow = _with_int8({1: 1.2, 64: 18.0})             # prune: 1.0 / 20 ms
+    note = int8_recommendation(slow)
+    assert note is not None and "ptq-int8 is slower than its float twin prune" in note
+    assert "batch 1 on onnxruntime-cpu" in note and "batch 64" not in note
+    assert note.endswith("deploy prune")
+    assert int8_recommendation(_with_int8({1: 0.8, 64: 18.0})) is None
+    slow.recommendation = note
+    assert f"recommendation: {note}" in slow.to_markdown()
