@@ -100,7 +100,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
     stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):
-            module.check(model, spec, first_last)
+            module.check(model, spec, first_last, shape)
     loaders = build_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
 
     baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)

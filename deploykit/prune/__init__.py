@@ -2,6 +2,7 @@
 
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes, replay_pruning
 from deploykit.prune.pruner import (
+    check_traceable,
     ignored_layer_names,
     macs_for_latency,
     make_pruner,
@@ -11,6 +12,7 @@ from deploykit.prune.pruner import (
 
 __all__ = [
     "HistoryRound",
+    "check_traceable",
     "fix_pruned_attributes",
     "ignored_layer_names",
     "macs_for_latency",

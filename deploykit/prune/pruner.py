@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.errors import RecipeError
+from deploykit.errors import ModelError, RecipeError
 from deploykit.models import count_macs_params
 from deploykit.progress import log
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
 from deploykit.recipe import PruneSpec
 
-__all__ = ["ignored_layer_names", "macs_for_latency", "make_pruner", "prune_model",
-           "prune_to_macs"]
+__all__ = ["check_traceable", "ignored_layer_names", "macs_for_latency", "make_pruner",
+           "prune_model", "prune_to_macs"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -88,6 +90,61 @@ def make_pruner(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
     return tp.pruner.BasePruner(model, example, **kwargs)
 
 
+# Where torch-pruning fails, what that means, for the error message.
+_FAILURE_SITES = {
+    "update_reshape_index_mapping": "a reshape/view that changes the channel count (a channel "
+                                    "shuffle or pixel shuffle, as in ShuffleNet)",
+    "update_concat_index_mapping": "a concatenation whose channel split it cannot infer",
+    "update_split_index_mapping": "a split whose channel sizes it cannot infer",
+}
+
+
+def _site(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "torch_pruning" in f.filename] or frames
+    name = ours[-1].name if ours else "?"
+    return _FAILURE_SITES.get(name, f"torch-pruning's {name}")
+
+
+def _cannot_trace(model: nn.Module, what: str) -> ModelError:
+    return ModelError(
+        f"prune: torch-pruning cannot trace {type(model).__name__}: {what}. Its channels cannot "
+        "be removed consistently, so the run stops before any training. Fix: leave the prune "
+        "stage out for this model (lowrank, distill and quantize still apply), or add the "
+        "blocks involved to prune.ignored if the failure names one")
+
+
+def check_traceable(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
+                    ignored_names: list[str]) -> None:
+    """Build torch-pruning's dependency graph once, before any training.
+
+    Raises:
+        ModelError: torch-pruning raises while tracing, or its shape inference hits its
+            recursion limit (on swin_t this preceded a grouping pass that grew past 24 GiB),
+            naming the model, where it failed and the fix.
+    """
+    import torch_pruning as tp
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:   # the graph alone first: the pruner would group it, which is what explodes
+            tp.DependencyGraph().build_dependency(model, example)
+        except Exception as e:
+            raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
+    deep = sum("Maximum recursive depth" in str(w.message) for w in caught)
+    if deep:
+        raise _cannot_trace(model, f"its dependency graph does not close (shape inference hit "
+                            f"torch-pruning's recursion limit {deep} times); grouping such a "
+                            "graph grows without bound (swin_t passed 7 GiB and kept growing)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            make_pruner(model, example, spec, [model.get_submodule(n) for n in ignored_names],
+                        0.0)
+    except Exception as e:
+        raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
+
+
 def _taylor_grads(model: nn.Module, batches: Batches) -> None:
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -100,10 +157,16 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
                 ) -> HistoryRound:
     """Prune ``model`` in place at torch-pruning ``ratio``; return the round's history."""
     ignored = [model.get_submodule(n) for n in ignored_names]
-    pruner = make_pruner(model, example, spec, ignored, ratio)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        pruner = make_pruner(model, example, spec, ignored, ratio)
     if spec.importance == "taylor":
         _taylor_grads(model, grad_batches or [])
-    pruner.step()
+    try:
+        pruner.step()
+    except Exception as e:
+        raise _cannot_trace(model, f"pruning failed with {type(e).__name__} ({e}) in "
+                            f"{_site(e)}") from e
     model.zero_grad(set_to_none=True)
     fix_pruned_attributes(model)
     return [[n, bool(o), [int(i) for i in idx]] for n, o, idx in pruner.pruning_history()]

@@ -19,7 +19,8 @@ __all__ = ["get_stage"]
 
 def get_stage(kind: str) -> ModuleType:
     """Return the module of stage ``kind``: ``run(state, loaders, spec)`` and optionally
-    ``check(model, spec, first_last)``, which validates the spec before any training.
+    ``check(model, spec, first_last, input_shape)``, which validates the spec against the model
+    before any training.
 
     Raises:
         RecipeError: no such stage.

@@ -25,7 +25,8 @@ from deploykit.train import evaluate, fit
 __all__ = ["check", "run"]
 
 
-def check(model: nn.Module, spec: DistillSpec, first_last: tuple[str, str]) -> None:
+def check(model: nn.Module, spec: DistillSpec, first_last: tuple[str, str],
+          input_shape: tuple[int, int, int] | None = None) -> None:
     """Fail before training when a tap does not exist on the (uncompressed) model."""
     if spec.losses.feature_terms():
         resolve_taps(model, spec.taps or None)

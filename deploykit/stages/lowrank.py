@@ -24,7 +24,8 @@ from deploykit.train import evaluate, fit
 __all__ = ["check", "run"]
 
 
-def check(model: nn.Module, spec: LowRankSpec, first_last: tuple[str, str]) -> None:
+def check(model: nn.Module, spec: LowRankSpec, first_last: tuple[str, str],
+          input_shape: tuple[int, int, int] | None = None) -> None:
     """Fail before training when the layer patterns match nothing to factorise."""
     chosen, _ = lowrank.eligible_layers(model, spec.layers, spec.keep, first_last)
     if not chosen:

@@ -26,6 +26,7 @@ from deploykit.errors import RecipeError
 from deploykit.models import count_macs_params, layer_widths, load_checkpoint, make_checkpoint
 from deploykit.progress import log
 from deploykit.prune import (
+    check_traceable,
     ignored_layer_names,
     macs_for_latency,
     make_pruner,
@@ -40,13 +41,17 @@ from deploykit.train import fit
 __all__ = ["check", "run"]
 
 
-def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str]) -> None:
-    """Validate ``spec`` against ``model`` before any training starts."""
-    ignored_layer_names(model, spec, first_last[1])
+def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str],
+          input_shape: tuple[int, int, int] | None = None) -> None:
+    """Validate ``spec`` against ``model`` before any training starts; with ``input_shape``,
+    also trace the model once with torch-pruning (a model it cannot prune fails here)."""
+    ignored = ignored_layer_names(model, spec, first_last[1])
     if spec.target.latency_ratio is not None and distributed.world_size() > 1:
         raise RecipeError("prune target.latency_ratio times the model, and timings differ "
                           "between torchrun processes (so would their pruned models); use "
                           "macs_ratio under torchrun, or run the prune stage in one process")
+    if input_shape is not None:
+        check_traceable(model, torch.zeros(1, *input_shape), spec, ignored)
 
 
 def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineState:

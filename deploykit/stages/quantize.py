@@ -35,7 +35,8 @@ from deploykit.train import evaluate
 __all__ = ["check", "run"]
 
 
-def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str]) -> None:
+def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str],
+          input_shape: tuple[int, int, int] | None = None) -> None:
     """Before any training: keep_float patterns must match layers, and a fallback bound needs
     room to keep layers float."""
     resolve_keep_float(model, spec.keep_float, first_last)

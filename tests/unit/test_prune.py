@@ -148,3 +148,40 @@ def test_ignored_pattern_that_matches_nothing_is_an_error():
     check(model, PruneSpec(target={"ratio": 0.5}, ignored=["layer1.*"]), ("conv1", "fc"))
     with pytest.raises(RecipeError, match=r"pattern 'layer9\.\*' matches no module"):
         check(model, PruneSpec(target={"ratio": 0.5}, ignored=["layer9.*"]), ("conv1", "fc"))
+
+
+def test_a_model_torch_pruning_cannot_trace_stops_before_training(tiny_recipe_dict, write_yaml,
+                                                                   tmp_path, capsys):
+    """shufflenet's channel shuffle (view -> transpose -> view) breaks torch-pruning's graph:
+    a ModelError naming the model, the cause and the fix, exit 2, nothing trained."""
+    from deploykit.cli import main
+
+    recipe = {**tiny_recipe_dict,
+              "model": {"source": "torchvision", "name": "shufflenet_v2_x0_5",
+                        "num_classes": 4},
+              "data": {**tiny_recipe_dict["data"], "image_size": 32},
+              "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}}]}
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "torch-pruning cannot trace ShuffleNetV2" in err and "channel shuffle" in err
+    assert "leave the prune stage out" in err and "Traceback" not in err
+    assert not (out / "checkpoints").exists() and not (out / "baseline.pt").exists()
+
+
+def test_a_dependency_graph_that_does_not_close_is_refused(monkeypatch):
+    """swin_t: torch-pruning's shape inference hits its recursion limit, and grouping that
+    graph then grows past 7 GiB; the warnings are caught before any grouping."""
+    import torchvision
+
+    from deploykit.errors import ModelError
+    from deploykit.prune import check_traceable
+
+    model = torchvision.models.get_model("swin_t", weights=None, num_classes=10).eval()
+    spec = PruneSpec(target={"macs_ratio": 0.5})
+    with pytest.raises(ModelError, match=r"SwinTransformer: its dependency graph does not close"
+                                         r" \(shape inference hit torch-pruning's recursion "
+                                         r"limit \d+ times\)"):
+        check_traceable(model, torch.zeros(1, 3, 224, 224), spec, ["head"])
+    r20, shape = _model("resnet20")
+    check_traceable(r20, torch.zeros(1, *shape), spec, ["fc"])   # a traceable model passes
