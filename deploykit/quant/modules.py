@@ -10,12 +10,14 @@ initializers feeding a per-channel DequantizeLinear.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.errors import ModelError
 from deploykit.quant.calib import Calibrator
 from deploykit.quant.scheme import WEIGHT_QMAX, WEIGHT_QMIN, QuantScheme, act_qparams
 
@@ -53,11 +55,21 @@ class ActQuant(nn.Module):
         self.calibrator = self._make_calibrator()
         self.mode = "calibrate"
 
-    def finish_calibration(self) -> None:
-        """Fix the range from the calibrator and switch to fake-quant."""
+    def finish_calibration(self, name: str = "an activation") -> None:
+        """Fix the range from the calibrator and switch to fake-quant.
+
+        Raises:
+            ModelError: the range is NaN or infinite (the float model produced such values).
+        """
         if self.calibrator is None:
             raise RuntimeError("finish_calibration() before start_calibration()")
         lo, hi = self.calibrator.range()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ModelError(
+                f"quantize: {name} saw non-finite values (range {lo}, {hi}) during "
+                "calibration: the float model produces NaN or inf on these images (a diverged "
+                "training, or a checkpoint with NaN weights). Check the candidate's top-1, "
+                "lower train.lr or set train.grad_clip, and rerun")
         self.set_range(lo, hi)
         self.calibrator = None
         self.mode = "quant"

@@ -119,8 +119,9 @@ class QuantizedModel(nn.Module):
             n += len(x)
         if n == 0:
             raise ModelError("quantize: the calibration set is empty; raise data.calib_samples")
+        names = {m: name for name, m in self.named_modules()}
         for q in self.act_quants():
-            q.finish_calibration()
+            q.finish_calibration(names[q])
         return n
 
     def set_bn_frozen(self, frozen: bool) -> None:

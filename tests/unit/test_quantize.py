@@ -311,3 +311,14 @@ def test_every_int8_conv_runs_as_an_integer_kernel_in_onnxruntime(tmp_path):
     ops = [n.op_type for n in opt.node]
     assert ops.count("QLinearConv") == len(int8)
     assert sum(op in ("Conv", "FusedConv") for op in ops) == 1   # only the float stem
+
+
+def test_non_finite_activations_in_calibration_are_a_clear_error():
+    from deploykit.errors import ModelError
+
+    model = _model("resnet20")
+    with torch.no_grad():
+        model.layer2[0].conv1.weight.fill_(float("nan"))
+    with pytest.raises(ModelError, match=r"saw non-finite values .* during calibration"):
+        build_quantized(model, QuantizeSpec(calibration={"method": "minmax"}), ["conv1", "fc"],
+                        _calib(2))
