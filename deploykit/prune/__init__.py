@@ -3,6 +3,7 @@
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes, replay_pruning
 from deploykit.prune.pruner import (
     check_traceable,
+    explain_macs_miss,
     ignored_layer_names,
     macs_for_latency,
     make_pruner,
@@ -13,6 +14,7 @@ from deploykit.prune.pruner import (
 __all__ = [
     "HistoryRound",
     "check_traceable",
+    "explain_macs_miss",
     "fix_pruned_attributes",
     "ignored_layer_names",
     "macs_for_latency",

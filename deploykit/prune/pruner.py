@@ -27,8 +27,8 @@ from deploykit.progress import log
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
 from deploykit.recipe import PruneSpec
 
-__all__ = ["check_traceable", "ignored_layer_names", "macs_for_latency", "make_pruner",
-           "prune_model", "prune_to_macs"]
+__all__ = ["check_traceable", "explain_macs_miss", "ignored_layer_names", "macs_for_latency",
+           "make_pruner", "prune_model", "prune_to_macs"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -202,6 +202,28 @@ def prune_to_macs(model: nn.Module, shape: tuple[int, int, int], spec: PruneSpec
             break
         lo, hi = (ratio, hi) if macs > macs_target else (lo, ratio)
     return best[1], best[2], probes  # type: ignore[index]  (the loop ran at least once)
+
+
+def explain_macs_miss(probes: list[dict[str, float]], base_macs: int, spec: PruneSpec,
+                      ignored: list[str]) -> str:
+    """Why the MACs bisection could not land on ``spec.target.macs_ratio``, and what to change,
+    from the probes it tried (``pruning_ratio``, ``macs``)."""
+    want = spec.target.macs_ratio or 1.0
+    ratios = sorted(p["macs"] / base_macs for p in probes)
+    if ratios and ratios[0] > want:
+        return (f"even at the largest ratio tried every prunable layer keeps {ratios[0]:.3f}x "
+                f"of the MACs: max_layer_ratio {spec.max_layer_ratio} and the layers left whole "
+                f"({', '.join(ignored[:4])}{' ...' if len(ignored) > 4 else ''}) bound it; "
+                "raise max_layer_ratio or ignore fewer layers")
+    if ratios and ratios[-1] < want:
+        return (f"even the smallest ratio tried already removes too much ({ratios[-1]:.3f}x): "
+                f"with round_to {spec.round_to} every prunable layer loses at least one "
+                "multiple; lower round_to or set global: true for finer steps")
+    below = max((r for r in ratios if r <= want), default=None)
+    above = min((r for r in ratios if r >= want), default=None)
+    return (f"the model's widths move in coarse steps here (probes landed at {below:.3f}x and "
+            f"{above:.3f}x around it; round_to {spec.round_to}): lower round_to, set global: "
+            "true, or widen target.tolerance")
 
 
 def macs_for_latency(model: nn.Module, shape: tuple[int, int, int], spec: PruneSpec,

@@ -27,6 +27,7 @@ from deploykit.models import count_macs_params, layer_widths, load_checkpoint, m
 from deploykit.progress import log
 from deploykit.prune import (
     check_traceable,
+    explain_macs_miss,
     ignored_layer_names,
     macs_for_latency,
     make_pruner,
@@ -75,10 +76,11 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         miss = abs(macs / base_macs - spec.target.macs_ratio)
         metrics["macs_target_met"] = miss <= spec.target.tolerance
         if miss > spec.target.tolerance:
+            last = metrics.get(f"round{spec.steps}_probes", [])   # aimed at the final target
+            metrics["macs_target_miss"] = explain_macs_miss(last, base_macs, spec, ignored)
             log(f"prune: warning: reached {macs / base_macs:.3f}x MACs, not "
-                f"{spec.target.macs_ratio}x +- {spec.target.tolerance}: with round_to "
-                f"{spec.round_to} this model's widths move in coarse steps; lower round_to "
-                "or set global: true for finer control")
+                f"{spec.target.macs_ratio}x +- {spec.target.tolerance}: "
+                f"{metrics['macs_target_miss']}")
     metrics.update(macs_before=base_macs, macs_after=macs, macs_ratio=macs / base_macs,
                    params_before=base_params, params_after=params, widths=layer_widths(model))
     arch = {"pruning_history": history}

@@ -185,3 +185,25 @@ def test_a_dependency_graph_that_does_not_close_is_refused(monkeypatch):
         check_traceable(model, torch.zeros(1, 3, 224, 224), spec, ["head"])
     r20, shape = _model("resnet20")
     check_traceable(r20, torch.zeros(1, *shape), spec, ["fc"])   # a traceable model passes
+
+
+def test_a_missed_macs_target_says_why_and_what_to_change():
+    from deploykit.prune import explain_macs_miss
+
+    spec = PruneSpec(target={"macs_ratio": 0.8}, round_to=16)
+    # R20 with round_to 16: every ratio floors each layer by a multiple of 16 -> 0.62x at best
+    model, shape = _model("resnet20")
+    base = count_macs_params(model, shape)[0]
+    _, _, probes = prune_to_macs(model, shape, spec, ["fc"], int(0.8 * base), 0.02 * base)
+    why = explain_macs_miss(probes, base, spec, ["fc"])
+    assert "smallest ratio tried already removes too much" in why and "round_to 16" in why
+    assert "global: true" in why
+    # a ceiling: even the largest ratio keeps too much
+    low = PruneSpec(target={"macs_ratio": 0.1}, max_layer_ratio=0.3)
+    why = explain_macs_miss([{"pruning_ratio": 0.3, "macs": 60}], 100, low, ["fc"])
+    assert "raise max_layer_ratio or ignore fewer layers" in why and "0.600x" in why
+    # coarse steps on both sides
+    mid = PruneSpec(target={"macs_ratio": 0.5})
+    why = explain_macs_miss([{"pruning_ratio": 0.3, "macs": 60}, {"pruning_ratio": 0.4,
+                                                                  "macs": 44}], 100, mid, ["fc"])
+    assert "0.440x and 0.600x" in why and "widen target.tolerance" in why
