@@ -82,6 +82,30 @@ def test_large_logits_pass_relative_to_their_scale_and_a_wrong_export_still_fail
         check_parity(TorchRunner(model), OrtRunner(wrong), x, **limits)
 
 
+def test_a_flip_between_near_tied_classes_within_the_error_limit_is_not_a_disagreement():
+    class Fixed:
+        runtime = "fixed"
+
+        def __init__(self, out):
+            self.out = np.asarray(out, dtype=np.float32)
+
+        def __call__(self, x):
+            return self.out
+
+    ref = Fixed([[5.00, 4.99, 0.0], [3.0, 0.0, 0.0]])       # sample 0: a near-tie
+    flipped = Fixed([[4.98, 5.00, 0.0], [3.0, 0.0, 0.0]])   # error 0.02 = 0.4% of the range
+    res = check_parity(ref, flipped, [np.zeros(1)], max_abs_error=None,
+                       max_error_vs_range=0.01, min_top1_agreement=0.95)
+    assert res.top1_agreement == 0.5 and res.top1_agreement_beyond_ties == 1.0
+    # a flip away from a class the reference ranked clearly lower still counts against it,
+    # even with the error inside a loose limit (INT8's 10% of the range)
+    clear = Fixed([[5.0, 4.3, 0.0], [3.0, 0.0, 0.0]])       # gap 0.7 > 10% of the range
+    moved = Fixed([[4.65, 4.66, 0.0], [3.0, 0.0, 0.0]])     # error 0.36 = 7.2% of the range
+    with pytest.raises(ParityError, match=r"top-1 agreement 50.00% \(50.00% counting near-ties"):
+        check_parity(clear, moved, [np.zeros(1)], max_abs_error=None, max_error_vs_range=0.1,
+                     min_top1_agreement=0.95)
+
+
 def test_parity_needs_an_error_limit(exported):
     model, path = exported
     with pytest.raises(ValueError, match="needs max_abs_error"):
