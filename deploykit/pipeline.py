@@ -18,7 +18,7 @@ from deploykit.errors import DeployKitError
 from deploykit.export import export_onnx
 from deploykit.gate import apply_gate, load_baseline
 from deploykit.measure import measure_candidates
-from deploykit.models import make_checkpoint
+from deploykit.models import check_forward, make_checkpoint
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
@@ -97,6 +97,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
     seed_everything(recipe.seed)
     shape = (3, recipe.data.image_size, recipe.data.image_size)
     model, first_last = load_model(recipe.model, shape)
+    check_forward(model, shape)
     stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):

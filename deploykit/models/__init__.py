@@ -12,7 +12,12 @@ from deploykit.models.checkpoint import (
     make_checkpoint,
 )
 from deploykit.models.cost import count_macs_params, file_size_bytes
-from deploykit.models.layers import compute_layers_in_order, find_first_last, layer_widths
+from deploykit.models.layers import (
+    check_forward,
+    compute_layers_in_order,
+    find_first_last,
+    layer_widths,
+)
 from deploykit.models.outputs import split_outputs
 from deploykit.models.summary import ModelSummary, summarize_model
 
@@ -21,6 +26,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "ModelSummary",
     "build_model",
+    "check_forward",
     "compute_layers_in_order",
     "count_macs_params",
     "file_size_bytes",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from deploykit.errors import ModelError
 
-__all__ = ["compute_layers_in_order", "find_first_last", "layer_widths"]
+__all__ = ["check_forward", "compute_layers_in_order", "find_first_last", "layer_widths"]
 
 
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -34,11 +35,38 @@ def compute_layers_in_order(model: nn.Module, example: torch.Tensor) -> list[str
         model.eval()
         with torch.no_grad():
             model(example)
+    except Exception as e:
+        raise ModelError(
+            f"model: {type(model).__name__}'s forward fails on {tuple(example.shape[1:])} inputs "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check "
+            "data.image_size against the model's smallest input") from None
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     return order
+
+
+def check_forward(model: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    """Run a copy of ``model`` once in training mode and once in eval mode on a batch of two
+    zero images of ``input_shape``, before any long work (a copy, so BatchNorm statistics of
+    the model itself are untouched).
+
+    Raises:
+        ModelError: either forward fails at this input size (inception_v3's auxiliary head
+            needs larger images in training than its 75x75 minimum for inference).
+    """
+    probe = copy.deepcopy(model)
+    for mode in ("train", "eval"):
+        try:
+            with torch.no_grad():
+                probe.train(mode == "train")(torch.zeros(2, *input_shape))
+        except Exception as e:
+            raise ModelError(
+                f"model: {type(model).__name__}'s {mode}-mode forward fails on "
+                f"{input_shape[1]}x{input_shape[2]} images ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); raise data.image_size (in "
+                "training, auxiliary heads often need larger inputs than inference)") from None
 
 
 def find_first_last(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[str, str]:

@@ -105,3 +105,34 @@ def test_class_count_mismatch_is_named(tmp_path):
     r32 = build_model(ModelSpec(name="resnet32")).state_dict()
     with pytest.raises(CheckpointError, match="unexpected keys"):
         load_weights(ten, r32, "ck.pt", 10, "fc")
+
+
+def test_a_forward_that_fails_at_the_input_size_is_a_model_error_before_training():
+    """inception_v3 at 75x75 runs in eval mode but its auxiliary head fails in training."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from deploykit.errors import ModelError
+    from deploykit.models import check_forward, find_first_last
+
+    class AuxNeedsRoom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            if self.training and x.shape[-1] < 40:
+                raise RuntimeError("Output size is too small")
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    model = AuxNeedsRoom()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ModelError, match=r"train-mode forward fails on 32x32 images .*"
+                                         r"raise data.image_size"):
+        check_forward(model, (3, 32, 32))
+    check_forward(model, (3, 48, 48))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ModelError, match=r"forward fails on \(3, 2, 2\) inputs"):
+        find_first_last(model, (3, 2, 2))
