@@ -11,15 +11,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from deploykit.atomic import save_torch, write_text
-from deploykit.bench import time_alternating
+from deploykit.bench import time_onnx_files
 from deploykit.data import build_loaders
 from deploykit.models import build_model, load_checkpoint, make_checkpoint
 from deploykit.recipe import DataSpec, ModelSpec, TrainSpec
-from deploykit.runtimes import OrtRunner
 from deploykit.train import evaluate, fit, seed_everything
 
 ROOT = Path(__file__).resolve().parent
@@ -66,15 +64,8 @@ def r20_baseline(loaders, log, seed: int = 0) -> tuple[torch.nn.Module, dict]:
 
 def ort_latency(paths: dict[str, Path], shape, batches=(1, 64), threads=2, iterations=60):
     """p50 ms per candidate and batch, timed alternately in one process (ORT CPU EP)."""
-    runners = {k: OrtRunner(p, threads=threads) for k, p in paths.items()}
-    out: dict[str, dict[int, float]] = {k: {} for k in paths}
-    for b in batches:
-        x = np.random.default_rng(0).standard_normal((b, *shape), dtype=np.float32)
-        st = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
-                              iterations=iterations, warmup=10, rounds=6)
-        for k in paths:
-            out[k][b] = st[k].p50_ms
-    return out
+    return time_onnx_files(paths, shape, list(batches), threads, iterations, warmup=10,
+                           rounds=6)
 
 
 def top1(model, loaders) -> float:

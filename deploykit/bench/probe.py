@@ -52,7 +52,7 @@ class LatencyProbe:
 
 def time_onnx_files(paths: dict[str, Path], shape: tuple[int, int, int],
                     batch_sizes: list[int], threads: int = 2, iterations: int = 30,
-                    warmup: int = 5) -> dict[str, dict[int, float]]:
+                    warmup: int = 5, rounds: int = 5) -> dict[str, dict[int, float]]:
     """p50 milliseconds of each ONNX file at each batch size in ONNX Runtime's CPU EP, the
     files timed alternately in this process (ratios between them are fair)."""
     runners = {name: OrtRunner(p, threads=threads) for name, p in paths.items()}
@@ -61,7 +61,7 @@ def time_onnx_files(paths: dict[str, Path], shape: tuple[int, int, int],
     for b in batch_sizes:
         x = rng.standard_normal((b, *shape), dtype=np.float32)
         stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
-                                 iterations=iterations, warmup=warmup)
+                                 iterations=iterations, warmup=warmup, rounds=rounds)
         for name, st in stats.items():
             out[name][b] = st.p50_ms
     return out
