@@ -93,6 +93,12 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
             raise ParityError(f"{e}\n{_locate(cand, path, checks[0], _tolerance(limits))}"
                               ) from None
         rep.parity = parity.to_dict()
+        if (parity.noise_floor_vs_range or 0.0) > (limits["max_error_vs_range"] or 0.0):
+            log(f"[{cand.name}] warning: rounding alone moves this INT8 model's logits by "
+                f"{parity.noise_floor_vs_range:.2g} of their range (inputs moved far below one "
+                "quantization step): its quantization noise compounds, parity cannot tell an "
+                "export error from rounding, and its accuracy against the float model is the "
+                "measure; consider QAT or quantize.keep_float")
         for rt, runner in cand_runners.items():   # the third (GPU) way, against the same reference
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue

@@ -96,14 +96,19 @@ class ParitySpec(Strict):
     fp16_max_abs_error: float = Field(5e-2, gt=0)
     int8_max_error_vs_range: float = Field(0.1, gt=0)
     int8_min_top1_agreement: float = Field(0.95, gt=0, le=1)
+    # INT8 limits widen to this many times the simulation's own rounding noise (its output
+    # when inputs move far below one quantization step): where rounding alone moves a model's
+    # logits by more than the limits, a runtime that rounds differently does too.
+    int8_noise_floor_factor: float | None = Field(2.0, gt=0)
 
     def thresholds(self, precision: str) -> dict[str, float | None]:
         """The keyword arguments of ``deploykit.bench.check_parity`` for ``precision``:
-        ``max_abs_error``, ``max_error_vs_range`` (either may be None) and
-        ``min_top1_agreement``."""
+        ``max_abs_error``, ``max_error_vs_range`` (either may be None),
+        ``min_top1_agreement`` and, for INT8, ``noise_floor_factor``."""
         if precision == "int8":
             return {"max_abs_error": None, "max_error_vs_range": self.int8_max_error_vs_range,
-                    "min_top1_agreement": self.int8_min_top1_agreement}
+                    "min_top1_agreement": self.int8_min_top1_agreement,
+                    "noise_floor_factor": self.int8_noise_floor_factor}
         if precision == "fp16":
             return {"max_abs_error": self.fp16_max_abs_error, "max_error_vs_range": None,
                     "min_top1_agreement": self.min_top1_agreement}

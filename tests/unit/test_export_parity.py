@@ -131,3 +131,49 @@ def test_export_does_not_leave_partial_files_on_failure(tmp_path):
     with pytest.raises(Exception, match="export"):
         export_onnx(Bad(), (3, 8, 8), target)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Fn:
+    runtime = "fn"
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x):
+        return self.fn(x).astype(np.float32)
+
+
+_W = np.random.default_rng(3).standard_normal((3 * 4 * 4, 10))
+
+
+def _chaotic(x):
+    """Logits that jump when the input moves by far less than an INT8 step, as a simulated INT8
+    model whose rounding noise compounds does."""
+    return np.sin(1e7 * (x.reshape(len(x), -1) @ _W))
+
+
+def _stable(x):
+    return x.reshape(len(x), -1) @ _W
+
+
+def test_int8_parity_allows_the_references_own_rounding_noise_and_records_it():
+    x = [np.random.default_rng(0).standard_normal((32, 3, 4, 4)).astype(np.float32)]
+    # the runtime rounds differently: its output is the chaotic function of a nudged input
+    other = _Fn(lambda b: _chaotic(b + 1e-6))
+    limits = {"max_abs_error": None, "max_error_vs_range": 0.1, "min_top1_agreement": 0.95}
+    with pytest.raises(ParityError, match="disagrees"):
+        check_parity(_Fn(_chaotic), other, x, **limits)
+    res = check_parity(_Fn(_chaotic), other, x, noise_floor_factor=2.0, **limits)
+    assert res.noise_floor_vs_range > 0.5 and res.noise_floor_top1_agreement < 0.5
+    assert res.max_error_vs_range > 0.1   # passed only because rounding alone moves it as much
+
+
+def test_int8_parity_still_fails_a_wrong_artifact_of_a_stable_model():
+    x = [np.random.default_rng(0).standard_normal((32, 3, 4, 4)).astype(np.float32)]
+    wrong = _Fn(lambda b: _stable(b) * np.array([1.0] * 9 + [1.5]))   # one class scaled
+    with pytest.raises(ParityError, match=r"own rounding noise: [0-9.e-]+ of the logit range"):
+        check_parity(_Fn(_stable), wrong, x, max_abs_error=None, max_error_vs_range=0.1,
+                     min_top1_agreement=0.95, noise_floor_factor=2.0)
+    res = check_parity(_Fn(_stable), _Fn(lambda b: _stable(b) + 1e-3), x, max_abs_error=None,
+                       max_error_vs_range=0.1, min_top1_agreement=0.95, noise_floor_factor=2.0)
+    assert res.noise_floor_vs_range < 1e-3 and res.noise_floor_top1_agreement == 1.0
