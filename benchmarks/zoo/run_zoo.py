@@ -125,6 +125,8 @@ def summarize(report) -> dict:
         "parity_float_abs": pruned.parity.get("max_abs_error"),
         "parity_float_vs_range": pruned.parity.get("max_error_vs_range"),
         "parity_int8_vs_range": q.parity.get("max_error_vs_range"),
+        "parity_int8_noise_floor": q.parity.get("noise_floor_vs_range"),
+        "left_whole": len(prune_metrics.get("left_whole", {})),
         "int8_layers": sum(v == "int8" for v in precision.values()),
         "layers": len(precision),
         "p50_float_ms": p50(base), "p50_pruned_ms": p50(pruned), "p50_int8_ms": p50(q),
@@ -178,20 +180,24 @@ def _fmt(v, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | input | status | MACs before -> after | params after | parity float "
-             "(abs / vs range) | INT8 layers | pruned / float b1 | INT8 / float b1 | s |",
-             "|---|---:|---|---|---:|---|---:|---:|---:|---:|"]
+             "(abs / vs range) | parity INT8 (vs range / noise floor) | INT8 layers | "
+             "pruned / float b1 | INT8 / float b1 | s |",
+             "|---|---:|---|---|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['source']}:{r['model']} | {r['input']} | **{r['status']}**: "
-                         f"{r.get('message', '')[:160]} | | | | | | | {r['seconds']:.0f} |")
+                         f"{r.get('message', '')[:160]} | | | | | | | | {r['seconds']:.0f} |")
             continue
         pf, pp, pq = r["p50_float_ms"], r["p50_pruned_ms"], r["p50_int8_ms"]
         lines.append(
             f"| {r['source']}:{r['model']} | {r['input']} | ok"
-            f"{'' if r.get('macs_target_met', True) else ' (MACs target missed)'} | "
+            f"{'' if r.get('macs_target_met', True) else ' (MACs target missed)'}"
+            f"{f' ({w} layers left whole)' if (w := r.get('left_whole')) else ''} | "
             f"{r['macs_before'] / 1e6:.1f} M -> {r['macs_after'] / 1e6:.1f} M "
             f"({r['macs_ratio']:.2f}x) | {r['params_after'] / 1e6:.2f} M | "
             f"{_fmt(r['parity_float_abs'], '.1e')} / {_fmt(r['parity_float_vs_range'], '.1e')} | "
+            f"{_fmt(r.get('parity_int8_vs_range'), '.2g')} / "
+            f"{_fmt(r.get('parity_int8_noise_floor'), '.2g')} | "
             f"{r['int8_layers']}/{r['layers']} | "
             f"{_fmt(pp / pf if pf and pp else None, '.2f')} | "
             f"{_fmt(pq / pf if pf and pq else None, '.2f')}"

@@ -1,6 +1,7 @@
 """Structured channel pruning (torch-pruning's DepGraph) and the pruned architecture as data."""
 
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes, replay_pruning
+from deploykit.prune.opaque import layers_to_leave_whole, reshape_guard
 from deploykit.prune.pruner import (
     check_traceable,
     explain_macs_miss,
@@ -17,9 +18,11 @@ __all__ = [
     "explain_macs_miss",
     "fix_pruned_attributes",
     "ignored_layer_names",
+    "layers_to_leave_whole",
     "macs_for_latency",
     "make_pruner",
     "prune_model",
     "prune_to_macs",
     "replay_pruning",
+    "reshape_guard",
 ]

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deploykit.prune.opaque import reshape_guard
+
 __all__ = ["HistoryRound", "fix_pruned_attributes", "replay_pruning"]
 
 HistoryRound = list[list[Any]]
@@ -41,7 +43,9 @@ def replay_pruning(model: nn.Module, history: list[HistoryRound],
     for rnd in history:
         if not rnd:
             continue
-        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
-        graph.load_pruning_history([(str(n), bool(o), [int(i) for i in idx]) for n, o, idx in rnd])
+        with reshape_guard():   # the recorded groups avoid the reshapes it skips
+            graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+            graph.load_pruning_history([(str(n), bool(o), [int(i) for i in idx])
+                                        for n, o, idx in rnd])
         fix_pruned_attributes(model)
     return model

@@ -25,6 +25,7 @@ from deploykit.errors import ModelError, RecipeError
 from deploykit.models import count_macs_params
 from deploykit.progress import log
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
+from deploykit.prune.opaque import GraphDoesNotClose, layers_to_leave_whole, reshape_guard
 from deploykit.recipe import PruneSpec
 
 __all__ = ["check_traceable", "explain_macs_miss", "ignored_layer_names", "macs_for_latency",
@@ -83,11 +84,12 @@ def make_pruner(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
     mha = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     if mha:
         kwargs.update(num_heads=mha, prune_head_dims=True, prune_num_heads=False)
-    if spec.importance == "bn_scale":
-        return tp.pruner.BNScalePruner(model, example, reg=reg, **kwargs)
-    if spec.importance == "group_norm":
-        return tp.pruner.GroupNormPruner(model, example, reg=reg, **kwargs)
-    return tp.pruner.BasePruner(model, example, **kwargs)
+    with reshape_guard():   # sound because the caller ignores layers_to_leave_whole()
+        if spec.importance == "bn_scale":
+            return tp.pruner.BNScalePruner(model, example, reg=reg, **kwargs)
+        if spec.importance == "group_norm":
+            return tp.pruner.GroupNormPruner(model, example, reg=reg, **kwargs)
+        return tp.pruner.BasePruner(model, example, **kwargs)
 
 
 # Where torch-pruning fails, what that means, for the error message.
@@ -115,34 +117,35 @@ def _cannot_trace(model: nn.Module, what: str) -> ModelError:
 
 
 def check_traceable(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
-                    ignored_names: list[str]) -> None:
-    """Build torch-pruning's dependency graph once, before any training.
+                    ignored_names: list[str]) -> dict[str, str]:
+    """Build torch-pruning's dependency graph once, before any training; returns the layers
+    to leave whole (:func:`layers_to_leave_whole`, name -> why).
 
     Raises:
         ModelError: torch-pruning raises while tracing, or its shape inference hits its
             recursion limit (on swin_t this preceded a grouping pass that grew past 24 GiB),
             naming the model, where it failed and the fix.
     """
-    import torch_pruning as tp
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:   # the graph alone first: the pruner would group it, which is what explodes
-            tp.DependencyGraph().build_dependency(model, example)
-        except Exception as e:
-            raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
-    deep = sum("Maximum recursive depth" in str(w.message) for w in caught)
-    if deep:
-        raise _cannot_trace(model, f"its dependency graph does not close (shape inference hit "
-                            f"torch-pruning's recursion limit {deep} times); grouping such a "
-                            "graph grows without bound (swin_t passed 7 GiB and kept growing)")
+    try:   # the graph alone first: the pruner would group it, which is what explodes
+        whole = layers_to_leave_whole(model, example)
+    except GraphDoesNotClose as e:
+        raise _cannot_trace(model, f"its dependency graph does not close ({e}); grouping such "
+                            "a graph grows without bound (swin_t passed 7 GiB and kept "
+                            "growing)") from e
+    except Exception as e:
+        raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if whole and all(n in whole or n in ignored_names for n in layers):
+        raise _cannot_trace(model, "every conv/linear layer's channels pass through a reshape "
+                            "it cannot map (a channel shuffle), so none can be pruned")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            make_pruner(model, example, spec, [model.get_submodule(n) for n in ignored_names],
-                        0.0)
+            make_pruner(model, example, spec,
+                        [model.get_submodule(n) for n in {*ignored_names, *whole}], 0.0)
     except Exception as e:
         raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
+    return whole
 
 
 def _taylor_grads(model: nn.Module, batches: Batches) -> None:
@@ -163,7 +166,8 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
     if spec.importance == "taylor":
         _taylor_grads(model, grad_batches or [])
     try:
-        pruner.step()
+        with reshape_guard():
+            pruner.step()
     except Exception as e:
         raise _cannot_trace(model, f"pruning failed with {type(e).__name__} ({e}) in "
                             f"{_site(e)}") from e

@@ -29,11 +29,13 @@ from deploykit.prune import (
     check_traceable,
     explain_macs_miss,
     ignored_layer_names,
+    layers_to_leave_whole,
     macs_for_latency,
     make_pruner,
     prune_model,
     prune_to_macs,
     replay_pruning,
+    reshape_guard,
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.state import Candidate, PipelineState, StageRecord
@@ -62,6 +64,11 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     ckpt_path = state.output_dir / "prune.pt"
     model = copy.deepcopy(state.model)
     ignored = ignored_layer_names(model, spec, state.first_last[1])
+    whole = layers_to_leave_whole(model, torch.zeros(1, *shape))
+    if whole:
+        log(f"prune: leaving {len(whole)} layers whole: their channels pass through a "
+            f"reshape that mixes channels (channel shuffle), e.g. {', '.join(list(whole)[:3])}")
+        ignored = sorted({*ignored, *whole})
     base_macs, base_params = count_macs_params(model, shape)
     if state.resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
@@ -70,7 +77,9 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         log(f"prune: resumed the finished stage from {ckpt_path}")
         history, metrics = ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
     else:
-        model, history, metrics = _prune(state, model, loaders, spec, shape, ignored, base_macs)
+        with reshape_guard():   # torch-pruning's groups, formed only for layers not left whole
+            model, history, metrics = _prune(state, model, loaders, spec, shape, ignored,
+                                             base_macs)
     macs, params = count_macs_params(model, shape)
     if spec.target.macs_ratio is not None:
         miss = abs(macs / base_macs - spec.target.macs_ratio)
@@ -81,6 +90,8 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
             log(f"prune: warning: reached {macs / base_macs:.3f}x MACs, not "
                 f"{spec.target.macs_ratio}x +- {spec.target.tolerance}: "
                 f"{metrics['macs_target_miss']}")
+    if whole:
+        metrics["left_whole"] = whole
     metrics.update(macs_before=base_macs, macs_after=macs, macs_ratio=macs / base_macs,
                    params_before=base_params, params_after=params, widths=layer_widths(model))
     arch = {"pruning_history": history}

@@ -150,23 +150,76 @@ def test_ignored_pattern_that_matches_nothing_is_an_error():
         check(model, PruneSpec(target={"ratio": 0.5}, ignored=["layer9.*"]), ("conv1", "fc"))
 
 
-def test_a_model_torch_pruning_cannot_trace_stops_before_training(tiny_recipe_dict, write_yaml,
-                                                                   tmp_path, capsys):
-    """shufflenet's channel shuffle (view -> transpose -> view) breaks torch-pruning's graph:
-    a ModelError naming the model, the cause and the fix, exit 2, nothing trained."""
+_SHUFFLED = """
+import torch
+from torch import nn
+
+
+class Shuffled(nn.Module):
+    # every conv's channels go through a channel shuffle (view -> transpose -> reshape)
+    def __init__(self, num_classes):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    @staticmethod
+    def shuffle(x):
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    def forward(self, x):
+        return self.fc(self.shuffle(self.b(self.shuffle(self.a(x)))).mean((2, 3)))
+"""
+
+
+def test_a_model_that_cannot_be_pruned_stops_before_training(tiny_recipe_dict, write_yaml,
+                                                            tmp_path, capsys, monkeypatch):
+    """Every layer feeds a channel shuffle, which torch-pruning would map as if it kept the
+    channel order (silently wrong): a ModelError naming the model, the cause and the fix,
+    exit 2, nothing trained."""
     from deploykit.cli import main
 
+    (tmp_path / "shuffled_net.py").write_text(_SHUFFLED, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
     recipe = {**tiny_recipe_dict,
-              "model": {"source": "torchvision", "name": "shufflenet_v2_x0_5",
-                        "num_classes": 4},
-              "data": {**tiny_recipe_dict["data"], "image_size": 32},
+              "model": {"source": "factory", "name": "shuffled_net:Shuffled", "num_classes": 4},
               "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}}]}
     out = tmp_path / "run"
     assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "torch-pruning cannot trace ShuffleNetV2" in err and "channel shuffle" in err
+    assert "torch-pruning cannot trace Shuffled" in err and "channel shuffle" in err
     assert "leave the prune stage out" in err and "Traceback" not in err
     assert not (out / "checkpoints").exists() and not (out / "baseline.pt").exists()
+
+
+def test_shufflenet_prunes_around_its_channel_shuffles_and_replays(tmp_path):
+    """torch-pruning divides by zero on ShuffleNet's channel shuffle; the layers whose channels
+    pass through it are left whole (and said so), the inner ones are pruned to the target,
+    and the pruning history replays onto a fresh model."""
+    from deploykit.prune import layers_to_leave_whole, reshape_guard
+
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    shape = (3, 32, 32)
+    whole = layers_to_leave_whole(model, torch.zeros(1, *shape))
+    assert "stage2.0.branch2.5" in whole and "stage2.0.branch2.0" not in whole
+    assert all("channel-mixing reshape" in why for why in whole.values())
+    spec = PruneSpec(target={"macs_ratio": 0.5}, round_to=8)
+    base = count_macs_params(model, shape)[0]
+    before = {n: m.weight.shape[0] for n, m in model.named_modules() if n in whole}
+    with reshape_guard():
+        pruned, hist, _ = prune_to_macs(model, shape, spec, ["fc", *whole], int(0.5 * base),
+                                        0.02 * base)
+    assert abs(count_macs_params(pruned, shape)[0] / base - 0.5) <= 0.02
+    # their output channels (the ones that reach the shuffle) stay; inputs may shrink
+    assert {n: m.weight.shape[0] for n, m in pruned.named_modules() if n in whole} == before
+    assert pruned.get_submodule("stage2.1.branch2.0").out_channels < 24
+    fresh = replay_pruning(torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval(),
+                           [hist], shape)
+    fresh.load_state_dict(pruned.state_dict())
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(fresh(x), pruned(x), atol=1e-5)
 
 
 def test_a_dependency_graph_that_does_not_close_is_refused(monkeypatch):
