@@ -7,6 +7,7 @@ them (straight-through gradients). For export the same modules emit explicit
 QuantizeLinear/DequantizeLinear (int8 weight initializers) through the dynamo ONNX exporter.
 """
 
+from deploykit.quant.attention import QuantAttention
 from deploykit.quant.build import Fp16Model, build_quantized
 from deploykit.quant.calib import Calibrator, make_calibrator
 from deploykit.quant.modules import ActQuant, QuantLayer, qdq_export, weight_scales
@@ -27,6 +28,7 @@ __all__ = [
     "Calibrator",
     "Fp16Model",
     "LayerSensitivity",
+    "QuantAttention",
     "QuantLayer",
     "QuantScheme",
     "QuantizedModel",

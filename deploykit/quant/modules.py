@@ -63,6 +63,9 @@ class ActQuant(nn.Module):
         """
         if self.calibrator is None:
             raise RuntimeError("finish_calibration() before start_calibration()")
+        if not getattr(self.calibrator, "seen", True):   # on a path the data never took
+            self.calibrator, self.mode = None, "float"
+            return
         lo, hi = self.calibrator.range()
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ModelError(

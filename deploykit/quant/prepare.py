@@ -34,6 +34,7 @@ import torch
 from torch import fx, nn
 
 from deploykit.errors import ModelError
+from deploykit.quant.attention import QuantAttention, splittable
 from deploykit.quant.calib import make_calibrator
 from deploykit.quant.modules import ActQuant, QuantLayer, qdq_export
 from deploykit.quant.scheme import QuantScheme
@@ -49,8 +50,15 @@ _PASSTHROUGH_FUNCTIONS = {"dropout", "dropout2d", "stochastic_depth", "drop_path
 
 
 def compute_layers(model: nn.Module) -> list[str]:
-    """Names of the conv and linear modules: the layers quantization decides about."""
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Names of the conv and linear modules: the layers quantization decides about (with the
+    q/k/v projections of each ``nn.MultiheadAttention`` it can split, as ``<name>.q`` ...)."""
+    names = []
+    for n, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention) and splittable(m):
+            names += [f"{n}.{p}" for p in ("q", "k", "v")]
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            names.append(n)
+    return names
 
 
 def resolve_keep_float(model: nn.Module, patterns: Iterable[str], first_last: tuple[str, str]
@@ -95,8 +103,14 @@ class QuantizedModel(nn.Module):
         """The same graph with plain layers and no quantizers, for counting MACs and params
         (counters hook nn.Conv2d/nn.Linear, which QuantLayer calls functionally)."""
         gm = copy.deepcopy(self.net)
+        replaced: list[str] = []
         for name, m in list(gm.named_modules()):
-            if isinstance(m, QuantLayer):
+            if any(name.startswith(f"{r}.") for r in replaced):
+                continue   # inside an attention block already swapped back
+            if isinstance(m, QuantAttention):
+                gm.set_submodule(name, m.float_module())
+                replaced.append(name)
+            elif isinstance(m, QuantLayer):
                 gm.set_submodule(name, m.layer)
             elif isinstance(m, ActQuant):
                 gm.set_submodule(name, nn.Identity())
@@ -136,9 +150,15 @@ class QuantizedModel(nn.Module):
             q.ema = updating
 
 
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, QuantAttention) or super().is_leaf_module(m, qualname)
+
+
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
     except Exception as e:
         raise ModelError(
             f"quantize: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
@@ -195,9 +215,22 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
         calibration, bins, percentile: the activation calibrator.
     """
     keep = set(keep_float)
-    gm = _trace(copy.deepcopy(model).eval())
-    graph = gm.graph
+
+    def new_quant() -> ActQuant:
+        return ActQuant(scheme, lambda: make_calibrator(calibration, scheme, bins, percentile))
+
+    model = copy.deepcopy(model).eval()
     precision: dict[str, str] = {}
+    # 0. attention blocks -> QuantAttention (INT8 projections), unless one is kept float
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.MultiheadAttention) and splittable(mod):
+            parts = [f"{name}.{p}" for p in ("q", "k", "v", "out_proj")]
+            float_ = any(p in keep for p in parts)
+            if not float_:
+                model.set_submodule(name, QuantAttention(mod, new_quant))
+            precision.update(dict.fromkeys(parts, "fp32" if float_ else "int8"))
+    gm = _trace(model)
+    graph = gm.graph
 
     # 1. conv/linear (+ a BatchNorm that only it feeds) -> QuantLayer, unless kept float
     for node in list(graph.nodes):
@@ -205,6 +238,8 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
             continue
         name = str(node.target)
+        if name in precision:   # an attention block's output projection, decided above
+            continue
         if name in keep:
             precision[name] = "fp32"
             continue
@@ -225,8 +260,7 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
     def quantized(arg: fx.Node) -> fx.Node:
         if arg not in quantizers:
             qname = f"act_quant_{len(quantizers)}"
-            gm.add_submodule(qname, ActQuant(scheme, lambda: make_calibrator(
-                calibration, scheme, bins, percentile)))
+            gm.add_submodule(qname, new_quant())
             with graph.inserting_after(arg):
                 quantizers[arg] = graph.call_module(qname, (arg,))
         return quantizers[arg]

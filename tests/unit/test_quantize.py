@@ -14,6 +14,7 @@ from deploykit.export import export_onnx
 from deploykit.models import build_model, find_first_last, parse_model_ref
 from deploykit.quant import (
     SCHEMES,
+    ActQuant,
     Fp16Model,
     build_quantized,
     compute_layers,
@@ -353,3 +354,73 @@ def test_one_quantizer_per_tensor_through_stochastic_depth_and_dropout(tmp_path)
             assert src.op_type != "DequantizeLinear", f"{n.name} requantizes {src.name}"
     adds = [n for n in g.node if n.op_type == "Add" and all(i in prod for i in n.input)]
     assert [prod[i].op_type for i in adds[0].input] == ["DequantizeLinear"] * 2
+
+
+def _tiny_vit() -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                          mlp_dim=64, num_classes=10).eval()
+    nn.init.normal_(m.heads.head.weight, std=0.5)   # torchvision zero-initialises the head
+    return m
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_quant_attention_computes_multihead_attention(batch_first):
+    """Before calibration (activation quantizers pass through; weights are INT8 already) the
+    split projections + SDPA give nn.MultiheadAttention's output to weight rounding, for
+    self-attention and for distinct key/value; a head split or projection mixed up is off by
+    far more."""
+    from deploykit.quant import QuantAttention
+    from deploykit.quant.calib import make_calibrator
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    scheme = SCHEMES["onnxruntime-cpu"]
+    qa = QuantAttention(mha, lambda: ActQuant(scheme, lambda: make_calibrator("minmax", scheme)))
+    x, kv = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    if not batch_first:
+        x, kv = x.transpose(0, 1), kv.transpose(0, 1)
+    with torch.no_grad():
+        for q, k in ((x, x), (x, kv)):
+            ref, _ = mha(q, k, k, need_weights=False)
+            out, weights = qa(q, k, k, need_weights=False)
+            assert weights is None and out.shape == ref.shape
+            assert (out - ref).abs().max() < 0.02 * ref.abs().max()
+    with pytest.raises(ModelError, match="attention masks"):
+        qa(x, x, x, attn_mask=torch.zeros(5, 5, dtype=torch.bool))
+
+
+def test_transformer_projections_are_int8_and_run_as_integer_matmuls(tmp_path):
+    """ViT: q/k/v/out projections and the MLP in INT8 (LayerNorm, softmax, GELU float); MACs
+    and parameters count as the float model's; ONNX Runtime runs every INT8 projection as an
+    integer MatMul and matches the simulation."""
+    import collections
+
+    import onnxruntime as ort
+
+    from deploykit.models import count_macs_params
+
+    model = _tiny_vit()
+    qm = _quantize(model, keep=["conv_proj", "heads.head"])
+    int8 = [n for n, p in qm.layer_precision.items() if p == "int8"]
+    assert {n.rsplit(".", 1)[1] for n in int8} == {"q", "k", "v", "out_proj", "0", "3"}
+    assert len(int8) == 2 * 6
+    assert count_macs_params(qm, SHAPE) == count_macs_params(model, SHAPE)
+    _, path = _graph(qm, tmp_path)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops["MatMulIntegerToFloat"] + ops["QLinearMatMul"] == len(int8)
+    x = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = qm(x).numpy()
+    assert np.abs(OrtRunner(path)(x.numpy()) - ref).max() < 0.05 * np.abs(ref).max()
+    # keeping one projection float keeps its attention block float
+    kept = _quantize(model, keep=["conv_proj", "heads.head",
+                                  "encoder.layers.encoder_layer_0.self_attention.q"])
+    prec = kept.layer_precision
+    assert prec["encoder.layers.encoder_layer_0.self_attention.v"] == "fp32"
+    assert prec["encoder.layers.encoder_layer_1.self_attention.v"] == "int8"
