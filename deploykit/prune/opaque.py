@@ -82,8 +82,7 @@ class _ReshapeRecorder(TorchFunctionMode):
 def layers_to_leave_whole(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
     """Conv/linear layers (name -> why) whose channel group passes through a reshape that
     mixes channels (:class:`_ReshapeRecorder`) or one torch-pruning cannot map; empty when
-    the model has none. A group torch-pruning cannot even form around such a reshape is left
-    whole too.
+    the model has none.
 
     Raises:
         GraphDoesNotClose: before forming any group, when the graph does not close.
@@ -104,17 +103,46 @@ def layers_to_leave_whole(model: nn.Module, example: torch.Tensor) -> dict[str, 
 
 
 def _whole(model: nn.Module, graph: object, reshapes: set[object]) -> dict[str, str]:
-    whole: dict[str, str] = {}
-    for name, layer in model.named_modules():
-        if not isinstance(layer, (nn.Conv2d, nn.Linear)) or layer not in graph.module2node:
+    nodes = graph.module2node
+    return {name: "its channels pass through a channel-mixing reshape"
+            for name, layer in model.named_modules()
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer in nodes
+            and _reaches(nodes[layer], reshapes)}
+
+
+def _blocks_channels(node: object) -> bool:
+    """A layer whose input and output channels are independent (stops the coupling): a
+    conv (not depthwise), a linear layer, an attention block."""
+    m = node.module
+    if isinstance(m, nn.Conv2d):
+        return not (m.groups > 1 and m.groups == m.in_channels == m.out_channels)
+    return isinstance(m, (nn.Linear, nn.MultiheadAttention))
+
+
+def _reaches(start: object, reshapes: set[object]) -> bool:
+    """Whether ``start``'s output channels are coupled to one of ``reshapes``.
+
+    A walk over torch-pruning's graph instead of its pruning groups: those track channel
+    indices and, around an attention block's reshapes, grew past 6 GiB in one group
+    (maxvit_t). Every op that is not a channel-independent layer couples its inputs and
+    outputs (an over-approximation for concatenations: more is left whole, never less); a
+    layer reached at its input stops the walk, a layer reached at its output couples only
+    that output.
+    """
+    stack, seen = [(start, "out")], set()
+    while stack:
+        node, via = stack.pop()
+        if (node, via) in seen:
             continue
-        pruner = graph.get_pruner_of_module(layer)
-        try:
-            group = graph.get_pruning_group(layer, pruner.prune_out_channels,
-                                            list(range(pruner.get_out_channels(layer))))
-        except Exception as e:   # a group whose channel sizes the unmapped reshape broke
-            whole[name] = f"its channels reach a channel-mixing reshape ({type(e).__name__})"
-            continue
-        if any(dep.source in reshapes or dep.target in reshapes for dep, _ in group):
-            whole[name] = "its channels pass through a channel-mixing reshape"
-    return whole
+        seen.add((node, via))
+        if node in reshapes:
+            return True
+        if via == "out":   # the node's output tensor: every consumer reads it
+            stack += [(c, "in") for c in node.outputs]
+        elif _blocks_channels(node):
+            if via == "back":   # a producer of a coupled tensor: its output is coupled
+                stack.append((node, "out"))
+        else:   # elementwise, normalisation, concat, pooling ...: all coupled
+            stack.append((node, "out"))
+            stack += [(p, "back") for p in node.inputs]
+    return False
