@@ -213,6 +213,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str:
+    """HEAD's short hash, with ``+dirty`` when deploykit/ has uncommitted changes."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=HERE).stdout
+    dirty = git("status", "--porcelain", "--", str(HERE.parents[1] / "deploykit")).strip()
+    return git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,13 +248,12 @@ def main() -> None:
         todo += timm_models()
     from deploykit.bench import environment
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip()
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), environment=environment(2))
     done = {(r["source"], r["model"]) for r in results["rows"]}
     for source, name, size, _ in todo:
         if (source, name) in done and not args.redo:
             continue
+        commit = _commit()   # per row: each worker imports the code on disk when it starts
         row = {**sweep_one(source, name, size, args.timeout, args.max_memory_gb),
                "commit": commit}
         results["rows"] = [r for r in results["rows"]
