@@ -2,7 +2,8 @@
 
 Each model runs as a new user would run it, through ``deploykit.run`` in its own process:
 random weights, synthetic data at the smallest input the model accepts (torchvision's
-``min_size``, at least 32x32), a one-epoch baseline, ``prune`` to ``macs_ratio: 0.5`` (l1,
+``min_size``, at least 32x32, raised until its training forward runs), a one-epoch baseline
+(lr 0.002, gradients clipped at 1), ``prune`` to ``macs_ratio: 0.5`` (l1,
 ``round_to: 8``), PTQ INT8 for onnxruntime-cpu (with its speed check at batch 1), export,
 parity, ONNX Runtime CPU latency at batch 1. Each process has a time limit and a memory limit
 (its resident memory is polled and it is killed past the limit): a model that exceeds either
@@ -69,7 +70,7 @@ def recipe_for(source: str, name: str, size: int) -> dict:
         "model": {"source": source, "name": name, "num_classes": 10},
         "data": {"kind": "synthetic", "image_size": size, "batch_size": 8,
                  "eval_batch_size": 16, "synthetic_samples": 32, "calib_samples": 16},
-        "train": {"epochs": 1, "lr": 0.01, "schedule": "constant"},
+        "train": {"epochs": 1, "lr": 0.002, "schedule": "constant", "grad_clip": 1.0},
         "stages": [
             {"kind": "prune", "importance": "l1", "target": {"macs_ratio": 0.5},
              "round_to": 8},
@@ -79,6 +80,25 @@ def recipe_for(source: str, name: str, size: int) -> dict:
         "bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1], "warmup": 3,
                   "iterations": 10, "target_rel_ci": None, "accuracy": True},
     }
+
+
+def train_size(source: str, name: str, size: int) -> int:
+    """The smallest input from ``size`` up (in steps of 8, to 512) at which the model's
+    training forward runs: inception_v3's auxiliary head needs far more than its 75x75."""
+    import torch
+
+    from deploykit.models import build_model
+    from deploykit.recipe import ModelSpec
+
+    model = build_model(ModelSpec(source=source, name=name, num_classes=10)).train()
+    for s in range(size, 513, 8):
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, 3, s, s))
+            return s
+        except RuntimeError:
+            continue
+    return size
 
 
 def run_one(source: str, name: str, size: int, out: Path) -> None:
@@ -92,6 +112,8 @@ def run_one(source: str, name: str, size: int, out: Path) -> None:
     try:
         import deploykit
         from deploykit.recipe import parse_recipe
+
+        size = row["input"] = train_size(source, name, size)
 
         with tempfile.TemporaryDirectory() as tmp:
             report = deploykit.run(parse_recipe(recipe_for(source, name, size), name,
@@ -255,7 +277,7 @@ def main() -> None:
             continue
         commit = _commit()   # per row: each worker imports the code on disk when it starts
         row = {**sweep_one(source, name, size, args.timeout, args.max_memory_gb),
-               "commit": commit}
+               "commit": commit, "lr": recipe_for(source, name, size)["train"]["lr"]}
         results["rows"] = [r for r in results["rows"]
                            if (r["source"], r["model"]) != (source, name)] + [row]
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Structured channel pruning (torch-pruning's DepGraph) and the pruned architecture as data."""
 
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes, replay_pruning
-from deploykit.prune.opaque import layers_to_leave_whole, reshape_guard
+from deploykit.prune.opaque import layers_to_leave_whole, sealed_blocks, tp_tracing
 from deploykit.prune.pruner import (
     check_traceable,
     explain_macs_miss,
@@ -24,5 +24,6 @@ __all__ = [
     "prune_model",
     "prune_to_macs",
     "replay_pruning",
-    "reshape_guard",
+    "sealed_blocks",
+    "tp_tracing",
 ]

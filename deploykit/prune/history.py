@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.prune.opaque import reshape_guard
+from deploykit.prune.opaque import tp_tracing
 
 __all__ = ["HistoryRound", "fix_pruned_attributes", "replay_pruning"]
 
@@ -43,8 +43,9 @@ def replay_pruning(model: nn.Module, history: list[HistoryRound],
     for rnd in history:
         if not rnd:
             continue
-        with reshape_guard():   # the recorded groups avoid the reshapes it skips
-            graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+        example = torch.zeros(1, *input_shape)
+        with tp_tracing(model, example):   # the recorded groups avoid what it seals or skips
+            graph = tp.DependencyGraph().build_dependency(model, example)
             graph.load_pruning_history([(str(n), bool(o), [int(i) for i in idx])
                                         for n, o, idx in rnd])
         fix_pruned_attributes(model)

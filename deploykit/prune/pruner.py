@@ -25,7 +25,12 @@ from deploykit.errors import ModelError, RecipeError
 from deploykit.models import count_macs_params
 from deploykit.progress import log
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
-from deploykit.prune.opaque import GraphDoesNotClose, layers_to_leave_whole, reshape_guard
+from deploykit.prune.opaque import (
+    GraphDoesNotClose,
+    layers_to_leave_whole,
+    tp_tracing,
+    unmapped_reshapes,
+)
 from deploykit.recipe import PruneSpec
 
 __all__ = ["check_traceable", "explain_macs_miss", "ignored_layer_names", "macs_for_latency",
@@ -84,12 +89,23 @@ def make_pruner(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
     mha = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     if mha:
         kwargs.update(num_heads=mha, prune_head_dims=True, prune_num_heads=False)
-    with reshape_guard():   # sound because the caller ignores layers_to_leave_whole()
+    with tp_tracing(model, example):   # sound because the caller ignores layers_to_leave_whole
         if spec.importance == "bn_scale":
-            return tp.pruner.BNScalePruner(model, example, reg=reg, **kwargs)
-        if spec.importance == "group_norm":
-            return tp.pruner.GroupNormPruner(model, example, reg=reg, **kwargs)
-        return tp.pruner.BasePruner(model, example, **kwargs)
+            pruner = tp.pruner.BNScalePruner(model, example, reg=reg, **kwargs)
+        elif spec.importance == "group_norm":
+            pruner = tp.pruner.GroupNormPruner(model, example, reg=reg, **kwargs)
+        else:
+            pruner = tp.pruner.BasePruner(model, example, **kwargs)
+    for method in ("step", "regularize"):   # they form groups: index mapping again
+        setattr(pruner, method, _with_unmapped_reshapes(getattr(pruner, method)))
+    return pruner
+
+
+def _with_unmapped_reshapes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with unmapped_reshapes():
+            return fn(*args, **kwargs)
+    return call
 
 
 # Where torch-pruning fails, what that means, for the error message.
@@ -136,8 +152,10 @@ def check_traceable(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
         raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if whole and all(n in whole or n in ignored_names for n in layers):
-        raise _cannot_trace(model, "every conv/linear layer's channels pass through a reshape "
-                            "it cannot map (a channel shuffle), so none can be pruned")
+        name, why = next(iter(whole.items()))
+        raise _cannot_trace(model, "every conv/linear layer must be left whole, so none can be "
+                            f"pruned (e.g. {name}: {why}; a channel shuffle or a block "
+                            "torch-pruning cannot see into)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -166,8 +184,7 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
     if spec.importance == "taylor":
         _taylor_grads(model, grad_batches or [])
     try:
-        with reshape_guard():
-            pruner.step()
+        pruner.step()
     except Exception as e:
         raise _cannot_trace(model, f"pruning failed with {type(e).__name__} ({e}) in "
                             f"{_site(e)}") from e

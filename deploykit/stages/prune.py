@@ -35,7 +35,6 @@ from deploykit.prune import (
     prune_model,
     prune_to_macs,
     replay_pruning,
-    reshape_guard,
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.state import Candidate, PipelineState, StageRecord
@@ -66,8 +65,9 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     ignored = ignored_layer_names(model, spec, state.first_last[1])
     whole = layers_to_leave_whole(model, torch.zeros(1, *shape))
     if whole:
-        log(f"prune: leaving {len(whole)} layers whole: their channels pass through a "
-            f"reshape that mixes channels (channel shuffle), e.g. {', '.join(list(whole)[:3])}")
+        name, why = next(iter(whole.items()))
+        log(f"prune: leaving {len(whole)} layers whole where torch-pruning cannot follow "
+            f"their channels, e.g. {name}: {why}")
         ignored = sorted({*ignored, *whole})
     base_macs, base_params = count_macs_params(model, shape)
     if state.resume and ckpt_path.is_file():
@@ -77,9 +77,8 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         log(f"prune: resumed the finished stage from {ckpt_path}")
         history, metrics = ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
     else:
-        with reshape_guard():   # torch-pruning's groups, formed only for layers not left whole
-            model, history, metrics = _prune(state, model, loaders, spec, shape, ignored,
-                                             base_macs)
+        model, history, metrics = _prune(state, model, loaders, spec, shape, ignored,
+                                         base_macs)
     macs, params = count_macs_params(model, shape)
     if spec.target.macs_ratio is not None:
         miss = abs(macs / base_macs - spec.target.macs_ratio)
