@@ -15,6 +15,7 @@ __all__ = [
     "ModelError",
     "ParityError",
     "RecipeError",
+    "ResourceError",
 ]
 
 
@@ -46,3 +47,7 @@ class BackendUnavailableError(DeployKitError):
 
 class ParityError(DeployKitError):
     """An exported artifact disagrees numerically with its PyTorch source."""
+
+
+class ResourceError(DeployKitError):
+    """The run needs more memory than the machine or ``resources.max_memory_gb`` allows."""

@@ -22,6 +22,7 @@ from deploykit.models import check_forward, make_checkpoint
 from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
+from deploykit.resources import check_fits, memory_limit_gb, memory_watchdog
 from deploykit.restore import load_model
 from deploykit.runtimes import OrtRunner, TorchRunner
 from deploykit.stages import get_stage
@@ -92,12 +93,20 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
     """
     out = resolve_output_dir(recipe, output, resume)
     out.mkdir(parents=True, exist_ok=True)
+    limit = memory_limit_gb(recipe)
+    with memory_watchdog(limit):   # past the limit: a ResourceError, not the OOM killer
+        return _run(recipe, out, resume, gate, limit)
+
+
+def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None
+         ) -> Report | None:
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
     seed_everything(recipe.seed)
     shape = (3, recipe.data.image_size, recipe.data.image_size)
     model, first_last = load_model(recipe.model, shape)
     check_forward(model, shape)
+    check_fits(model, recipe, limit)
     stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):

@@ -64,6 +64,9 @@ def timm_models() -> list[tuple[str, str, int, int]]:
     return rows
 
 
+MEMORY_GB = 9.5   # the recipe's limit, below the sweep's own kill limit (10 GiB by default)
+
+
 def recipe_for(source: str, name: str, size: int) -> dict:
     return {
         "name": f"zoo-{name}", "seed": 0,
@@ -79,6 +82,7 @@ def recipe_for(source: str, name: str, size: int) -> dict:
              "speed_check": {"batch_sizes": [1], "iterations": 10}}],
         "bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1], "warmup": 3,
                   "iterations": 10, "target_rel_ci": None, "accuracy": True},
+        "resources": {"max_memory_gb": MEMORY_GB},   # deploykit stops first, with its error
     }
 
 

@@ -24,6 +24,7 @@ from deploykit.recipe.sections import (
     ModelSpec,
     OnnxExportSpec,
     ParitySpec,
+    ResourcesSpec,
     Runtime,
 )
 from deploykit.recipe.stages import (
@@ -66,6 +67,7 @@ __all__ = [
     "QuantizeSpec",
     "RankSpec",
     "Recipe",
+    "ResourcesSpec",
     "Runtime",
     "SensitivitySpec",
     "SparsitySpec",

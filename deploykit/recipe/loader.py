@@ -18,7 +18,7 @@ from pydantic import BaseModel, SerializeAsAny, ValidationError
 from deploykit.errors import RecipeError
 from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 from deploykit.recipe.gates import GateSpec
-from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec
+from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
 from deploykit.recipe.stages import STAGE_KINDS
 
 __all__ = [
@@ -44,6 +44,7 @@ class Recipe(Strict):
     export: ExportSpec = ExportSpec()
     bench: BenchSpec = BenchSpec()
     gates: GateSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
     output: str = "runs/{recipe}-{timestamp}"
 
 

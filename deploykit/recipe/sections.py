@@ -21,6 +21,7 @@ __all__ = [
     "ModelSpec",
     "OnnxExportSpec",
     "ParitySpec",
+    "ResourcesSpec",
     "Runtime",
 ]
 
@@ -124,6 +125,17 @@ class OnnxExportSpec(Strict):
 
 class ExportSpec(Strict):
     onnx: OnnxExportSpec = OnnxExportSpec()
+
+
+class ResourcesSpec(Strict):
+    """What a run may use. Before any training the run is refused when the model's training
+    memory (weights, gradients, optimizer state, model copies, a batch's activations) cannot
+    fit; while it runs, a watchdog stops it with an error once its resident memory passes the
+    limit, instead of the system's out-of-memory killer."""
+
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="resident memory limit, GiB (default: 90% of the memory "
+        "available when the run starts)")
 
 
 class BenchSpec(Strict):
