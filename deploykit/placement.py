@@ -32,11 +32,13 @@ Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the quantizers go: the layers left float, and whether max-pools run in INT8."""
+    """Where the quantizers go: the layers left float, whether max-pools run in INT8, and
+    whether weights have one scale per tensor instead of one per output channel."""
 
     name: str
     keep_float: tuple[str, ...]
     int8_maxpool: bool = False
+    per_tensor_weights: bool = False
 
 
 @dataclass
@@ -46,6 +48,7 @@ class PlacementTrial:
     name: str
     keep_float: list[str]
     int8_maxpool: bool
+    per_tensor_weights: bool
     top1_pct: float
     ms: dict[int, float] = field(default_factory=dict)
     speedup_vs_float: dict[int, float] = field(default_factory=dict)
@@ -72,12 +75,18 @@ class SpeedCheck:
 def candidate_placements(configured: Sequence[str], every_layer: Sequence[str],
                          has_maxpool: bool, scheme_pools_int8: bool) -> list[Placement]:
     """The placements worth trying, the configured one first: every layer INT8 (only the
-    layers the user named stay float), and max-pools in INT8 where the scheme pools in float."""
+    layers the user named stay float), max-pools in INT8 where the scheme pools in float, and
+    the most-INT8 one with per-tensor weight scales (simpler integer kernels, less accuracy).
+    QOperator is not a separate trial: ONNX Runtime fuses each QDQ group into its QLinear*
+    operator itself when it loads the model."""
     out = [Placement("configured", tuple(configured))]
     if list(every_layer) != list(configured):
         out.append(Placement("every layer INT8", tuple(every_layer)))
     if has_maxpool and not scheme_pools_int8:
         out += [Placement(f"{p.name}, INT8 max-pools", p.keep_float, True) for p in list(out)]
+    most = out[-1]
+    out.append(Placement(f"{most.name}, per-tensor weights", most.keep_float, most.int8_maxpool,
+                         per_tensor_weights=True))
     return out
 
 
@@ -114,7 +123,7 @@ def check_speed(float_model: nn.Module, build: Callable[[Placement], QuantizedMo
                 break       # the configured placement already pays: nothing to search
             models[p.name] = qm = configured if i == 0 and configured is not None else build(p)
             trials[p.name] = PlacementTrial(p.name, list(p.keep_float), p.int8_maxpool,
-                                            accuracy_on(qm, batches))
+                                            p.per_tensor_weights, accuracy_on(qm, batches))
             paths[p.name] = export_onnx(qm, shape, work / f"int8-{i}.onnx")
             if i == 0:
                 float_ms = _measure(trials, paths, shape, spec)

@@ -48,16 +48,19 @@ class QuantAttention(nn.Module):
         make_quant: a fresh activation quantizer for the target.
     """
 
-    def __init__(self, mha: nn.MultiheadAttention, make_quant: Callable[[], ActQuant]):
+    def __init__(self, mha: nn.MultiheadAttention, make_quant: Callable[[], ActQuant],
+                 per_channel: bool = True):
         super().__init__()
         e = mha.embed_dim
         w, b = mha.in_proj_weight.detach(), mha.in_proj_bias
         parts = [(w[i * e:(i + 1) * e], None if b is None else b.detach()[i * e:(i + 1) * e])
                  for i in range(3)]
-        self.q, self.k, self.v = (QuantLayer(_linear(*p)) for p in parts)
+        self.q, self.k, self.v = (QuantLayer(_linear(*p), per_channel=per_channel)
+                                  for p in parts)
         self.out_proj = QuantLayer(_linear(mha.out_proj.weight.detach(),
                                            None if mha.out_proj.bias is None
-                                           else mha.out_proj.bias.detach()))
+                                           else mha.out_proj.bias.detach()),
+                                   per_channel=per_channel)
         self.num_heads = mha.num_heads
         self.batch_first = mha.batch_first
         # inputs (one quantizer when query, key and value are the same tensor), the outputs

@@ -110,14 +110,18 @@ class ActQuant(nn.Module):
                 f"zero_point={int(self.zero_point)}")
 
 
-def weight_scales(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel scales: max |w| over each channel / 127."""
+def weight_scales(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric scales, one per output channel: max |w| over each channel / 127, or with
+    ``per_channel=False`` the same per-tensor scale (max |w| / 127) for every channel."""
     amax = w.detach().abs().flatten(1).amax(dim=1)
+    if not per_channel:
+        amax = amax.max().expand_as(amax)
     return (amax / WEIGHT_QMAX).clamp_min(1e-12)
 
 
 class QuantLayer(nn.Module):
-    """A conv or linear layer with its BatchNorm folded in and per-channel INT8 weights.
+    """A conv or linear layer with its BatchNorm folded in and INT8 weights (per output
+    channel, or with ``per_channel=False`` one scale for the whole tensor).
 
     The BatchNorm is kept as a module so QAT can keep updating its statistics
     (``bn_frozen = False``): the batch statistics come from a float pass, and the layer then
@@ -126,8 +130,10 @@ class QuantLayer(nn.Module):
     uses the running statistics.
     """
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | None = None):
+    def __init__(self, layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | None = None,
+                 per_channel: bool = True):
         super().__init__()
+        self.per_channel = per_channel
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             raise TypeError(f"QuantLayer wraps Conv2d or Linear, not {type(layer).__name__}")
         self.layer = layer
@@ -135,6 +141,7 @@ class QuantLayer(nn.Module):
         self.bn_frozen = True
         self._export = False
         self._frozen_w: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._tensor_scale = 1.0
 
     def _compute(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
                  ) -> torch.Tensor:
@@ -157,9 +164,13 @@ class QuantLayer(nn.Module):
         if self._export:
             q = _decomposed()
             w_int8, scales, b = self._frozen_w
-            zeros = torch.zeros_like(scales, dtype=torch.int8)
-            w = q.dequantize_per_channel(w_int8, scales, zeros, 0, WEIGHT_QMIN, WEIGHT_QMAX,
-                                         torch.int8)
+            if self.per_channel:
+                zeros = torch.zeros_like(scales, dtype=torch.int8)
+                w = q.dequantize_per_channel(w_int8, scales, zeros, 0, WEIGHT_QMIN,
+                                             WEIGHT_QMAX, torch.int8)
+            else:   # one scalar scale (a python constant): a per-tensor DequantizeLinear
+                w = q.dequantize_per_tensor(w_int8, self._tensor_scale, 0, WEIGHT_QMIN,
+                                            WEIGHT_QMAX, torch.int8)
             return self._compute(x, w, b)
         if self.bn is not None and self.training and not self.bn_frozen:
             with torch.no_grad():  # update the running statistics from a float pass
@@ -168,7 +179,7 @@ class QuantLayer(nn.Module):
                 F.batch_norm(y, bn.running_mean, bn.running_var, None, None, True,
                              bn.momentum if bn.momentum is not None else 0.1, bn.eps)
         w, b = self.folded()
-        scales = weight_scales(w)
+        scales = weight_scales(w, self.per_channel)
         wq = torch.fake_quantize_per_channel_affine(
             w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, WEIGHT_QMIN, WEIGHT_QMAX)
         return self._compute(x, wq, b)
@@ -177,11 +188,12 @@ class QuantLayer(nn.Module):
         """Compute the int8 weights, their scales and the folded bias as constants."""
         with torch.no_grad():
             w, b = self.folded()
-            scales = weight_scales(w)
+            scales = weight_scales(w, self.per_channel)
             shape = (-1, *([1] * (w.dim() - 1)))
             w_int8 = torch.clamp(torch.round(w / scales.reshape(shape)), WEIGHT_QMIN,
                                  WEIGHT_QMAX).to(torch.int8)
             self._frozen_w = (w_int8, scales.float(), None if b is None else b.detach().clone())
+            self._tensor_scale = float(scales[0])
 
 
 @contextlib.contextmanager

@@ -8,8 +8,9 @@ import torch
 
 __all__ = ["SCHEMES", "WEIGHT_QMAX", "WEIGHT_QMIN", "QuantScheme", "act_qparams"]
 
-# Weights: int8, symmetric, per output channel, zero point 0, range [-127, 127] (TensorRT and
-# ONNX Runtime both accept it; the symmetric range avoids the -128 asymmetry).
+# Weights: int8, symmetric, per output channel (per tensor where a scheme says), zero point 0,
+# range [-127, 127] (TensorRT and ONNX Runtime both accept it; the symmetric range avoids the
+# -128 asymmetry).
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
 
 
@@ -25,6 +26,8 @@ class QuantScheme:
     # Pool in INT8 (a quantizer on the max-pool's input too) or in float (the pool's quantizer
     # follows it, behind a ReLU that keeps ONNX Runtime from moving it above the pool).
     int8_maxpool: bool
+    # Weight scales per output channel (the default everywhere), or one per tensor.
+    per_channel_weights: bool = True
 
 
 SCHEMES: dict[str, QuantScheme] = {

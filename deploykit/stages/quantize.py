@@ -128,7 +128,8 @@ def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec,
 
     def build(p: Placement) -> QuantizedModel:
         return build_quantized(float_model, spec, p.keep_float, calib,
-                               dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool))
+                               dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool,
+                                                   per_channel_weights=not p.per_tensor_weights))
 
     check_spec = spec.speed_check
     if spec.max_accuracy_drop is not None:   # the stage's own bound is the stricter one

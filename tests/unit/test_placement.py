@@ -35,7 +35,8 @@ def _setup(monkeypatch, ms: dict[str, dict[int, float]], top1: dict[str, float] 
 
     def build(p: Placement):
         qm = build_quantized(model, QuantizeSpec(), p.keep_float, calib,
-                             dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool))
+                             dataclasses.replace(scheme, int8_maxpool=p.int8_maxpool,
+                                                 per_channel_weights=not p.per_tensor_weights))
         qm.placement_name = p.name
         return qm
 
@@ -54,11 +55,15 @@ def _setup(monkeypatch, ms: dict[str, dict[int, float]], top1: dict[str, float] 
     return model, build, options, batches, calls
 
 
-def test_the_placements_tried_are_every_layer_int8_and_int8_max_pools():
-    names = [p.name for p in candidate_placements(["0", "7"], [], True, False)]
-    assert names == ["configured", "every layer INT8", "configured, INT8 max-pools",
-                     "every layer INT8, INT8 max-pools"]
-    assert [p.name for p in candidate_placements(["0"], ["0"], False, False)] == ["configured"]
+def test_the_placements_tried_are_every_layer_int8_int8_max_pools_and_per_tensor_weights():
+    options = candidate_placements(["0", "7"], [], True, False)
+    assert [p.name for p in options] == [
+        "configured", "every layer INT8", "configured, INT8 max-pools",
+        "every layer INT8, INT8 max-pools", "every layer INT8, INT8 max-pools, per-tensor weights"]
+    assert options[-1].per_tensor_weights and options[-1].keep_float == ()
+    assert not any(p.per_tensor_weights for p in options[:-1])
+    assert [p.name for p in candidate_placements(["0"], ["0"], False, False)] == [
+        "configured", "configured, per-tensor weights"]
 
 
 def test_a_configured_placement_that_pays_is_kept_without_searching(monkeypatch):
@@ -76,13 +81,14 @@ def test_when_int8_is_slower_the_fastest_placement_is_kept(monkeypatch):
           "configured": {1: 1.2, 64: 38.0},                      # slower at batch 1
           "every layer INT8": {1: 0.9, 64: 30.0},                # fastest at both
           "configured, INT8 max-pools": {1: 1.1, 64: 35.0},
-          "every layer INT8, INT8 max-pools": {1: 0.95, 64: 31.0}}
+          "every layer INT8, INT8 max-pools": {1: 0.95, 64: 31.0},
+          "every layer INT8, INT8 max-pools, per-tensor weights": {1: 0.92, 64: 33.0}}
     model, build, options, batches, calls = _setup(monkeypatch, ms)
     check, qm, chosen = check_speed(model, build, options, batches, 0.0, SHAPE,
                                     SpeedCheckSpec())
     assert check.int8_pays and check.chosen == "every layer INT8"
     assert chosen.keep_float == () and qm.placement_name == "every layer INT8"
-    assert len(calls) == 2 and len(calls[1]) == 5     # then every placement, alternately
+    assert len(calls) == 2 and len(calls[1]) == 6     # then every placement, alternately
     assert "INT8 pays" in check.note
 
 
@@ -90,9 +96,11 @@ def test_a_faster_placement_outside_the_accuracy_bound_is_not_kept(monkeypatch):
     ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 1.2, 64: 38.0},
           "every layer INT8": {1: 0.5, 64: 20.0},                # fastest, but loses 3 points
           "configured, INT8 max-pools": {1: 0.9, 64: 35.0},
-          "every layer INT8, INT8 max-pools": {1: 0.6, 64: 21.0}}
+          "every layer INT8, INT8 max-pools": {1: 0.6, 64: 21.0},
+          "every layer INT8, INT8 max-pools, per-tensor weights": {1: 0.55, 64: 20.0}}
     top1 = {"configured": 79.5, "every layer INT8": 77.0, "configured, INT8 max-pools": 79.4,
-            "every layer INT8, INT8 max-pools": 77.2}
+            "every layer INT8, INT8 max-pools": 77.2,
+            "every layer INT8, INT8 max-pools, per-tensor weights": 76.0}
     model, build, options, batches, _ = _setup(monkeypatch, ms, top1)
     check, _, chosen = check_speed(model, build, options, batches, 80.0, SHAPE,
                                    SpeedCheckSpec(max_accuracy_drop=1.0))
@@ -103,12 +111,45 @@ def test_a_faster_placement_outside_the_accuracy_bound_is_not_kept(monkeypatch):
 def test_when_every_placement_is_slower_int8_does_not_pay(monkeypatch):
     ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 1.3, 64: 44.0},
           "every layer INT8": {1: 1.1, 64: 42.0}, "configured, INT8 max-pools": {1: 1.4, 64: 45},
-          "every layer INT8, INT8 max-pools": {1: 1.2, 64: 41.0}}
+          "every layer INT8, INT8 max-pools": {1: 1.2, 64: 41.0},
+          "every layer INT8, INT8 max-pools, per-tensor weights": {1: 1.15, 64: 43.0}}
     model, build, options, batches, _ = _setup(monkeypatch, ms)
     check, _, _ = check_speed(model, build, options, batches, 0.0, SHAPE, SpeedCheckSpec())
     assert not check.int8_pays
     assert check.chosen == "every layer INT8"         # the best worst case: 1/1.1 at batch 1
     assert "does not pay on this machine" in check.note and "deploy the float" in check.note
+
+
+def test_per_tensor_weights_are_kept_when_fastest_and_export_one_scale(monkeypatch, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from deploykit.export import export_onnx
+    from deploykit.runtimes import OrtRunner
+
+    ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 1.2, 64: 38.0},
+          "every layer INT8": {1: 1.05, 64: 39.0},
+          "configured, INT8 max-pools": {1: 1.1, 64: 39.5},
+          "every layer INT8, INT8 max-pools": {1: 1.02, 64: 39.0},
+          "every layer INT8, INT8 max-pools, per-tensor weights": {1: 0.9, 64: 36.0}}
+    model, build, options, batches, _ = _setup(monkeypatch, ms)
+    check, qm, chosen = check_speed(model, build, options, batches, 0.0, SHAPE,
+                                    SpeedCheckSpec())
+    assert check.chosen == "every layer INT8, INT8 max-pools, per-tensor weights"
+    assert chosen.per_tensor_weights and check.int8_pays
+    assert check.trials[-1].per_tensor_weights
+    path = export_onnx(qm, SHAPE, tmp_path / "pt.onnx")
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        ref = qm(x).numpy()
+    got = OrtRunner(path)(x.numpy())
+    assert abs(got - ref).max() <= 0.05 * abs(ref).max()   # ONNX Runtime runs what was simulated
+    graph = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    weight_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weight_dq) == 3   # both convs and the linear layer, every scale a scalar
+    assert all(inits[n.input[0]].dtype.name == "int8" for n in weight_dq)
+    assert all(inits[n.input[1]].size == 1 for n in weight_dq)
 
 
 def _with_int8(int8_ms: dict[int, float]):
