@@ -27,6 +27,11 @@ def fix_pruned_attributes(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, VisionTransformer):
             m.hidden_dim = m.conv_proj.out_channels
+        splits = getattr(m, "splits", None)   # timm's MixedConv2d: split sizes by channel
+        if (isinstance(m, nn.ModuleDict) and isinstance(splits, list) and len(splits) == len(m)
+                and all(isinstance(c, nn.Conv2d) for c in m.values())):
+            m.splits = [c.in_channels for c in m.values()]
+            m.in_channels, m.out_channels = sum(m.splits), sum(c.out_channels for c in m.values())
         if isinstance(m, nn.MultiheadAttention):
             m.embed_dim = m.in_proj_weight.shape[1] if m.in_proj_weight is not None else \
                 m.embed_dim

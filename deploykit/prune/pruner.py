@@ -163,6 +163,10 @@ def check_traceable(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
                         [model.get_submodule(n) for n in {*ignored_names, *whole}], 0.0)
     except Exception as e:
         raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
+    with warnings.catch_warnings():   # a trial: does the pruned model still run?
+        warnings.simplefilter("ignore")
+        prune_model(copy.deepcopy(model), example, spec.model_copy(update={"importance": "l1"}),
+                    sorted({*ignored_names, *whole}), 0.3)
     return whole
 
 
@@ -190,7 +194,40 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
                             f"{_site(e)}") from e
     model.zero_grad(set_to_none=True)
     fix_pruned_attributes(model)
+    _check_pruned_forward(model, example)
     return [[n, bool(o), [int(i) for i in idx]] for n, o, idx in pruner.pruning_history()]
+
+
+def _check_pruned_forward(model: nn.Module, example: torch.Tensor) -> None:
+    """Run the pruned model once; a module that keeps channel counts of its own (split sizes,
+    a reshape to a stored width) fails here, and is named."""
+    running: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(m: nn.Module, _inp: object) -> None:
+        running.append(names.get(m, "?"))
+
+    def leave(*_: object) -> None:
+        running.pop()
+
+    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter),
+                                                     m.register_forward_hook(leave))]
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as e:
+        where = running[-1] if running else ""
+        site = f"{where} ({type(model.get_submodule(where)).__name__})" if where else \
+            "the model itself"
+        raise ModelError(
+            f"prune: after pruning, {type(model).__name__}'s forward fails in {site} with "
+            f"{type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}. That module keeps channel counts of its own "
+            "that torch-pruning does not update. Fix: add it to prune.ignored (with the layers "
+            "that feed it), or leave the prune stage out for this model") from e
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
