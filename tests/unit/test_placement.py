@@ -170,3 +170,24 @@ def test_the_report_recommends_the_float_twin_when_int8_is_slower():
     assert int8_recommendation(_with_int8({1: 0.8, 64: 18.0})) is None
     slow.recommendation = note
     assert f"recommendation: {note}" in slow.to_markdown()
+
+
+def test_onnx_runtime_runs_the_qdq_export_as_qoperator_kernels(tmp_path):
+    """Why QOperator is not a separate placement: ONNX Runtime fuses every QDQ conv / linear
+    of the export into QLinearConv / QGemm when it loads the model."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    from deploykit.export import export_onnx
+
+    qm = build_quantized(_net(), QuantizeSpec(), [], [torch.randn(8, *SHAPE)])
+    path = export_onnx(qm, SHAPE, tmp_path / "q.onnx")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops["QLinearConv"] == 2 and ops["QGemm"] == 1
+    assert ops["Conv"] == 0 and ops["Gemm"] == 0 and ops["MatMul"] == 0
