@@ -36,6 +36,7 @@ __all__ = [
     "GraphDoesNotClose",
     "Tracing",
     "layers_to_leave_whole",
+    "running_modules",
     "sealed_blocks",
     "tp_tracing",
     "unmapped_reshapes",
@@ -82,7 +83,7 @@ class _BlockFinder(TorchFunctionMode):
         super().__init__()
         self.owner = {id(p): n for n, m in model.named_modules()
                       for p in m.parameters(recurse=False)}
-        self.running: list[tuple[str, nn.Module]] = []
+        self.running: list[tuple[str, nn.Module]] = []   # set by sealed_blocks
         self.found: dict[str, str] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -100,6 +101,28 @@ class _BlockFinder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def running_modules(model: nn.Module) -> Iterator[list[tuple[str, nn.Module]]]:
+    """Within this block, the yielded list is the stack of ``model``'s modules whose forward
+    is running, innermost last (name, module); after an exception, the innermost module it
+    left is still on top."""
+    running: list[tuple[str, nn.Module]] = []
+
+    def leave(*_: object) -> None:   # returns None: the output stays as it is
+        running.pop()
+
+    handles = []
+    for name, m in model.named_modules():
+        handles.append(m.register_forward_pre_hook(
+            lambda mod, inp, n=name: running.append((n, mod))))   # append returns None
+        handles.append(m.register_forward_hook(leave))
+    try:
+        yield running
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def sealed_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
     """Modules (name -> why) torch-pruning cannot see into (:class:`_BlockFinder`): Swin's
     attention (it applies its ``qkv`` weights functionally), MaxViT's and timm's attention
@@ -107,26 +130,13 @@ def sealed_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
     handles it. One forward pass on ``example``, in eval mode, without gradients; the
     outermost of nested ones."""
     finder = _BlockFinder(model)
-
-    def enter(name: str, module: nn.Module) -> None:
-        finder.running.append((name, module))
-
-    def leave(*_: object) -> None:   # returns None: the output stays as it is
-        finder.running.pop()
-
-    handles = []
-    for name, m in model.named_modules():
-        handles.append(m.register_forward_pre_hook(lambda mod, inp, n=name: enter(n, mod)))
-        handles.append(m.register_forward_hook(leave))
     training = model.training
     try:
         model.eval()
-        with torch.no_grad(), finder:
+        with running_modules(model) as finder.running, torch.no_grad(), finder:
             model(example)
     finally:
         model.train(training)
-        for h in handles:
-            h.remove()
     found = finder.found
     return {n: why for n, why in found.items()
             if not any(n.startswith(f"{o}.") or (not o and n) for o in found if o != n)}

@@ -28,6 +28,7 @@ from deploykit.prune.history import HistoryRound, fix_pruned_attributes
 from deploykit.prune.opaque import (
     GraphDoesNotClose,
     layers_to_leave_whole,
+    running_modules,
     tp_tracing,
     unmapped_reshapes,
 )
@@ -156,17 +157,18 @@ def check_traceable(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
         raise _cannot_trace(model, "every conv/linear layer must be left whole, so none can be "
                             f"pruned (e.g. {name}: {why}; a channel shuffle or a block "
                             "torch-pruning cannot see into)")
+    # a trial prune of a copy: builds the pruner, prunes, and runs the pruned model (taylor
+    # would need gradients; the trial is about structure, so it ranks by l1 instead)
+    trial = spec if spec.importance != "taylor" else spec.model_copy(update={"importance": "l1"})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            make_pruner(model, example, spec,
-                        [model.get_submodule(n) for n in {*ignored_names, *whole}], 0.0)
-    except Exception as e:
+            prune_model(copy.deepcopy(model), example, trial, sorted({*ignored_names, *whole}),
+                        0.3)
+    except ModelError:
+        raise
+    except Exception as e:   # raised while building the pruner
         raise _cannot_trace(model, f"{type(e).__name__} ({e}) in {_site(e)}") from e
-    with warnings.catch_warnings():   # a trial: does the pruned model still run?
-        warnings.simplefilter("ignore")
-        prune_model(copy.deepcopy(model), example, spec.model_copy(update={"importance": "l1"}),
-                    sorted({*ignored_names, *whole}), 0.3)
     return whole
 
 
@@ -201,33 +203,19 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
 def _check_pruned_forward(model: nn.Module, example: torch.Tensor) -> None:
     """Run the pruned model once; a module that keeps channel counts of its own (split sizes,
     a reshape to a stored width) fails here, and is named."""
-    running: list[str] = []
-    names = {m: n for n, m in model.named_modules()}
-
-    def enter(m: nn.Module, _inp: object) -> None:
-        running.append(names.get(m, "?"))
-
-    def leave(*_: object) -> None:
-        running.pop()
-
-    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter),
-                                                     m.register_forward_hook(leave))]
-    try:
-        with torch.no_grad():
-            model(example)
-    except Exception as e:
-        where = running[-1] if running else ""
-        site = f"{where} ({type(model.get_submodule(where)).__name__})" if where else \
-            "the model itself"
-        raise ModelError(
-            f"prune: after pruning, {type(model).__name__}'s forward fails in {site} with "
-            f"{type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}. That module keeps channel counts of its own "
-            "that torch-pruning does not update. Fix: add it to prune.ignored (with the layers "
-            "that feed it), or leave the prune stage out for this model") from e
-    finally:
-        for h in handles:
-            h.remove()
+    with running_modules(model) as running:
+        try:
+            with torch.no_grad():
+                model(example)
+        except Exception as e:
+            where, module = running[-1] if running else ("", model)
+            site = f"{where} ({type(module).__name__})" if where else "the model itself"
+            raise ModelError(
+                f"prune: after pruning, {type(model).__name__}'s forward fails in {site} with "
+                f"{type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}. That module keeps channel counts of its own "
+                "that torch-pruning does not update. Fix: add it to prune.ignored (with the "
+                "layers that feed it), or leave the prune stage out for this model") from e
 
 
 def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
