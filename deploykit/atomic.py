@@ -1,4 +1,9 @@
-"""Atomic file writes: a crashed run never leaves a half-written file that looks complete."""
+"""Atomic file writes: a crashed run never leaves a half-written file that looks complete.
+
+The bytes are written to a temporary file beside the target, flushed to disk (``fsync``),
+renamed onto the target, and the folder's entry is flushed too, so that after a power cut or
+``kill -9`` the target holds either its old content or the whole new one.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +34,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, final)
+        _fsync(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data to disk; a no-op where the OS refuses it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -1,12 +1,18 @@
 """Command line: thin subcommands, each parsing its arguments and calling one library function.
 
-Exit codes: 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unavailable backend).
+Exit codes (stable): 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unavailable
+backend, not enough memory), 3 internal error (a deploykit bug: the traceback goes to a log
+file, named on screen), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +32,12 @@ EPILOG = """examples:
   deploykit gate runs/qs/report.json --max-accuracy-drop 1.0 --min-speedup 1.5 --batch 64
   deploykit gate runs/qs/report.json --baseline main/report.json --max-latency-regression 5 \\
       --junit gate.xml
+
+exit codes: 0 ok, 1 a gate failed, 2 a problem you can fix (the message names the file, the
+key and the fix), 3 a deploykit bug (the traceback is written to a log file; set
+DEPLOYKIT_TRACEBACK=1 to also print it), 130 interrupted.
 """
+EXIT_BUG = 3
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -244,8 +255,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _crash_log(argv: Sequence[str] | None) -> Path:
+    """Write the current exception's traceback to a log file; return its path."""
+    folder = Path(os.environ.get("DEPLOYKIT_LOG_DIR") or tempfile.gettempdir())
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"deploykit-crash-{stamp}-{os.getpid()}.log"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("deploykit")
+    except PackageNotFoundError:
+        ours = "(not installed)"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"deploykit {ours}, python {sys.version.split()[0]}\n"
+                    f"argv: {list(sys.argv[1:] if argv is None else argv)}\n\n"
+                    f"{traceback.format_exc()}", encoding="utf-8")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; user errors print one paragraph and return 2."""
+    """Parse ``argv`` and run the subcommand; user errors print one paragraph and return 2,
+    anything else is a deploykit bug: one paragraph naming a log file with the traceback, 3."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
@@ -255,6 +285,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deploykit: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("deploykit: error: out of memory; lower data.batch_size or data.image_size, or "
+              "set resources.max_memory_gb to stop early with an estimate", file=sys.stderr)
+        return 2
+    except Exception as e:
+        try:
+            where = f"the traceback is in {_crash_log(argv)}"
+        except OSError:
+            where = "the traceback could not be written to a log file"
+        print(f"deploykit: internal error: {type(e).__name__}: {str(e)[:300]}\n"
+              f"This is a deploykit bug, not a problem with your input; {where} (attach it "
+              "to a bug report).", file=sys.stderr)
+        if os.environ.get("DEPLOYKIT_TRACEBACK"):
+            traceback.print_exc()
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

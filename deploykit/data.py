@@ -146,24 +146,54 @@ def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[
     paths, labels = [], []
     for i, c in enumerate(classes):
         files = sorted(p for p in (split_dir / c).iterdir() if p.suffix.lower() in _IMG_EXT)
+        if not files:
+            raise DataError(f"data.root: class folder {split_dir / c} holds no images "
+                            f"({', '.join(sorted(_IMG_EXT))}); add its images or remove the "
+                            "class (from train/ and val/ alike)")
         paths += files
         labels += [i] * len(files)
     return paths, labels
 
 
-def _decode(paths: list[Path], size: int, desc: str) -> torch.Tensor:
+def _decode(paths: list[Path], size: int | None, desc: str
+            ) -> tuple[torch.Tensor | None, dict[Path, str]]:
+    """Decode every image (to ``size`` x ``size``; ``size`` None: a fast reduced-size decode
+    that only checks); return the images and the files that fail, with why."""
     from PIL import Image
 
     from deploykit.progress import progress_iter
 
-    out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    out = None if size is None else torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
+    bad = {}
     for i, p in enumerate(progress_iter(paths, desc)):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return out
+        try:
+            with Image.open(p) as im:
+                if out is None:
+                    im.draft("RGB", (32, 32))   # JPEG: decode at 1/8 scale, enough to check
+                    im.load()
+                    continue
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BILINEAR)
+                out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        except Exception as e:   # PIL raises OSError, SyntaxError, ValueError, bomb errors...
+            bad[p] = f"{type(e).__name__}: {str(e)[:120]}"
+    return out, bad
+
+
+def _corrupt(spec: DataSpec, bad: dict[Path, str], total: int) -> None:
+    """Stop on undecodable images, or (``data.skip_corrupt``) say how many are skipped."""
+    if not bad:
+        return
+    first, why = next(iter(bad.items()))
+    if not spec.skip_corrupt:
+        raise DataError(f"data.root: {len(bad)} of {total} images cannot be decoded (first: "
+                        f"{first}: {why}). Fix: replace or remove them, or set "
+                        "data.skip_corrupt: true to skip them (the count is reported)")
+    from deploykit.progress import log
+
+    log(f"data: skipping {len(bad)} of {total} images that cannot be decoded (first: {first}: "
+        f"{why})")
 
 
 def _imagefolder_split_dirs(root: Path) -> tuple[Path, Path, list[str]]:
@@ -202,7 +232,7 @@ def _loaders_from_tensors(spec: DataSpec, seed: int, xtr: torch.Tensor, ytr: tor
 
 def _imagefolder_streaming(spec: DataSpec, seed: int, train_dir: Path, val_dir: Path,
                            classes: list[str], mean: tuple[float, float, float],
-                           std: tuple[float, float, float]) -> Loaders:
+                           std: tuple[float, float, float], bad: set[str]) -> Loaders:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
@@ -213,9 +243,12 @@ def _imagefolder_streaming(spec: DataSpec, seed: int, train_dir: Path, val_dir: 
     train_tf = transforms.Compose([*aug, transforms.ToTensor(), norm])
     eval_tf = transforms.Compose([transforms.Resize(int(s * 256 / 224)), transforms.CenterCrop(s),
                                   transforms.ToTensor(), norm])
-    train_ds = datasets.ImageFolder(train_dir, train_tf)
-    val_ds = datasets.ImageFolder(val_dir, eval_tf)
-    calib_ds = datasets.ImageFolder(train_dir, eval_tf)
+    def ok(p: str) -> bool:   # what the scan decoded; a file that fails later still raises
+        return Path(p).suffix.lower() in _IMG_EXT and p not in bad
+
+    train_ds = datasets.ImageFolder(train_dir, train_tf, is_valid_file=ok)
+    val_ds = datasets.ImageFolder(val_dir, eval_tf, is_valid_file=ok)
+    calib_ds = datasets.ImageFolder(train_dir, eval_tf, is_valid_file=ok)
     train_ds = Subset(train_ds, _subset(len(train_ds), spec.limit_train, seed).tolist())
     val_ds = Subset(val_ds, _subset(len(val_ds), spec.limit_val, seed + 1).tolist())
     calib_ds = Subset(calib_ds, _subset(len(calib_ds), spec.calib_samples, seed + 2).tolist())
@@ -237,7 +270,8 @@ def build_loaders(spec: DataSpec, seed: int = 0, num_classes: int | None = None)
         num_classes: the model's class count; checked against the data (synthetic data uses it).
 
     Raises:
-        DataError: missing folders, empty classes, or a class-count mismatch.
+        DataError: missing folders, empty classes, undecodable images (unless
+            ``spec.skip_corrupt``), or a class-count mismatch.
     """
     flip = True
     if spec.kind == "digits":
@@ -264,14 +298,23 @@ def build_loaders(spec: DataSpec, seed: int = 0, num_classes: int | None = None)
         if not tr_paths or not va_paths:
             raise DataError(f"data.root: no images under {train_dir} or {val_dir}")
         cache_bytes = (len(tr_paths) + len(va_paths)) * 3 * spec.image_size**2
-        if not spec.cache or cache_bytes > _MAX_CACHE_BYTES:
-            return _imagefolder_streaming(spec, seed, train_dir, val_dir, names, mean, std)
+        if not spec.cache or cache_bytes > _MAX_CACHE_BYTES:   # check every file up front
+            _, bad = _decode(tr_paths + va_paths, None, "checking images")
+            _corrupt(spec, bad, len(tr_paths) + len(va_paths))
+            return _imagefolder_streaming(spec, seed, train_dir, val_dir, names, mean, std,
+                                          {str(p) for p in bad})
         tr = _subset(len(tr_paths), spec.limit_train, seed).tolist()
         va = _subset(len(va_paths), spec.limit_val, seed + 1).tolist()
-        xtr = _decode([tr_paths[i] for i in tr], spec.image_size, "decoding train images")
-        xva = _decode([va_paths[i] for i in va], spec.image_size, "decoding val images")
-        ytr = torch.tensor([tr_labels[i] for i in tr])
-        yva = torch.tensor([va_labels[i] for i in va])
+        xtr, bad_tr = _decode([tr_paths[i] for i in tr], spec.image_size, "decoding train images")
+        xva, bad_va = _decode([va_paths[i] for i in va], spec.image_size, "decoding val images")
+        _corrupt(spec, {**bad_tr, **bad_va}, len(tr) + len(va))
+        keep_tr = [j for j, i in enumerate(tr) if tr_paths[i] not in bad_tr]
+        keep_va = [j for j, i in enumerate(va) if va_paths[i] not in bad_va]
+        if not keep_tr or not keep_va:
+            raise DataError(f"data.root: no decodable images left under {train_dir} or {val_dir}")
+        xtr, xva = xtr[keep_tr], xva[keep_va]   # type: ignore[index]  (decoded: not None)
+        ytr = torch.tensor([tr_labels[tr[j]] for j in keep_tr])
+        yva = torch.tensor([va_labels[va[j]] for j in keep_va])
         spec = spec.model_copy(update={"limit_train": None, "limit_val": None})
     if num_classes is not None and n_cls != num_classes:
         raise DataError(f"data: the {spec.kind} data set has {n_cls} classes but "

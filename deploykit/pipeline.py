@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,19 +14,21 @@ from torch import nn
 
 from deploykit import distributed
 from deploykit.atomic import save_torch
-from deploykit.bench import ParityResult, check_parity, environment
+from deploykit.bench import ParityResult, check_parity, environment, yardstick_ms
 from deploykit.data import Loaders, build_loaders
 from deploykit.errors import DeployKitError
 from deploykit.export import export_onnx
 from deploykit.gate import apply_gate, load_baseline
+from deploykit.manifest import check_run_record, write_manifest, write_run_record
 from deploykit.measure import measure_candidates
 from deploykit.models import check_forward, make_checkpoint
 from deploykit.progress import log
-from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
+from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
-from deploykit.resources import check_fits, memory_limit_gb, memory_watchdog
+from deploykit.resources import MemoryMeter, check_fits, memory_limit_gb, memory_watchdog
 from deploykit.restore import load_model
-from deploykit.runtimes import OrtRunner, TorchRunner
+from deploykit.runlock import run_lock
+from deploykit.runtimes import OrtRunner, TorchRunner, check_available
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import evaluate, fit, seed_everything
@@ -33,7 +37,8 @@ __all__ = ["ExportResult", "export_model", "resolve_output_dir", "run"]
 
 
 def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
-    """The run folder: ``output`` if given; with ``resume``, the newest existing run of the recipe.
+    """The run folder: ``output`` if given; with ``resume``, the newest existing run of the recipe
+    (a folder matching the ``output`` pattern exactly: recipe ``qs`` never resumes ``qs-big``'s).
 
     Raises:
         DeployKitError: ``resume`` without any earlier run to continue.
@@ -43,8 +48,11 @@ def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) 
     pattern = recipe.output.replace("{recipe}", recipe.name)
     if resume:
         parent = Path(pattern).parent
-        prefix = Path(pattern).name.split("{timestamp}")[0]
-        runs = sorted(p for p in parent.glob(prefix + "*") if p.is_dir()) if parent.is_dir() else []
+        head, _, tail = Path(pattern).name.partition("{timestamp}")
+        stamp = r"\d{8}-\d{6}" if _ else ""
+        mine = re.compile(re.escape(head) + stamp + re.escape(tail))
+        runs = sorted(p for p in parent.iterdir()
+                      if p.is_dir() and mine.fullmatch(p.name)) if parent.is_dir() else []
         if not runs:
             raise DeployKitError(f"--resume: no earlier run matching {pattern!r}; pass "
                                  "--output DIR of the run to continue")
@@ -94,14 +102,26 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
     out = resolve_output_dir(recipe, output, resume)
     out.mkdir(parents=True, exist_ok=True)
     limit = memory_limit_gb(recipe)
-    with memory_watchdog(limit):   # past the limit: a ResourceError, not the OOM killer
-        return _run(recipe, out, resume, gate, limit)
+    artifacts = recipe_hash(recipe, ARTIFACT_SECTIONS)
+    main = distributed.is_main()   # torchrun: rank 0 holds the lock and writes the records
+    model_name = f"{recipe.model.source}:{recipe.model.name}"
+    with (run_lock(out) if main else contextlib.nullcontext(),
+          memory_watchdog(limit, model=model_name) as meter):
+        if main:
+            check_run_record(out, recipe.name, artifacts, resume)
+            write_run_record(out, recipe.name, artifacts)
+        report = _run(recipe, out, resume, gate, limit, meter)
+        if report is not None:   # last: the mark of a finished run
+            write_manifest(out, recipe_hash(recipe), [s.kind for s in recipe.stages])
+        return report
 
 
-def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None
-         ) -> Report | None:
+def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
+         meter: MemoryMeter) -> Report | None:
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
+    for runtime in recipe.bench.runtimes:   # a missing GPU is found now, not after training
+        check_available(runtime)
     seed_everything(recipe.seed)
     shape = (3, recipe.data.image_size, recipe.data.image_size)
     model, first_last = load_model(recipe.model, shape)
@@ -113,32 +133,43 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
             module.check(model, spec, first_last, shape)
     loaders = build_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
 
+    meter.start("baseline training")
     baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)
     state = PipelineState.start(model, first_last, shape, out, resume, baseline_top1)
     state.model_spec = recipe.model
     if train_record is not None:
+        train_record.peak_rss_gb = round(meter.peak_gb, 2)
         state.history.append(train_record)
     for module, spec in zip(stages, recipe.stages, strict=True):
-        t0 = time.perf_counter()
+        t0, done = time.perf_counter(), len(state.history)
         log(f"stage {spec.kind}")
+        meter.start(f"stage {spec.kind}")
         state = module.run(state, loaders, spec)
-        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s")
+        for record in state.history[done:]:
+            record.peak_rss_gb = round(max(meter.peak_gb, meter.sample()), 2)
+        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s, peak resident memory "
+            f"{meter.peak_gb:.2f} GiB")
+    meter.start("measurement (export, parity, accuracy, latency)")
 
     if not distributed.is_main():   # torchrun workers only train; rank 0 measures
         distributed.barrier()
         return None
+    yardstick = yardstick_ms(recipe.bench.threads)   # the machine's speed, before and after
     candidates = measure_candidates(state.candidates, loaders, recipe.export, recipe.bench, out,
                                     recipe.seed)
+    yardstick = (yardstick + yardstick_ms(recipe.bench.threads)) / 2
     for cand, rep in zip(state.candidates, candidates, strict=True):
         if cand.torch_top1_pct is not None and "torch-cpu" not in rep.top1_pct:
             rep.top1_pct["torch-cpu"] = cand.torch_top1_pct
     report = Report(recipe_name=recipe.name, recipe_hash=recipe_hash(recipe), seed=recipe.seed,
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                    environment=environment(recipe.bench.threads), recipe=recipe_to_dict(recipe),
+                    environment={**environment(recipe.bench.threads),
+                                 "yardstick_ms": round(yardstick, 4)},
+                    recipe=recipe_to_dict(recipe),
                     stages=[vars(r) for r in state.history], candidates=candidates)
     report.recommendation = int8_recommendation(report)
     if gates is not None:
-        report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml").to_dict()
+        report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml", out).to_dict()
     write_report_files(report, out)
     distributed.barrier()
     return report

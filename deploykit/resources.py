@@ -12,6 +12,7 @@ import _thread
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 from deploykit.errors import ResourceError
 from deploykit.recipe import Recipe
 
-__all__ = ["check_fits", "memory_limit_gb", "memory_watchdog", "rss_gb", "training_memory_gb"]
+__all__ = ["MemoryMeter", "check_fits", "memory_limit_gb", "memory_watchdog", "rss_gb",
+           "training_memory_gb"]
 
 _GB = 2**30
 
@@ -113,20 +115,38 @@ def check_fits(model: nn.Module, recipe: Recipe, limit_gb: float | None) -> None
             "with more memory (resources.max_memory_gb sets the limit)")
 
 
+@dataclass
+class MemoryMeter:
+    """What the watchdog saw: the peak resident memory (GiB) of the current part of the run
+    (``what``, e.g. ``stage prune``) since :meth:`start`."""
+
+    what: str = "the run"
+    peak_gb: float = 0.0
+
+    def start(self, what: str) -> None:
+        """Begin a new part: name it (for the error) and reset its peak."""
+        self.what, self.peak_gb = what, rss_gb()
+
+    def sample(self) -> float:
+        now = rss_gb()
+        self.peak_gb = max(self.peak_gb, now)
+        return now
+
+
 @contextlib.contextmanager
-def memory_watchdog(limit_gb: float | None, interval_s: float = 0.5) -> Iterator[None]:
-    """Poll this process's resident memory; past ``limit_gb``, interrupt the main thread and
-    raise :class:`ResourceError` from this block. Artifacts are written atomically, so a
-    stopped run leaves no half-written file. No-op without a limit."""
-    if limit_gb is None:
-        yield
-        return
+def memory_watchdog(limit_gb: float | None, interval_s: float = 0.5, model: str = "the model"
+                    ) -> Iterator[MemoryMeter]:
+    """Poll this process's resident memory into the yielded :class:`MemoryMeter`; past
+    ``limit_gb`` (None: never), interrupt the main thread and raise :class:`ResourceError`
+    from this block, naming the part of the run and ``model``. Artifacts are written
+    atomically, so a stopped run leaves no half-written file."""
+    meter = MemoryMeter(peak_gb=rss_gb())
     stop, tripped = threading.Event(), []
 
     def watch() -> None:
         while not stop.wait(interval_s):
-            now = rss_gb()
-            if now > limit_gb:
+            now = meter.sample()
+            if limit_gb is not None and now > limit_gb:
                 tripped.append(now)
                 _thread.interrupt_main()
                 return
@@ -134,15 +154,16 @@ def memory_watchdog(limit_gb: float | None, interval_s: float = 0.5) -> Iterator
     thread = threading.Thread(target=watch, name="deploykit-memory", daemon=True)
     thread.start()
     try:
-        yield
+        yield meter
     except KeyboardInterrupt:
         if not tripped:
             raise
         raise ResourceError(
-            f"resources: the run's resident memory reached {tripped[0]:.1f} GiB, over its "
-            f"limit of {limit_gb:.1f} GiB, and was stopped before the system ran out. Fix: "
-            "lower data.batch_size or data.image_size, or raise resources.max_memory_gb on "
-            "a machine with more memory") from None
+            f"resources: {meter.what} of {model} reached {tripped[0]:.1f} GiB of resident "
+            f"memory, over the run's limit of {limit_gb:.1f} GiB, and was stopped before the "
+            "system ran out. Fix: lower data.batch_size or data.image_size (or this stage's "
+            "own sizes), or raise resources.max_memory_gb on a machine with more "
+            "memory") from None
     finally:
         stop.set()
         thread.join()

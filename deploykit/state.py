@@ -18,6 +18,7 @@ class StageRecord:
     params: dict[str, Any]
     metrics: dict[str, Any]
     seconds: float
+    peak_rss_gb: float | None = None   # the process's peak resident memory during the stage
 
 
 @dataclass

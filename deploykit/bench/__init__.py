@@ -1,5 +1,6 @@
 """Measurement: latency (warm-up, alternating timing, percentiles), parity, accuracy through any
-runner, the first diverging layer, the environment, and a latency yardstick (``LatencyProbe``).
+runner, the first diverging layer, the environment, a latency probe (``LatencyProbe``), and the
+references that make latencies from different runs comparable (re-timing, a yardstick).
 May use ``export`` and ``runtimes``; never the reverse."""
 
 from deploykit.bench.accuracy import runner_accuracy
@@ -15,6 +16,7 @@ from deploykit.bench.latency import (
 from deploykit.bench.onnx_file import FileBench, bench_onnx_file
 from deploykit.bench.parity import ParityResult, check_parity, compare_outputs
 from deploykit.bench.probe import LatencyProbe, time_onnx_files
+from deploykit.bench.reference import retime_pair, yardstick_ms
 
 __all__ = [
     "Divergence",
@@ -31,8 +33,10 @@ __all__ = [
     "find_divergence",
     "median_ci",
     "module_outputs",
+    "retime_pair",
     "runner_accuracy",
     "summarize",
     "time_alternating",
     "time_onnx_files",
+    "yardstick_ms",
 ]

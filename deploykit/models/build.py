@@ -62,7 +62,17 @@ def _build_factory(ref: str, num_classes: int) -> nn.Module:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ModelError(f"model.name: {module_name!r} has no callable {fn_name!r}")
-    model = fn(num_classes=num_classes)
+    try:
+        model = fn(num_classes=num_classes)
+    except TypeError as e:
+        if "num_classes" not in str(e):
+            raise ModelError(f"model.name: {ref}(num_classes={num_classes}) raised TypeError: "
+                             f"{e}") from e
+        raise ModelError(f"model.name: {ref} must accept a num_classes keyword argument "
+                         f"({e}); wrap it: def make(num_classes): ...") from None
+    except Exception as e:   # the user's own code failed: name it, keep its traceback chained
+        raise ModelError(f"model.name: {ref}(num_classes={num_classes}) raised "
+                         f"{type(e).__name__}: {str(e)[:200]}") from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"model.name: {ref} returned {type(model).__name__}, not an nn.Module")
     return model

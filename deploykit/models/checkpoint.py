@@ -26,21 +26,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), as a copy or save that was "
+                              "interrupted leaves it; save the checkpoint again")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files
+        first = (str(e).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"{path}: cannot load checkpoint ({type(e).__name__}: {first}). "
             "deploykit loads checkpoints with weights_only=True: save a state_dict "
             "(torch.save(model.state_dict(), path)), not a pickled model") from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        return obj
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        return {"format": CHECKPOINT_FORMAT, "state_dict": obj["state_dict"], "arch": {}}
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {"format": CHECKPOINT_FORMAT, "state_dict": obj, "arch": {}}
-    raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__}); save "
-                          "model.state_dict()")
+        ckpt = obj
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": obj["state_dict"], "arch": {}}
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": obj, "arch": {}}
+    else:
+        raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__}); save "
+                              "model.state_dict()")
+    _check_finite(ckpt["state_dict"], path)
+    return ckpt
+
+
+def _check_finite(state_dict: dict[str, Any], path: Path) -> None:
+    """Refuse weights that are NaN or infinite: training on them, or exporting them, would
+    fail much later with an error that blames something else."""
+    bad = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor)
+           and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} of {len(state_dict)} tensors hold NaN or infinite values "
+            f"(first: {bad[0]}); the training that saved it diverged. Use an earlier checkpoint, "
+            "or retrain with a lower train.lr (or train.grad_clip)")
 
 
 def make_checkpoint(model: nn.Module, arch: dict[str, Any] | None = None,

@@ -8,6 +8,7 @@ Example:
 from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 from deploykit.recipe.gates import GateSpec, LatencyAt, MetricAt
 from deploykit.recipe.loader import (
+    ARTIFACT_SECTIONS,
     Recipe,
     check_stage_order,
     load_recipe,
@@ -46,6 +47,7 @@ from deploykit.recipe.stages import (
 )
 
 __all__ = [
+    "ARTIFACT_SECTIONS",
     "RUNTIMES",
     "STAGE_KINDS",
     "BenchSpec",

@@ -6,24 +6,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["StageSpec", "Strict", "TrainSpec"]
+__all__ = ["MAX_BATCH", "MAX_IMAGE_SIZE", "MAX_THREADS", "StageSpec", "Strict", "TrainSpec"]
+
+# Bounds far beyond any real run, so that a typo (an image size of 100000000) is a recipe error
+# naming the key instead of an allocation failure after the training.
+MAX_IMAGE_SIZE = 4096
+MAX_BATCH = 65_536
+MAX_THREADS = 1024
 
 
 class Strict(BaseModel):
-    """A recipe section: unknown keys are errors, values are immutable once loaded."""
+    """A recipe section: unknown keys are errors, values are immutable once loaded, and no
+    number is infinite or NaN (YAML reads ``1e999`` as infinity)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 class TrainSpec(Strict):
     """The shared training loop's settings (baseline training and every fine-tune)."""
 
-    epochs: int = Field(15, ge=0)
+    epochs: int = Field(15, ge=0, le=100_000)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.2, gt=0)
+    lr: float = Field(0.2, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     aux_weight: float = Field(0.0, ge=0, description="weight of auxiliary-head losses "

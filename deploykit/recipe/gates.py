@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from deploykit.recipe.base import Strict
+from deploykit.recipe.sections import Runtime
 
 __all__ = ["GateSpec", "LatencyAt", "MetricAt"]
 
@@ -16,7 +17,7 @@ class MetricAt(Strict):
     """A threshold on one runtime; ``batch: null`` checks every batch size measured there."""
 
     value: float
-    runtime: str = "onnxruntime-cpu"
+    runtime: Runtime = "onnxruntime-cpu"
     batch: int | None = Field(None, ge=1)
 
 

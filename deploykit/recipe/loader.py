@@ -13,15 +13,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, SerializeAsAny, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deploykit.errors import RecipeError
 from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 from deploykit.recipe.gates import GateSpec
+from deploykit.recipe.reading import (
+    check_structure,
+    key_path,
+    read_yaml_mapping,
+    safe_name,
+    shown_path,
+)
 from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
-from deploykit.recipe.stages import STAGE_KINDS
+from deploykit.recipe.stages import STAGE_KINDS, candidate_names
 
 __all__ = [
+    "ARTIFACT_SECTIONS",
     "Recipe",
     "check_stage_order",
     "load_recipe",
@@ -31,12 +46,15 @@ __all__ = [
     "recipe_to_yaml",
 ]
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
 
 class Recipe(Strict):
     """A whole run. See ``recipes/quickstart.yaml`` for a commented example."""
 
-    name: str = "recipe"
-    seed: int = 0
+    name: str = Field("recipe", pattern=NAME_PATTERN, description="names the run folder: "
+                      "letters, digits, '.', '_' and '-', starting with a letter or digit")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
     train: TrainSpec | None = TrainSpec()
@@ -47,15 +65,40 @@ class Recipe(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     output: str = "runs/{recipe}-{timestamp}"
 
+    @field_validator("output")
+    @classmethod
+    def _output_stays_put(cls, v: str) -> str:
+        if ".." in Path(v).parts or "\x00" in v:
+            raise ValueError(f"{v!r} may not contain '..' (or a NUL byte); to write a run "
+                             "elsewhere, pass --output DIR on the command line")
+        return v
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+    @model_validator(mode="after")
+    def _gates_match_the_run(self) -> Recipe:
+        """The gates can only check what the run produces and measures: say so now, not after
+        the training."""
+        g = self.gates
+        if g is None:
+            return self
+        names = candidate_names(self.stages)
+        if g.candidate is not None and g.candidate not in names:
+            raise ValueError(f"gates.candidate {g.candidate!r} is not a candidate of this "
+                             f"recipe; its stages produce: {', '.join(names)}")
+        for key in ("min_speedup", "min_speedup_over_previous", "max_latency_ms",
+                    "max_latency_regression"):
+            at = getattr(g, key)
+            if at is None:
+                continue
+            if at.runtime not in self.bench.runtimes:
+                raise ValueError(f"gates.{key}.runtime {at.runtime!r} is not measured: add it "
+                                 f"to bench.runtimes ({', '.join(self.bench.runtimes)})")
+            if at.batch is not None and at.batch not in self.bench.batch_sizes:
+                raise ValueError(f"gates.{key}.batch {at.batch} is not measured: add it to "
+                                 f"bench.batch_sizes ({self.bench.batch_sizes})")
+        if g.min_speedup_over_previous is not None and len(names) < 2:
+            raise ValueError("gates.min_speedup_over_previous needs a candidate before the "
+                             "gated one; this recipe has no stages")
+        return self
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -80,10 +123,12 @@ def _format_errors(err: ValidationError, source: str, model: type[BaseModel],
     for e in err.errors():
         loc = prefix + tuple(e["loc"])
         msg = e["msg"]
+        if e["type"] == "value_error" and "error" in e.get("ctx", {}):
+            msg = str(e["ctx"]["error"])   # our own validators' messages name key and fix
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, tuple(e["loc"]))
             msg = "unknown key" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
-        lines.append(f"  {_key_path(loc)}: {msg}")
+        lines.append(f"  {key_path(loc)}: {msg}")
     return f"{source}: invalid recipe\n" + "\n".join(lines)
 
 
@@ -161,12 +206,14 @@ def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> 
     Raises:
         RecipeError: naming ``source``, the key path and the allowed values.
     """
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise RecipeError(f"{source}: the recipe is empty; a recipe names at least its model and "
+                          "data (copy recipes/quickstart.yaml and edit it)")
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping of sections "
                           f"(model, data, train, stages, export, bench, output), "
                           f"got {type(raw).__name__}")
+    check_structure(raw, source)
     raw = dict(raw)
     stages = _parse_stages(raw.pop("stages", None), source)
     try:
@@ -196,15 +243,10 @@ def load_recipe(path: str | Path, check_paths: bool = True) -> Recipe:
         >>> recipe = load_recipe("recipes/quickstart.yaml")  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found (resolved to {path.resolve()})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml_mapping(path)
     if isinstance(raw, dict) and "name" not in raw:
-        raw = {"name": path.stem, **raw}
-    return parse_recipe(raw, str(path), check_paths)
+        raw = {"name": safe_name(path.stem), **raw}
+    return parse_recipe(raw, shown_path(path), check_paths)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -217,7 +259,16 @@ def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """SHA-256 of the resolved recipe, so a report says exactly what produced it."""
-    blob = json.dumps(recipe_to_dict(recipe), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
+def recipe_hash(recipe: Recipe, sections: tuple[str, ...] | None = None) -> str:
+    """SHA-256 of the resolved recipe (or of its ``sections`` only), so a report says exactly
+    what produced it."""
+    data = recipe_to_dict(recipe)
+    if sections is not None:
+        data = {k: data[k] for k in sections}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+ARTIFACT_SECTIONS = ("name", "seed", "model", "data", "train", "stages", "export")
+"""The sections that determine a run's checkpoints and artifacts: ``--resume`` continues a
+folder only with the same values (``bench``, ``gates``, ``resources`` and ``output`` may
+change between the interrupted run and its resumption)."""

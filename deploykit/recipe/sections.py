@@ -7,11 +7,11 @@ runners all use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from deploykit.recipe.base import Strict
+from deploykit.recipe.base import MAX_BATCH, MAX_IMAGE_SIZE, MAX_THREADS, Strict
 
 __all__ = [
     "RUNTIMES",
@@ -43,7 +43,7 @@ class ModelSpec(Strict):
 
     source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"
     name: str = "resnet20"
-    num_classes: int = Field(10, ge=2)
+    num_classes: int = Field(10, ge=2, le=1_000_000)
     checkpoint: Path | None = None
 
 
@@ -53,28 +53,35 @@ class DataSpec(Strict):
     ``digits`` is scikit-learn's bundled 8x8 digits (no files needed), ``imagefolder`` reads
     ``root/train/<class>/*`` and ``root/val`` (or ``root/test``), ``synthetic`` makes random
     tensors for tests. ``cache`` decodes an image folder once into memory (fast epochs for
-    small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset.
+    small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset. Every
+    image of a folder is decoded (or checked) before training; ``skip_corrupt`` skips the files
+    that fail instead of stopping.
     """
 
     kind: Literal["digits", "imagefolder", "synthetic"] = "digits"
     root: Path | None = None
-    image_size: int = Field(32, ge=8)
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+    image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     augment: bool = True
     cache: bool = True
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(2, ge=0, le=MAX_THREADS)
     limit_train: int | None = Field(None, ge=1)
     limit_val: int | None = Field(None, ge=1)
-    calib_samples: int = Field(512, ge=1)
-    synthetic_samples: int = Field(512, ge=8)
+    skip_corrupt: bool = Field(False, description="skip (and count) image files that cannot "
+                               "be decoded instead of stopping")
+    calib_samples: int = Field(512, ge=1, le=10_000_000)
+    synthetic_samples: int = Field(512, ge=8, le=10_000_000)
 
     @model_validator(mode="after")
     def _root_rules(self) -> DataSpec:
         if self.kind == "imagefolder" and self.root is None:
             raise ValueError("data.kind 'imagefolder' needs data.root: the folder holding train/")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"data.std must be positive per channel (got {list(self.std)}): "
+                             "inputs are divided by it")
         return self
 
 
@@ -119,6 +126,17 @@ class ParitySpec(Strict):
 
 class OnnxExportSpec(Strict):
     opset: int = Field(18, ge=17)
+
+    @field_validator("opset")
+    @classmethod
+    def _known_opset(cls, v: int) -> int:
+        import onnx  # a core dependency; imported only when an export section is validated
+
+        newest = onnx.defs.onnx_opset_version()
+        if v > newest:
+            raise ValueError(f"opset {v} is newer than the installed onnx {onnx.__version__} "
+                             f"knows (newest: {newest})")
+        return v
     dynamic_batch: bool = True
     parity: ParitySpec = ParitySpec()
 
@@ -149,16 +167,16 @@ class BenchSpec(Strict):
     ``target_rel_ci`` of it, or at ``max_iterations`` runs, or after ``time_budget_s``.
     """
 
-    runtimes: list[Runtime] = ["torch-cpu", "onnxruntime-cpu"]
-    batch_sizes: list[int] = [1, 64]
-    threads: int = Field(2, ge=1)
-    warmup: int = Field(10, ge=0)
-    iterations: int = Field(50, ge=5, description="timed runs at least")
+    runtimes: list[Runtime] = Field(["torch-cpu", "onnxruntime-cpu"], min_length=1)
+    batch_sizes: list[Annotated[int, Field(le=MAX_BATCH)]] = [1, 64]
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
+    warmup: int = Field(10, ge=0, le=100_000)
+    iterations: int = Field(50, ge=5, le=1_000_000, description="timed runs at least")
     target_rel_ci: float | None = Field(
         0.02, gt=0, lt=1, description="then repeat until the median's 95% interval is within "
         "+- this fraction of it (null: exactly `iterations`)")
-    max_iterations: int = Field(400, ge=5)
-    time_budget_s: float = Field(20.0, gt=0, description="per runtime and batch size")
+    max_iterations: int = Field(400, ge=5, le=1_000_000)
+    time_budget_s: float = Field(20.0, gt=0, le=86_400, description="per runtime and batch size")
     accuracy: bool = True
 
     @model_validator(mode="after")

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from deploykit.recipe.base import StageSpec, Strict, TrainSpec
+from deploykit.recipe.base import (
+    MAX_BATCH,
+    MAX_IMAGE_SIZE,
+    MAX_THREADS,
+    StageSpec,
+    Strict,
+    TrainSpec,
+)
 
 __all__ = [
     "STAGE_KINDS",
@@ -30,6 +37,8 @@ __all__ = [
     "SpeedCheckSpec",
     "StageKind",
     "TeacherSpec",
+    "candidate_names",
+    "stage_candidates",
 ]
 
 
@@ -42,8 +51,8 @@ class PruneTarget(Strict):
     macs_ratio: float | None = Field(None, gt=0, lt=1)
     latency_ratio: float | None = Field(None, gt=0, lt=1)
     runtime: Literal["onnxruntime-cpu", "torch-cpu"] = "onnxruntime-cpu"
-    batch_size: int = Field(1, ge=1)
-    threads: int = Field(2, ge=1)
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH)
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
     tolerance: float = Field(0.02, gt=0, lt=0.5)
 
     @model_validator(mode="after")
@@ -60,9 +69,9 @@ class SparsitySpec(Strict):
     """Sparsity-regularised training before pruning: L1 on BatchNorm scales (``bn_scale``,
     Network Slimming) or group lasso (``group_norm``), with strength ``lambda``."""
 
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=100_000)
     reg: float = Field(1e-4, gt=0, alias="lambda")
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, le=10)
 
 
 class PruneSpec(StageSpec):
@@ -113,8 +122,8 @@ class QatSpec(TrainSpec):
     """Quantization-aware fine-tuning: the shared training loop on the fake-quant model, with
     the float model as a knowledge-distillation teacher (``kd_alpha`` weight on the KD term)."""
 
-    epochs: int = Field(2, ge=1)
-    lr: float = Field(1e-4, gt=0)
+    epochs: int = Field(2, ge=1, le=100_000)
+    lr: float = Field(1e-4, gt=0, le=10)
     schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
     kd_alpha: float = Field(0.5, ge=0, le=1)
     kd_temperature: float = Field(4.0, gt=0)
@@ -139,8 +148,8 @@ class SpeedCheckSpec(Strict):
     float model is kept; when none is faster than the float twin, the stage records that INT8
     does not pay on this machine and the report recommends the float candidate."""
 
-    batch_sizes: list[int] = Field([1, 64], min_length=1)
-    threads: int = Field(2, ge=1)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field([1, 64], min_length=1)
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
     iterations: int = Field(30, ge=5)
     max_accuracy_drop: float = Field(1.0, ge=0)
 
@@ -184,7 +193,7 @@ class TeacherSpec(Strict):
     """
 
     checkpoints: list[Path] = []
-    image_size: int | None = Field(None, ge=8)
+    image_size: int | None = Field(None, ge=8, le=MAX_IMAGE_SIZE)
     bn_train: bool = False
 
 
@@ -320,3 +329,22 @@ STAGE_KINDS: dict[str, StageKind] = {
     "quantize": StageKind(QuantizeSpec, last=True,
                           why="quantize produces the INT8 artifact; no float stage can follow it"),
 }
+
+
+def stage_candidates(spec: StageSpec, previous: str) -> list[str]:
+    """Names of the candidates a stage adds after the candidate named ``previous``: the one
+    place that names them (stages use it, and the recipe's ``gates.candidate`` is checked
+    against it when the recipe loads)."""
+    if isinstance(spec, DistillSpec):
+        return ["distill" if previous == "baseline" else f"{previous}+distill"]
+    if isinstance(spec, QuantizeSpec):
+        return [*(["fp16"] if spec.fp16 else []), f"{spec.mode}-int8"]
+    return [spec.kind]
+
+
+def candidate_names(stages: list[StageSpec]) -> list[str]:
+    """Every candidate a recipe's stages produce, in order, starting with ``baseline``."""
+    names = ["baseline"]
+    for spec in stages:
+        names += stage_candidates(spec, names[-1])
+    return names

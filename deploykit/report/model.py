@@ -273,10 +273,12 @@ def report_tables(r: Report) -> list[Table]:
                                 list(lp.items()), numeric_from=2))
     if r.stages:
         tables.append(Table(
-            "Stages", ("stage", "seconds", "metrics"),
+            "Stages", ("stage", "seconds", "peak memory GiB", "metrics"),
             [(s["name"], f"{s['seconds']:.1f}",
+              "-" if s.get("peak_rss_gb") is None else f"{s['peak_rss_gb']:.2f}",
               ", ".join(f"{k}={_short(v)}" for k, v in s.get("metrics", {}).items()))
-             for s in r.stages], note="Wall-clock seconds spent in each stage.", numeric_from=1))
+             for s in r.stages], note="Wall-clock seconds spent in each stage, and the "
+            "process's peak resident memory during it.", numeric_from=1))
     return tables
 
 

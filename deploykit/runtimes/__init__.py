@@ -9,7 +9,13 @@ from deploykit.runtimes.gpu import (
     engine_cache_key,
     require_cuda,
 )
-from deploykit.runtimes.runners import OrtRunner, Runner, TorchRunner, make_runner
+from deploykit.runtimes.runners import (
+    OrtRunner,
+    Runner,
+    TorchRunner,
+    check_available,
+    make_runner,
+)
 
 __all__ = [
     "OrtRunner",
@@ -17,6 +23,7 @@ __all__ = [
     "TensorRTRunner",
     "TorchCudaRunner",
     "TorchRunner",
+    "check_available",
     "cuda_event_ms",
     "engine_cache_key",
     "make_runner",

@@ -18,7 +18,7 @@ from torch import nn
 from deploykit.errors import BackendUnavailableError
 from deploykit.recipe import RUNTIMES
 
-__all__ = ["OrtRunner", "Runner", "TorchRunner", "make_runner"]
+__all__ = ["OrtRunner", "Runner", "TorchRunner", "check_available", "make_runner"]
 
 
 class Runner(Protocol):
@@ -134,3 +134,31 @@ def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | 
             raise BackendUnavailableError("runtime onnxruntime-cpu needs an exported ONNX file")
         return OrtRunner(onnx_path, threads, precision)
     raise BackendUnavailableError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+
+
+def check_available(runtime: str) -> None:
+    """Raise now, before any training, if ``runtime`` cannot run on this machine.
+
+    Raises:
+        BackendUnavailableError: naming the runtime, what is missing and what to install or
+            change (drop it from ``bench.runtimes``).
+    """
+    from deploykit.runtimes.gpu import _import_tensorrt, require_cuda
+
+    where = f"bench.runtimes: {runtime}"
+    if runtime in ("torch-cuda", "tensorrt"):
+        require_cuda(where)
+        if runtime == "tensorrt":
+            _import_tensorrt()
+    elif runtime in _ORT_PROVIDERS:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        if _ORT_PROVIDERS[runtime] not in have:
+            raise BackendUnavailableError(
+                f"{where} needs ONNX Runtime's {_ORT_PROVIDERS[runtime]}, which this machine "
+                f"does not have (available: {', '.join(have)}). Install onnxruntime-gpu on a "
+                'CUDA machine (pip install "deploykit[gpu]") or remove it from bench.runtimes')
+    elif runtime != "torch-cpu":
+        raise BackendUnavailableError(f"unknown runtime {runtime!r}; available: "
+                                      f"{', '.join(RUNTIMES)}")

@@ -18,6 +18,7 @@ from deploykit.distill import DistillObjective, Teacher, resolve_taps
 from deploykit.errors import RecipeError
 from deploykit.progress import log
 from deploykit.recipe import DistillSpec
+from deploykit.recipe.stages import stage_candidates
 from deploykit.restore import load_model
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import evaluate, fit
@@ -82,7 +83,7 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec) -> PipelineSt
                "history": res.history}
     state.history.append(StageRecord("distill", spec.model_dump(mode="json"), metrics,
                                      time.perf_counter() - t0))
-    name = f"{prev.name}+distill" if prev.name != "baseline" else "distill"
+    name = stage_candidates(spec, prev.name)[-1]
     state.add_candidate(Candidate(name, student, torch_top1_pct=top1, arch=dict(prev.arch)))
     log(f"distill: top-1 {before:.2f}% -> {top1:.2f}%"
         + (f" (teacher {teacher_top1:.2f}%)" if teacher_top1 is not None else ""))

@@ -18,6 +18,7 @@ from deploykit.errors import RecipeError
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.progress import Table, log, print_table
 from deploykit.recipe import LowRankSpec
+from deploykit.recipe.stages import stage_candidates
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import evaluate, fit
 
@@ -72,7 +73,8 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
     state.history.append(StageRecord("lowrank", spec.model_dump(mode="json"), metrics,
                                      time.perf_counter() - t0))
     top1 = metrics.get("finetune_top1_pct", metrics.get("factorised_top1_pct"))
-    state.add_candidate(Candidate("lowrank", model, torch_top1_pct=top1, arch=arch))
+    name = stage_candidates(spec, state.candidates[-1].name)[-1]
+    state.add_candidate(Candidate(name, model, torch_top1_pct=top1, arch=arch))
     rows = [[p["name"], p["method"], "x".join(map(str, p["ranks"])) or "-",
              "x".join(map(str, p["full_ranks"])) or "-",
              f"{p['macs_before'] / 1e6:.2f}", f"{p['macs_after'] / 1e6:.2f}",

@@ -37,6 +37,7 @@ from deploykit.prune import (
     replay_pruning,
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
+from deploykit.recipe.stages import stage_candidates
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -98,7 +99,8 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     state.history.append(StageRecord("prune", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
     top1 = metrics.get("finetune_top1_pct")
-    state.add_candidate(Candidate("prune", model, torch_top1_pct=top1, arch=arch))
+    name = stage_candidates(spec, state.candidates[-1].name)[-1]
+    state.add_candidate(Candidate(name, model, torch_top1_pct=top1, arch=arch))
     log(f"prune: MACs {base_macs / 1e6:.2f} M -> {macs / 1e6:.2f} M ({macs / base_macs:.3f}x), "
         f"params {base_params / 1e6:.3f} M -> {params / 1e6:.3f} M")
     return state

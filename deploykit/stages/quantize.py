@@ -29,6 +29,7 @@ from deploykit.quant import (
     resolve_keep_float,
 )
 from deploykit.recipe import QuantizeSpec, SensitivitySpec
+from deploykit.recipe.stages import stage_candidates
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import evaluate
 
@@ -100,9 +101,10 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     log(f"quantize: {spec.mode} int8 top-1 {top1:.2f}% (float {float_top1:.2f}%), "
         f"{len(keep)} layer(s) kept float: {', '.join(keep)}")
 
-    if spec.fp16:
-        state.add_candidate(Candidate("fp16", Fp16Model(float_model), precision="fp16"))
-    state.add_candidate(Candidate(f"{spec.mode}-int8", qm, precision="int8",
+    *fp16_name, int8_name = stage_candidates(spec, state.candidates[-1].name)
+    if fp16_name:
+        state.add_candidate(Candidate(fp16_name[0], Fp16Model(float_model), precision="fp16"))
+    state.add_candidate(Candidate(int8_name, qm, precision="int8",
                                   torch_top1_pct=top1, keep_float=list(keep),
                                   arch={"layer_precision": dict(qm.layer_precision)}))
     state.history.append(StageRecord("quantize", spec.model_dump(mode="json", by_alias=True),

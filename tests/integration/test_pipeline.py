@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from deploykit.cli import main
+from deploykit.manifest import verify_manifest
 from deploykit.report import REPORT_FILES, Report
 
 
@@ -27,7 +28,9 @@ def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, ca
     assert all(lr.p50_ms > 0 and lr.p99_ms >= lr.p50_ms for lr in base.latency)
     raw = json.loads((out / "report.json").read_text())
     assert raw["recipe_hash"] and raw["environment"]["threads"] == 2
-    assert raw["stages"][0]["name"] == "train"
+    assert raw["stages"][0]["name"] == "train" and raw["stages"][0]["peak_rss_gb"] > 0.1
+    assert verify_manifest(out) == []   # written last, listing every file with its hash
+    assert not (out / ".deploykit.lock").exists()
 
     # --resume on a finished run reuses the baseline checkpoint instead of retraining; the
     # recipe's gates are applied at the end: an impossible size ceiling fails the run (exit 1)
@@ -37,3 +40,14 @@ def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, ca
     assert [c.get("name") for c in cases] == ["max_accuracy_drop", "max_size_mb"]
     assert [c.find("failure") is None for c in cases] == [True, False]
     assert Report.load(out / "report.json").recipe["gates"]["max_size_mb"] == 1e-6
+    assert verify_manifest(out) == []
+
+    # another recipe (other training settings) may not resume this folder: refused up front
+    other = {**tiny_recipe_dict, "train": {**tiny_recipe_dict["train"], "lr": 0.01}}
+    capsys.readouterr()
+    assert main(["run", str(write_yaml(other)), "-o", str(out), "--resume"]) == 2
+    assert "holds a run of recipe 'tiny' with other model, data, train" in " ".join(
+        capsys.readouterr().err.split())
+    # a file changed after the run no longer matches its manifest
+    (out / "report.md").write_text("edited")
+    assert verify_manifest(out) == ["report.md: differs from the manifest's hash"]

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "deploykit"
 LAYERS: list[set[str]] = [
     {"errors", "atomic", "progress", "distributed"},
     {"recipe"},
-    {"models", "data", "state", "resources"},
+    {"models", "data", "state", "resources", "runlock", "manifest"},
     {"train"},
     {"prune", "lowrank", "distill", "export"},
     {"quant"},                       # QAT trains with distill's KD loss

@@ -73,3 +73,141 @@ def test_resume_without_earlier_run_is_user_error(tiny_recipe_dict, write_yaml, 
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(write_yaml(tiny_recipe_dict)), "--resume"]) == 2
     assert "no earlier run" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_unavailable_runtime_exits_2_before_any_checkpoint(tiny_recipe_dict, write_yaml,
+                                                           tmp_path, capsys):
+    recipe = {**tiny_recipe_dict, "bench": {**tiny_recipe_dict["bench"],
+                                            "runtimes": ["onnxruntime-cpu", "torch-cuda"]}}
+    out = tmp_path / "out"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "bench.runtimes: torch-cuda needs a CUDA GPU" in err and "drop this runtime" in err
+    assert not list(out.rglob("*.pt")) and not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("patch", "expect"), [
+    ({"gates": {"candidate": "ptq-int9", "max_accuracy_drop": 1}},
+     "gates.candidate 'ptq-int9' is not a candidate of this recipe; its stages produce: "
+     "baseline"),
+    ({"gates": {"min_speedup": {"value": 1.5, "runtime": "tensorrt"}}},
+     "gates.min_speedup.runtime 'tensorrt' is not measured: add it to bench.runtimes"),
+    ({"data": {"kind": "digits", "std": [0, 0, 0]}}, "data.std must be positive"),
+    ({"data": {"kind": "digits", "image_size": 100000000}}, "data.image_size"),
+    ({"train": {"lr": float("inf")}}, "train.lr"),
+    ({"export": {"onnx": {"opset": 99}}}, "opset 99 is newer than the installed onnx"),
+    ({"name": "a/../../../etc/x"}, "name: String should match pattern"),
+    ({"output": "../elsewhere/{recipe}"}, "may not contain '..'"),
+])
+def test_values_the_run_cannot_use_exit_2_at_load(tiny_recipe_dict, write_yaml, tmp_path,
+                                                  capsys, patch, expect):
+    out = tmp_path / "out"
+    assert main(["run", str(write_yaml({**tiny_recipe_dict, **patch})), "-o", str(out)]) == 2
+    assert expect in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("content", "expect"), [
+    (b"", "the recipe is empty"), (b"# nothing here\n", "the recipe is empty"),
+    ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9)"),
+    ("name: x\n".encode("utf-16"), "saved as UTF-16"),
+    (b"seed: " + b"9" * 5000, "a value cannot be read"),
+    (b"a: " + b"[" * 2000 + b"]" * 2000, "nested"),
+])
+def test_unreadable_recipe_files_exit_2(tmp_path, capsys, content, expect):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "Traceback" not in err
+
+
+def test_an_internal_error_exits_3_with_the_traceback_in_a_log(tiny_recipe_dict, write_yaml,
+                                                               tmp_path, monkeypatch, capsys):
+    import deploykit.pipeline
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(deploykit.pipeline, "run", broken)
+    monkeypatch.setenv("DEPLOYKIT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("DEPLOYKIT_TRACEBACK", raising=False)
+    assert main(["run", str(write_yaml(tiny_recipe_dict)), "-o", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: a bug" in err and "deploykit bug" in err
+    assert "Traceback" not in err
+    (log,) = (tmp_path / "logs").glob("deploykit-crash-*.log")
+    assert str(log) in err.replace("\n", "")
+    assert "Traceback" in log.read_text() and "in broken" in log.read_text()
+
+
+def test_resume_picks_only_this_recipes_runs(tiny_recipe_dict, tmp_path, monkeypatch):
+    from deploykit.pipeline import resolve_output_dir
+    from deploykit.recipe import parse_recipe
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("qs-20260101-000000", "qs-20260102-000000", "qs-big-20260103-000000"):
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+    recipe = parse_recipe({**tiny_recipe_dict, "name": "qs"}, check_paths=False)
+    assert resolve_output_dir(recipe, None, True).name == "qs-20260102-000000"
+
+
+def _nan_checkpoint(path):
+    model = build_model(ModelSpec(name="resnet20", num_classes=4))
+    for p in model.parameters():
+        p.data.fill_(float("nan"))
+    torch.save(make_checkpoint(model), path)
+
+
+@pytest.mark.parametrize(("make", "expect"), [
+    (lambda p: p.write_bytes(b""), "the file is empty (0 bytes)"),
+    (_nan_checkpoint, "hold NaN or infinite values (first: conv1.weight)"),
+    (lambda p: torch.save({}, p), "not a state dict"),
+])
+def test_unusable_checkpoints_exit_2_before_anything_is_written(
+        tiny_recipe_dict, write_yaml, tmp_path, capsys, make, expect):
+    ck = tmp_path / "bad.pt"
+    make(ck)
+    recipe = {**tiny_recipe_dict, "model": {**tiny_recipe_dict["model"], "checkpoint": str(ck)}}
+    out = tmp_path / "out"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert expect in err and "Traceback" not in err
+    assert not list(out.rglob("*.pt"))
+
+
+def test_a_factory_without_num_classes_exits_2(tiny_recipe_dict, write_yaml, tmp_path, capsys,
+                                               monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\ndef net():\n    return torch.nn.Linear(3, 2)\n"
+        "def broken(num_classes):\n    raise KeyError('oops')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for fn, expect in (("net", "mymodels:net must accept a num_classes keyword argument"),
+                       ("broken", "mymodels:broken(num_classes=4) raised KeyError: 'oops'")):
+        recipe = {**tiny_recipe_dict, "model": {"source": "factory", "name": f"mymodels:{fn}",
+                                                "num_classes": 4}}
+        assert main(["run", str(write_yaml(recipe)), "-o", str(tmp_path / "out")]) == 2
+        assert expect in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_corrupt_image_exits_2_before_any_checkpoint(tiny_recipe_dict, write_yaml, tmp_path,
+                                                       capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b", "c", "d"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    (tmp_path / "data" / "train" / "c" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
+    recipe = {**tiny_recipe_dict, "data": {"kind": "imagefolder", "root": str(tmp_path / "data"),
+                                           "image_size": 16, "batch_size": 4}}
+    out = tmp_path / "out"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 of 17 images cannot be decoded" in err and "bad.jpg" in err
+    assert "data.skip_corrupt: true" in err and not list(out.rglob("*.pt"))

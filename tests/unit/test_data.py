@@ -96,3 +96,29 @@ def test_imagefolder_errors(tmp_path):
     _make_folder(tmp_path, ["a", "b"], splits=("val",))
     with pytest.raises(DataError, match=r"has 2 classes but model\.num_classes is 10"):
         build_loaders(DataSpec(kind="imagefolder", root=tmp_path), num_classes=10)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_corrupt_image_is_named_or_skipped_and_counted(tmp_path, capsys, cache):
+    _make_folder(tmp_path, ["a", "b"])
+    bad = tmp_path / "train" / "b" / "9.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")   # a JPEG header, then nothing
+    spec = DataSpec(kind="imagefolder", root=tmp_path, image_size=8, batch_size=2, cache=cache,
+                    num_workers=0)
+    with pytest.raises(DataError, match=r"1 of 13 images cannot be decoded \(first: .*9\.jpg.*"
+                                        r"data\.skip_corrupt: true"):
+        build_loaders(spec, num_classes=2)
+    loaders = build_loaders(spec.model_copy(update={"skip_corrupt": True}), num_classes=2)
+    assert "skipping 1 of 13 images" in " ".join(capsys.readouterr().err.split())
+    n = loaders.train.num_samples if cache else len(loaders.train.dataset)
+    assert n == 6   # the six good ones
+    for x, _ in loaders.train:   # and no batch trips on the bad file
+        assert torch.isfinite(x).all()
+
+
+def test_an_empty_class_folder_is_refused(tmp_path):
+    _make_folder(tmp_path, ["a", "b"])
+    (tmp_path / "train" / "c").mkdir()
+    (tmp_path / "val" / "c").mkdir()
+    with pytest.raises(DataError, match=r"class folder .*train/c holds no images"):
+        build_loaders(DataSpec(kind="imagefolder", root=tmp_path), num_classes=3)

@@ -47,7 +47,7 @@ def test_min_speedup_pass_fail_per_batch():
 
 def test_min_speedup_missing_runtime_or_batch_fails_closed():
     r = make_report()
-    for kw in ({"value": 1.1, "runtime": "tensorrt-cuda"}, {"value": 1.1, "batch": 16}):
+    for kw in ({"value": 1.1, "runtime": "tensorrt"}, {"value": 1.1, "batch": 16}):
         res = _gate(r, min_speedup=kw)
         assert not res.passed and "missing metric" in res.checks[0].message
 

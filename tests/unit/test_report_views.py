@@ -96,7 +96,7 @@ def test_csv_one_row_per_candidate_runtime_batch():
 
 def test_markdown_lists_stage_seconds_and_kept_float():
     md = make_report().to_markdown()
-    assert "| prune | 12.5 | macs_ratio=0.5 |" in md
+    assert "| prune | 12.5 | - | macs_ratio=0.5 |" in md
     assert "| prune | fp32 | conv1, fc |" in md
     assert "p50 95% CI" in md
 

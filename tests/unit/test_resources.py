@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 import torchvision
 
 from deploykit.cli import main
@@ -51,7 +52,7 @@ def test_a_limit_below_what_the_process_holds_is_refused(tiny_recipe_dict, write
 
 def test_the_watchdog_stops_a_block_that_passes_its_limit():
     t0 = time.perf_counter()
-    over = r"resident memory reached [\d.]+ GiB, over its limit of 0.0 GiB"
+    over = r"the run of the model reached [\d.]+ GiB of resident memory, over the run.s limit"
     with pytest.raises(ResourceError, match=over), memory_watchdog(0.01, interval_s=0.02):
         while time.perf_counter() - t0 < 10:
             time.sleep(0.01)
@@ -68,3 +69,24 @@ def test_resources_keys_are_checked():
     for bad in ({"max_memory_gb": 0}, {"max_gb": 4}):
         with pytest.raises(RecipeError, match="resources"):
             parse_recipe({"resources": bad}, "r.yaml", check_paths=False)
+
+
+def test_the_watchdog_stops_a_stage_past_its_budget_naming_it(tiny_recipe_dict, write_yaml,
+                                                              tmp_path, monkeypatch, capsys):
+    import deploykit.pipeline
+    import deploykit.stages.prune
+
+    def greedy(state, loaders, spec):   # a stage that grows well past the budget
+        hog = torch.ones(2**30 // 4 * 3)   # 3 GiB
+        time.sleep(10)
+        return hog
+
+    monkeypatch.setattr(deploykit.stages.prune, "run", greedy)
+    monkeypatch.setattr(deploykit.pipeline, "memory_limit_gb", lambda recipe: rss_gb() + 1.5)
+    recipe = {**tiny_recipe_dict, "stages": [{"kind": "prune", "target": {"ratio": 0.3}}]}
+    t0 = time.perf_counter()
+    assert main(["run", str(write_yaml(recipe)), "-o", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "resources: stage prune of builtin:resnet20 reached" in err
+    assert "raise resources.max_memory_gb" in err and "Traceback" not in err
+    assert time.perf_counter() - t0 < 120

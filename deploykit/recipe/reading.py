@@ -1,0 +1,122 @@
+"""Reading a recipe file safely: bytes to a plain mapping, before the schema sees it.
+
+Whatever a file holds, the result is a mapping or a :class:`~deploykit.errors.RecipeError`
+naming the file and what to fix: a missing or unreadable path (a NUL byte, a name too long),
+a file too large to be a recipe, text that is not UTF-8 (a UTF-16 or Latin-1 save), YAML
+errors, nesting deep enough to overflow the parser, integers of thousands of digits, keys that
+are not strings. YAML is read with ``yaml.safe_load``: tags that would run code are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploykit.errors import RecipeError
+
+__all__ = ["MAX_DEPTH", "MAX_RECIPE_BYTES", "check_structure", "key_path", "read_yaml_mapping",
+           "safe_name", "shown_path"]
+
+MAX_RECIPE_BYTES = 1_000_000
+MAX_DEPTH = 32   # the schema nests 5 deep; YAML nesting past ~1000 overflows Python's stack
+
+
+def key_path(loc: tuple[Any, ...]) -> str:
+    """``("stages", 1, "ratio")`` -> ``stages[1].ratio``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def read_yaml_mapping(path: Path) -> Any:
+    """The YAML document in ``path``, read strictly (see the module docstring); ``None`` for an
+    empty file.
+
+    Raises:
+        RecipeError: unreadable, too large, not UTF-8, not YAML, or nested too deeply.
+    """
+    text = _read_recipe_text(path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{shown_path(path)}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise RecipeError(f"{shown_path(path)}: nested too deeply to read (over "
+                          f"{MAX_DEPTH} levels is never a recipe)") from None
+    except ValueError as e:   # e.g. an integer of thousands of digits
+        raise RecipeError(f"{shown_path(path)}: a value cannot be read: {str(e)[:200]}") from None
+
+
+def shown_path(path: Path) -> str:
+    """``path`` for a message: printable, and short even when the path is not."""
+    text = str(path)
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= 200 else text[:100] + "..." + text[-80:]
+
+
+def _read_recipe_text(path: Path) -> str:
+    try:
+        if not path.is_file():
+            raise RecipeError(f"{shown_path(path)}: recipe file not found (resolved to "
+                              f"{shown_path(path.absolute())})")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{shown_path(path)}: {path.stat().st_size} bytes; a recipe is a "
+                              f"short YAML file (under {MAX_RECIPE_BYTES} bytes)")
+        data = path.read_bytes()
+    except (OSError, ValueError) as e:   # a NUL byte, a name too long, no permission
+        raise RecipeError(f"{shown_path(path)}: cannot read the recipe: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise RecipeError(f"{shown_path(path)}: saved as UTF-16; save the recipe as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{shown_path(path)}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                          f"offset {e.start}); save the recipe as UTF-8") from None
+    if "\x00" in text:
+        raise RecipeError(f"{shown_path(path)}: contains a NUL byte at offset "
+                          f"{text.index(chr(0))}; is this a binary file?")
+    return text
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a recipe ``name``: runs of other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip("._-")[:100]
+    return name or "recipe"
+
+
+def check_structure(raw: Any, source: str) -> None:
+    """Refuse what no schema field can hold, naming the key: nesting deeper than
+    :data:`MAX_DEPTH`, keys that are not strings, integers past 64 bits, very long strings.
+    (Iterative, so a deeply nested document cannot overflow the stack here.)"""
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(raw, ())]
+    while todo:
+        value, loc = todo.pop()
+        where = key_path(loc)
+        if len(loc) > MAX_DEPTH:
+            raise RecipeError(f"{source}: {key_path(loc[:MAX_DEPTH])}: nested deeper than "
+                              f"{MAX_DEPTH} levels; no recipe key takes such a value")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise RecipeError(f"{source}: {where}: key {k!r} is not a string; recipe "
+                                      "keys are names such as 'model' or 'epochs'")
+                todo.append((v, (*loc, k)))
+        elif isinstance(value, list | tuple):
+            todo.extend((v, (*loc, i)) for i, v in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and abs(value) >= 2**63:
+            raise RecipeError(f"{source}: {where}: integer {str(value)[:20]}... is out of range")
+        elif isinstance(value, str) and len(value) > 10_000:
+            raise RecipeError(f"{source}: {where}: a string of {len(value)} characters; no "
+                              "recipe value is that long")
+        elif isinstance(value, bytes):
+            raise RecipeError(f"{source}: {where}: binary data (!!binary) is not a recipe value")
