@@ -46,9 +46,11 @@ def torchvision_models() -> list[tuple[str, str, int, int]]:
 
     rows = []
     for name in torchvision.models.list_models(module=torchvision.models):
-        meta = torchvision.models.get_model_weights(name).DEFAULT.meta
-        rows.append(("torchvision", name, max(32, *meta.get("min_size", (32, 32))),
-                     int(meta.get("num_params", 0))))
+        weights = list(torchvision.models.get_model_weights(name))
+        # the smallest over all weights: vit_h_14's default (SWAG, 518) is not what
+        # get_model(name) builds (224)
+        size = min(max(32, *w.meta.get("min_size", (32, 32))) for w in weights)
+        rows.append(("torchvision", name, size, int(weights[0].meta.get("num_params", 0))))
     return sorted(rows, key=lambda r: r[3])
 
 
@@ -158,6 +160,7 @@ def summarize(report) -> dict:
         "p50_float_ms": p50(base), "p50_pruned_ms": p50(pruned), "p50_int8_ms": p50(q),
         "int8_pays_stage": quant_metrics.get("int8_pays"),
         "recommendation": report.recommendation,
+        "peak_rss_stage_gb": {s["name"]: s.get("peak_rss_gb") for s in report.stages},
     }
 
 
@@ -204,15 +207,24 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _peaks(r: dict) -> str:
+    """Peak resident memory per stage (GiB) where the row has it, else the process's peak."""
+    per = r.get("peak_rss_stage_gb") or {}
+    if not any(per.values()):
+        return f"{_fmt(r.get('peak_rss_gb'), '.1f')} (process)"
+    return " / ".join(_fmt(per.get(k), ".1f") for k in ("train", "prune", "quantize"))
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| model | input | status | MACs before -> after | params after | parity float "
              "(abs / vs range) | parity INT8 (vs range / noise floor) | INT8 layers | "
-             "pruned / float b1 | INT8 / float b1 | s |",
-             "|---|---:|---|---|---:|---|---|---:|---:|---:|---:|"]
+             "pruned / float b1 | INT8 / float b1 | peak GiB (train / prune / quantize) | s |",
+             "|---|---:|---|---|---:|---|---|---:|---:|---:|---|---:|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['source']}:{r['model']} | {r['input']} | **{r['status']}**: "
-                         f"{r.get('message', '')[:160]} | | | | | | | | {r['seconds']:.0f} |")
+                         f"{r.get('message', '')[:160]} | | | | | | | | "
+                         f"{_fmt(r.get('peak_rss_gb'), '.1f')} (process) | {r['seconds']:.0f} |")
             continue
         pf, pp, pq = r["p50_float_ms"], r["p50_pruned_ms"], r["p50_int8_ms"]
         lines.append(
@@ -228,7 +240,7 @@ def table(rows: list[dict]) -> str:
             f"{_fmt(pp / pf if pf and pp else None, '.2f')} | "
             f"{_fmt(pq / pf if pf and pq else None, '.2f')}"
             f"{'' if not r.get('recommendation') else ' (slower than pruned)'} | "
-            f"{r['seconds']:.0f} |")
+            f"{_peaks(r)} | {r['seconds']:.0f} |")
     done = [r for r in rows if r["source"] == "torchvision"]
     ok = sum(r["status"] == "ok" for r in done)
     clean = sum(r["status"] in ("ok", "DeployKitError") for r in done)
@@ -252,7 +264,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", nargs=4, metavar=("SOURCE", "NAME", "SIZE", "OUT"),
                     help=argparse.SUPPRESS)
-    ap.add_argument("--models", nargs="+", help="torchvision names (default: all)")
+    ap.add_argument("--models", nargs="+", help="model names (default: all; with --timm, "
+                    "timm names too)")
     ap.add_argument("--timm", action="store_true", help="also the timm selection")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per model")
     ap.add_argument("--max-memory-gb", type=float, default=10.0)
@@ -267,11 +280,9 @@ def main() -> None:
     if args.table:
         print(table(results["rows"]))
         return None
-    todo = torchvision_models()
+    todo = torchvision_models() + (timm_models() if args.timm else [])
     if args.models:
         todo = [t for t in todo if t[1] in args.models]
-    if args.timm:
-        todo += timm_models()
     from deploykit.bench import environment
 
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), environment=environment(2))
