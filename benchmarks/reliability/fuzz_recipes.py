@@ -1,0 +1,130 @@
+"""Recipe fuzz: N generated recipe files through ``load_recipe``, and a sample through the CLI.
+
+Every file must load or raise a DeployKitError (exit 2 on the command line); anything else is
+a traceback, counted and shown. The files are mutations of the shipped recipes (values
+replaced by hostile ones: wrong types, infinities, NaN, 40-digit integers, NUL bytes, path
+escapes, unknown runtimes and candidates, deep structures; keys deleted or added), re-encoded
+as UTF-8, UTF-16 or Latin-1, plus random bytes, deep nesting, huge integers and empty files.
+
+Usage (from the repository root):
+    python benchmarks/reliability/fuzz_recipes.py [--n 10000] [--cli 200] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE: list[Any] = [
+    None, True, False, 0, -1, 1, 10**40, -(10**40), 1e999, -1e999, float("nan"), 0.0, 3.5,
+    "", "x" * 20000, "nosuch", "../../../etc/x", "a\x00b", "torch-cuda", "tensorrt", "tpu",
+    "ptq-int9", "{timestamp}", [], {}, [1, 2], {"a": 1}, [[[[[]]]]], {"kind": ["prune"]},
+    {"kind": "prune"}, 99, 100000000, [0, 0, 0], "/no/such/file.pt", "C:\\x", "\u00fc\u00df",
+]
+
+
+def _paths(d: Any, pre: tuple = ()) -> list[tuple]:
+    out = []
+    items = d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else []
+    for k, v in items:
+        out.append((*pre, k))
+        out += _paths(v, (*pre, k))
+    return out
+
+
+def _mutant(rng: random.Random, bases: list[dict]) -> bytes:
+    recipe = copy.deepcopy(rng.choice(bases))
+    for _ in range(rng.randint(1, 4)):
+        paths = _paths(recipe)
+        if not paths:
+            break
+        path = rng.choice(paths)
+        parent = recipe
+        for k in path[:-1]:
+            parent = parent[k]
+        action = rng.random()
+        if action < 0.15 and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action < 0.3 and isinstance(parent, dict):
+            parent[rng.choice(["epocs", "kind", "extra", "1", "nan"])] = rng.choice(HOSTILE)
+        else:
+            parent[path[-1]] = copy.deepcopy(rng.choice(HOSTILE))
+    text = yaml.safe_dump(recipe, allow_unicode=True)
+    return text.encode(rng.choice(["utf-8"] * 6 + ["utf-16", "latin-1"]), errors="replace")
+
+
+def document(rng: random.Random, bases: list[dict]) -> bytes:
+    r = rng.random()
+    if r < 0.85:
+        return _mutant(rng, bases)
+    if r < 0.90:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
+    if r < 0.93:
+        n = rng.randint(50, 5000)
+        return b"a: " + b"[" * n + b"]" * n
+    if r < 0.96:
+        return b"seed: " + b"9" * rng.randint(4000, 8000)
+    return rng.choice([b"", b"# comment\n", b"---\n", b"[]", b"42", b"~", b"a: &x [*x]",
+                       b"!!python/object/apply:os.system [ls]", b"a: !!binary AAAA"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=10_000, help="recipes through load_recipe")
+    ap.add_argument("--cli", type=int, default=200, help="of those, through `deploykit inspect`")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from deploykit.errors import DeployKitError
+    from deploykit.recipe import load_recipe
+
+    rng = random.Random(args.seed)
+    bases = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
+    outcomes: collections.Counter[str] = collections.Counter()
+    tracebacks: dict[str, bytes] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.yaml"
+        cli_every = max(1, args.n // max(args.cli, 1))
+        cli_codes: collections.Counter[int] = collections.Counter()
+        for i in range(args.n):
+            doc = document(rng, bases)
+            path.write_bytes(doc)
+            try:
+                load_recipe(path)
+                outcomes["loaded"] += 1
+            except DeployKitError:
+                outcomes["DeployKitError"] += 1
+            except BaseException as e:   # what the fuzz exists to find
+                key = f"{type(e).__name__}: {str(e)[:100]}"
+                outcomes["traceback"] += 1
+                tracebacks.setdefault(key, doc[:200])
+            if args.cli and i % cli_every == 0:
+                proc = subprocess.run([sys.executable, "-m", "deploykit", "inspect", str(path)],
+                                      capture_output=True, text=True, timeout=120)
+                cli_codes[proc.returncode] += 1
+                if proc.returncode not in (0, 2) or "Traceback" in proc.stderr:
+                    tracebacks.setdefault(f"CLI exit {proc.returncode}", doc[:200])
+    seconds = time.perf_counter() - t0
+    print(f"{args.n} recipes in {seconds:.0f} s: {dict(outcomes)}")
+    print(f"through the CLI ({sum(cli_codes.values())}): exit codes {dict(cli_codes)}")
+    print(f"tracebacks: {outcomes['traceback']} ({len(tracebacks)} kinds)")
+    for key, doc in tracebacks.items():
+        print(f"  {key}\n    {doc!r}")
+    sys.exit(1 if tracebacks else 0)
+
+
+if __name__ == "__main__":
+    main()
