@@ -222,7 +222,12 @@ def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> 
         raise RecipeError(_format_errors(e, source, Recipe)) from None
     check_stage_order([s.kind for s in recipe.stages], source)
     if check_paths:
-        _check_paths(recipe, source)
+        try:
+            _check_paths(recipe, source)
+        except (OSError, ValueError) as e:   # a NUL byte, a name too long for the system
+            raise RecipeError(f"{source}: a path in the recipe cannot be used ({e}); check "
+                              "data.root, model.checkpoint, teacher checkpoints and "
+                              "gates.baseline") from None
     return recipe
 
 

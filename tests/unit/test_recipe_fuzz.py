@@ -93,6 +93,15 @@ def test_any_recipe_path_loads_or_raises_deploykit_error(name, tmp_path_factory)
         load_recipe(base / name)
 
 
+@pytest.mark.parametrize("key", ["root", "checkpoint"])
+def test_a_nul_byte_or_overlong_path_value_is_a_recipe_error(write_yaml, key):
+    for bad in ("a\x00b", "x" * 5000):
+        recipe = ({"data": {"kind": "imagefolder", "root": bad}} if key == "root"
+                  else {"model": {"checkpoint": bad}})
+        with pytest.raises(DeployKitError):
+            load_recipe(write_yaml(recipe))
+
+
 @pytest.mark.parametrize("value", ["a/../../../etc/x", "..", "has space", "-dash", ".hidden",
                                    "a" * 101, "ü"])
 def test_unsafe_names_are_refused(write_yaml, value):
