@@ -1,8 +1,8 @@
 """Command line: thin subcommands, each parsing its arguments and calling one library function.
 
-Exit codes (stable): 0 ok, 1 a gate failed, 2 user error (bad recipe, missing file, unavailable
-backend, not enough memory), 3 internal error (a deploykit bug: the traceback goes to a log
-file, named on screen), 130 interrupted.
+Exit codes (stable): 0 ok, 1 a gate failed (or ``verify`` found a changed file), 2 user error
+(bad recipe, missing file, unavailable backend, not enough memory), 3 internal error (a
+deploykit bug: the traceback goes to a log file, named on screen), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ EPILOG = """examples:
   deploykit export recipes/quickstart.yaml --checkpoint runs/qs/baseline.pt -o model.onnx
   deploykit bench model.onnx --batch 1 64 --threads 2
   deploykit report runs/qs/report.json
+  deploykit verify runs/qs
   deploykit compare old/report.json runs/qs/report.json
   deploykit gate runs/qs/report.json --max-accuracy-drop 1.0 --min-speedup 1.5 --batch 64
   deploykit gate runs/qs/report.json --baseline main/report.json --max-latency-regression 5 \\
       --junit gate.xml
 
-exit codes: 0 ok, 1 a gate failed, 2 a problem you can fix (the message names the file, the
-key and the fix), 3 a deploykit bug (the traceback is written to a log file; set
-DEPLOYKIT_TRACEBACK=1 to also print it), 130 interrupted.
+exit codes: 0 ok, 1 a gate failed (or verify found a changed file), 2 a problem you can fix
+(the message names the file, the key and the fix), 3 a deploykit bug (the traceback is
+written to a log file; set DEPLOYKIT_TRACEBACK=1 to also print it), 130 interrupted.
 """
 EXIT_BUG = 3
 
@@ -84,6 +85,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     paths = rewrite_report_files(args.report, args.output)
     log("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from deploykit.manifest import MANIFEST, verify_manifest
+
+    out = Path(args.run)
+    if not out.is_dir():
+        raise DeployKitError(f"{out}: not a folder; pass a run folder (the --output of "
+                             "`deploykit run`)")
+    problems = verify_manifest(out)
+    for line in problems:
+        print(f"{out}: {line}")
+    if problems:
+        print(f"{out}: NOT whole ({len(problems)} problems): an unfinished run (rerun with "
+              "--resume) or files changed after it finished", file=sys.stderr)
+        return 1
+    print(f"{out}: whole: every file matches {MANIFEST}")
     return 0
 
 
@@ -206,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("report", help="report.json (or its run folder)")
     rp.add_argument("--output", "-o", help="folder to write into (default: beside the report)")
     rp.set_defaults(fn=_cmd_report)
+
+    v = sub.add_parser("verify", help="check that a run folder is finished and unchanged",
+                       description="Compare every file of a run folder with the SHA-256 hashes "
+                                   "its manifest.json recorded when the run finished. Exit 0: "
+                                   "whole; 1: unfinished (no manifest), or a file missing, "
+                                   "changed or added since.")
+    v.add_argument("run", help="run folder")
+    v.set_defaults(fn=_cmd_verify)
 
     c = sub.add_parser("compare", help="diff two reports: accuracy, MACs, size, latency",
                        description="One row per candidate and metric: A, B and the change.")

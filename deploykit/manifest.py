@@ -22,8 +22,8 @@ from typing import Any
 from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
 
-__all__ = ["MANIFEST", "RUN_RECORD", "check_run_record", "folder_files", "verify_manifest",
-           "write_manifest", "write_run_record"]
+__all__ = ["MANIFEST", "RUN_RECORD", "check_run_record", "folder_files", "refresh_manifest",
+           "verify_manifest", "write_manifest", "write_run_record"]
 
 RUN_RECORD = "run.json"
 MANIFEST = "manifest.json"
@@ -96,6 +96,28 @@ def write_manifest(out: Path, recipe_hash: str, stages: list[str]) -> Path:
     return write_text(out / MANIFEST, json.dumps(
         {"recipe_hash": recipe_hash, "stages_done": stages, "finished_utc": _now(),
          "files": files}, indent=2))
+
+
+def refresh_manifest(out: Path, paths: list[Path]) -> bool:
+    """After deploykit itself rewrote files of a finished run (``deploykit report``): record
+    their new hashes, so the folder stays verifiable. Files outside ``out`` are ignored; a folder
+    without a manifest (unfinished, or not a run folder) is left as it is.
+
+    Returns:
+        Whether the manifest was updated.
+    """
+    man = _read_json(out / MANIFEST)
+    if man is None or not isinstance(man.get("files"), dict):
+        return False
+    root = out.resolve()
+    for path in paths:
+        full = Path(path).resolve()
+        if full.is_file() and full.is_relative_to(root):
+            man["files"][str(full.relative_to(root))] = _sha256(full)
+    man["files"] = dict(sorted(man["files"].items()))
+    man["refreshed_utc"] = _now()
+    write_text(out / MANIFEST, json.dumps(man, indent=2))
+    return True
 
 
 def verify_manifest(out: Path) -> list[str]:

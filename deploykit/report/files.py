@@ -57,12 +57,17 @@ def write_report_files(report: Report, out_dir: str | Path, write_json: bool = T
 
 def rewrite_report_files(report: str | Path, output: str | Path | None = None) -> dict[str, Path]:
     """Re-render every view of a ``report.json`` (or run folder): beside it, leaving the JSON as
-    it is, or into ``output`` with a copy of the JSON. The ``deploykit report`` command.
+    it is, or into ``output`` with a copy of the JSON. The ``deploykit report`` command. In a
+    finished run folder, the manifest records the new files' hashes.
 
     Raises:
         DeployKitError: the report is missing or unreadable.
     """
+    from deploykit.manifest import refresh_manifest
+
     src = Path(report)
     loaded = load_report(src)
     out = Path(output) if output is not None else (src if src.is_dir() else src.parent)
-    return write_report_files(loaded, out, write_json=output is not None)
+    paths = write_report_files(loaded, out, write_json=output is not None)
+    refresh_manifest(out, list(paths.values()))   # a finished run folder stays verifiable
+    return paths

@@ -109,21 +109,38 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
 def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: PruneSpec,
            shape: tuple[int, int, int], ignored: list[str], base_macs: int
            ) -> tuple[nn.Module, list[list[list[Any]]], dict[str, Any]]:
-    """Sparsity training, then ``steps`` rounds of prune -> fine-tune; returns the pruned model."""
+    """Sparsity training, then ``steps`` rounds of prune -> fine-tune; returns the pruned model.
+
+    Each finished round is checkpointed (``checkpoints/prune-rounds/round<k>.pt``: weights,
+    replayable history, metrics), so a resumed run continues after the last finished round
+    instead of pruning again from the start.
+    """
     metrics: dict[str, Any] = {}
     grads = [b for _, b in zip(range(spec.taylor_batches), loaders.train, strict=False)] \
         if spec.importance == "taylor" else None
-    if spec.sparsity is not None:
-        _sparsity_train(state, model, loaders, spec, spec.sparsity, ignored)
     t = spec.target
     history: list[list[list[Any]]] = []
+    rounds = state.output_dir / "checkpoints" / "prune-rounds"
     with tempfile.TemporaryDirectory() as tmp:  # one baseline export for every latency probe
-        macs_ratio, probe = t.macs_ratio, None
-        if t.latency_ratio is not None:
-            probe = LatencyProbe(model, shape, t.runtime, t.batch_size, t.threads, Path(tmp))
-            macs_ratio, metrics["latency_probes"] = macs_for_latency(
-                model, shape, spec, ignored, base_macs, grads, probe.ratio)
-        for k in range(1, spec.steps + 1):
+        probe = None if t.latency_ratio is None else \
+            LatencyProbe(model, shape, t.runtime, t.batch_size, t.threads, Path(tmp))
+        done = _finished_round(rounds, spec.steps) if state.resume else None
+        if done is not None:
+            k_done, ck = done
+            replay_pruning(model, ck["arch"]["pruning_history"], shape)
+            model.load_state_dict(ck["state_dict"])
+            history, metrics = ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
+            macs_ratio = ck["meta"]["macs_ratio_goal"]
+            log(f"prune: resumed after round {k_done}/{spec.steps} from {rounds}")
+        else:
+            k_done = 0
+            if spec.sparsity is not None:
+                _sparsity_train(state, model, loaders, spec, spec.sparsity, ignored)
+            macs_ratio = t.macs_ratio
+            if probe is not None:
+                macs_ratio, metrics["latency_probes"] = macs_for_latency(
+                    model, shape, spec, ignored, base_macs, grads, probe.ratio)
+        for k in range(k_done + 1, spec.steps + 1):
             if t.ratio is not None:  # cumulative channel ratio after round k
                 step_ratio = 1 - (1 - t.ratio) ** (1 / spec.steps)
                 hist = prune_model(model, torch.zeros(1, *shape), spec, ignored, step_ratio,
@@ -140,9 +157,22 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
                           desc=f"prune fine-tune {k}/{spec.steps}")
                 metrics["finetune_top1_pct"] = res.final_top1_pct
                 metrics["finetune_seconds"] = metrics.get("finetune_seconds", 0.0) + res.seconds
+            if distributed.is_main():
+                save_torch(make_checkpoint(model, {"pruning_history": history},
+                                           {"metrics": metrics, "macs_ratio_goal": macs_ratio}),
+                           rounds / f"round{k}.pt")
         if probe is not None:
             metrics["latency_ratio_measured"] = probe.ratio(model)
     return model, history, metrics
+
+
+def _finished_round(rounds: Path, steps: int) -> tuple[int, dict[str, Any]] | None:
+    """The last round checkpoint of an interrupted prune stage, if any."""
+    for k in range(steps, 0, -1):
+        path = rounds / f"round{k}.pt"
+        if path.is_file():
+            return k, load_checkpoint(path)
+    return None
 
 
 def _sparsity_train(state: PipelineState, model: nn.Module, loaders: Loaders, spec: PruneSpec,

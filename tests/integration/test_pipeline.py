@@ -51,3 +51,13 @@ def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, ca
     # a file changed after the run no longer matches its manifest
     (out / "report.md").write_text("edited")
     assert verify_manifest(out) == ["report.md: differs from the manifest's hash"]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert "report.md: differs from the manifest's hash" in capsys.readouterr().out
+    # `deploykit report` re-renders the views and records their new hashes: whole again
+    assert main(["report", str(out)]) == 0
+    assert verify_manifest(out) == []
+    assert main(["verify", str(out)]) == 0
+    (out / "manifest.json").unlink()   # an unfinished run is never "whole"
+    assert main(["verify", str(out)]) == 1
+    assert main(["verify", str(out / "nosuch")]) == 2

@@ -43,3 +43,35 @@ def test_latency_ratio_target_stops_when_measured_ratio_is_reached(tiny_recipe_d
     assert main(["run", str(write_yaml(recipe)), "-o", str(out), "--resume"]) == 0
     again = Report.load(out / "report.json").candidate("prune")
     assert again.macs == pruned.macs
+
+
+def test_resume_continues_after_the_last_finished_prune_round(tiny_recipe_dict, write_yaml,
+                                                              tmp_path, monkeypatch):
+    # A run killed in round 2 of 2 leaves round 1's checkpoint (and no prune.pt): the resumed
+    # run prunes round 2 only, and ends with the same model as an uninterrupted run.
+    import deploykit.stages.prune as prune_stage
+
+    recipe = {**tiny_recipe_dict,
+              "stages": [{"kind": "prune", "steps": 2, "target": {"macs_ratio": 0.5},
+                          "finetune": {"epochs": 1, "lr": 0.01, "schedule": "constant"}}]}
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
+    clean = Report.load(out / "report.json").candidate("prune")
+    rounds = out / "checkpoints" / "prune-rounds"
+    assert sorted(p.name for p in rounds.iterdir()) == ["round1.pt", "round2.pt"]
+    (out / "prune.pt").unlink()
+    (rounds / "round2.pt").unlink()
+    (out / "manifest.json").unlink()
+    goals = []
+    real = prune_stage.prune_to_macs
+
+    def counting(model, shape, spec, ignored, goal, *args):
+        goals.append(goal)
+        return real(model, shape, spec, ignored, goal, *args)
+
+    monkeypatch.setattr(prune_stage, "prune_to_macs", counting)
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out), "--resume"]) == 0
+    base = Report.load(out / "report.json").candidate("baseline").macs
+    assert goals == [int(base * 0.5)]       # round 2's goal only: round 1 was not redone
+    again = Report.load(out / "report.json").candidate("prune")
+    assert again.macs == clean.macs and again.arch["widths"] == clean.arch["widths"]
