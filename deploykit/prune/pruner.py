@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.errors import ModelError, RecipeError
+from deploykit.errors import DeployKitError, ModelError, RecipeError
 from deploykit.models import count_macs_params
 from deploykit.progress import log
+from deploykit.prune.groups import GroupsDoNotClose, bounded_groups, group_limit
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
 from deploykit.prune.opaque import (
     GraphDoesNotClose,
@@ -184,13 +185,19 @@ def prune_model(model: nn.Module, example: torch.Tensor, spec: PruneSpec,
                 ) -> HistoryRound:
     """Prune ``model`` in place at torch-pruning ``ratio``; return the round's history."""
     ignored = [model.get_submodule(n) for n in ignored_names]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        pruner = make_pruner(model, example, spec, ignored, ratio)
-    if spec.importance == "taylor":
-        _taylor_grads(model, grad_batches or [])
     try:
-        pruner.step()
+        with bounded_groups(group_limit(model)):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+                pruner = make_pruner(model, example, spec, ignored, ratio)
+            if spec.importance == "taylor":
+                _taylor_grads(model, grad_batches or [])
+            pruner.step()
+    except GroupsDoNotClose as e:
+        raise _cannot_trace(model, f"{e}; add {e.root} (or its block) to prune.ignored, "
+                            "and the blocks after it if the next run names them") from e
+    except DeployKitError:
+        raise
     except Exception as e:
         raise _cannot_trace(model, f"pruning failed with {type(e).__name__} ({e}) in "
                             f"{_site(e)}") from e

@@ -4,6 +4,8 @@ clear error before training."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -70,3 +72,36 @@ def test_a_module_with_its_own_channel_counts_is_named_before_training():
                                          r"\(_OwnSizes\) with RuntimeError: .*split.*add it to "
                                          r"prune.ignored"):
         check_traceable(model, torch.zeros(1, 3, 16, 16), spec, ["7"])
+
+
+class _PartialResidual(nn.Module):
+    """ReXNet's block: the shortcut is added to the first channels only, then concatenated."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cin = cin
+        self.a, self.b = nn.Conv2d(cin, 2 * cin, 1), nn.Conv2d(2 * cin, cout, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(torch.relu(self.a(x)))
+        return torch.cat([y[:, :self.cin] + x, y[:, self.cin:]], 1)
+
+
+def test_a_pruning_group_that_never_closes_is_stopped_within_seconds():
+    # each block multiplies torch-pruning's index sets: 8 blocks grow one group past 20,000
+    # entries in half a minute (and rexnet_100 for hours); the bound stops it at 2,000
+    import time
+
+    widths = [8 + 4 * i for i in range(9)]
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                          *[_PartialResidual(a, b) for a, b in itertools.pairwise(widths)],
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 4)).eval()
+    spec = PruneSpec(target={"macs_ratio": 0.6}, round_to=None)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError, match=r"the pruning group of \S+ grew past 2,000 entries "
+                                         r"without closing.*add \S+ \(or its block\) to "
+                                         r"prune.ignored"):
+        check_traceable(model, torch.zeros(1, 3, 8, 8), spec, ["10"])
+    assert time.perf_counter() - t0 < 60
+    # a model whose groups close is untouched by the bound
+    check_traceable(_net(_Mixed), torch.zeros(1, 3, 16, 16), spec, ["7"])
