@@ -1,4 +1,5 @@
-"""Data: the bundled digits set, image folders, synthetic tensors; train/val/calibration loaders.
+"""Classification data: the bundled digits set, image folders, synthetic tensors; train,
+validation and calibration loaders.
 
 Small images are held in memory as uint8 tensors and augmented a whole batch at a time (random
 crop with zero padding, optional horizontal flip), which keeps 2-core machines busy training
