@@ -1,6 +1,7 @@
 """Measurement: latency (warm-up, alternating timing, percentiles), parity, accuracy through any
-runner, the first diverging layer, the environment, a latency probe (``LatencyProbe``), and the
-references that make latencies from different runs comparable (re-timing, a yardstick).
+runner, COCO mAP of detections, the first diverging layer, the environment, a latency probe
+(``LatencyProbe``), and the references that make latencies from different runs comparable
+(re-timing, a yardstick).
 May use ``export`` and ``runtimes``; never the reverse."""
 
 from deploykit.bench.accuracy import runner_accuracy
@@ -13,6 +14,7 @@ from deploykit.bench.latency import (
     summarize,
     time_alternating,
 )
+from deploykit.bench.mean_ap import MapResult, mean_average_precision
 from deploykit.bench.onnx_file import FileBench, bench_onnx_file
 from deploykit.bench.parity import ParityResult, check_parity, compare_outputs
 from deploykit.bench.probe import LatencyProbe, time_onnx_files
@@ -23,6 +25,7 @@ __all__ = [
     "FileBench",
     "LatencyProbe",
     "LatencyStats",
+    "MapResult",
     "ParityResult",
     "bench_onnx_file",
     "check_parity",
@@ -31,6 +34,7 @@ __all__ = [
     "device_p50_ms",
     "environment",
     "find_divergence",
+    "mean_average_precision",
     "median_ci",
     "module_outputs",
     "retime_pair",
