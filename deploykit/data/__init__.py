@@ -1,5 +1,6 @@
-"""Data: classification sets and loaders (:mod:`.classify`); the generated detection set
-(:mod:`.shapes`)."""
+"""Data: classification sets and loaders (:mod:`.classify`); detection sets: the generated
+shapes (:mod:`.shapes`) and COCO-format folders (:mod:`.coco`); decoding checks
+(:mod:`.images`)."""
 
 from deploykit.data.classify import (
     IMAGENET_MEAN,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deploykit.data.images import decode_images
 from deploykit.errors import DataError
 from deploykit.recipe import DataSpec
 
@@ -156,32 +157,6 @@ def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[
     return paths, labels
 
 
-def _decode(paths: list[Path], size: int | None, desc: str
-            ) -> tuple[torch.Tensor | None, dict[Path, str]]:
-    """Decode every image (to ``size`` x ``size``; ``size`` None: a fast reduced-size decode
-    that only checks); return the images and the files that fail, with why."""
-    from PIL import Image
-
-    from deploykit.progress import progress_iter
-
-    out = None if size is None else torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
-    bad = {}
-    for i, p in enumerate(progress_iter(paths, desc)):
-        try:
-            with Image.open(p) as im:
-                if out is None:
-                    im.draft("RGB", (32, 32))   # JPEG: decode at 1/8 scale, enough to check
-                    im.load()
-                    continue
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.BILINEAR)
-                out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        except Exception as e:   # PIL raises OSError, SyntaxError, ValueError, bomb errors...
-            bad[p] = f"{type(e).__name__}: {str(e)[:120]}"
-    return out, bad
-
-
 def _corrupt(spec: DataSpec, bad: dict[Path, str], total: int) -> None:
     """Stop on undecodable images, or (``data.skip_corrupt``) say how many are skipped."""
     if not bad:
@@ -300,14 +275,16 @@ def build_loaders(spec: DataSpec, seed: int = 0, num_classes: int | None = None)
             raise DataError(f"data.root: no images under {train_dir} or {val_dir}")
         cache_bytes = (len(tr_paths) + len(va_paths)) * 3 * spec.image_size**2
         if not spec.cache or cache_bytes > _MAX_CACHE_BYTES:   # check every file up front
-            _, bad = _decode(tr_paths + va_paths, None, "checking images")
+            _, bad = decode_images(tr_paths + va_paths, None, "checking images")
             _corrupt(spec, bad, len(tr_paths) + len(va_paths))
             return _imagefolder_streaming(spec, seed, train_dir, val_dir, names, mean, std,
                                           {str(p) for p in bad})
         tr = _subset(len(tr_paths), spec.limit_train, seed).tolist()
         va = _subset(len(va_paths), spec.limit_val, seed + 1).tolist()
-        xtr, bad_tr = _decode([tr_paths[i] for i in tr], spec.image_size, "decoding train images")
-        xva, bad_va = _decode([va_paths[i] for i in va], spec.image_size, "decoding val images")
+        xtr, bad_tr = decode_images([tr_paths[i] for i in tr], spec.image_size,
+                                    "decoding train images")
+        xva, bad_va = decode_images([va_paths[i] for i in va], spec.image_size,
+                                    "decoding val images")
         _corrupt(spec, {**bad_tr, **bad_va}, len(tr) + len(va))
         keep_tr = [j for j, i in enumerate(tr) if tr_paths[i] not in bad_tr]
         keep_va = [j for j, i in enumerate(va) if va_paths[i] not in bad_va]
