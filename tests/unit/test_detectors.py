@@ -1,0 +1,41 @@
+"""torchvision detectors built without downloads, at the recipe's size and class count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deploykit.data.shapes import ShapesDetection
+from deploykit.errors import ModelError
+from deploykit.models.detection import build_detector
+
+
+def test_ssdlite_at_a_small_width_and_size_trains_and_detects_the_recipe_classes():
+    torch.manual_seed(0)
+    model = build_detector("ssdlite320_mobilenet_v3_large", num_classes=5, image_size=64,
+                           width_mult=0.25)
+    assert model.head.classification_head.module_list[0][1].out_channels % 6 == 0  # 5 + bg
+    ds = ShapesDetection(4, size=64)
+    images = [ds[i][0].float() / 255 for i in range(4)]
+    targets = [ds[i][1] for i in range(4)]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"bbox_regression", "classification"}
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(images[:1])
+    boxes, labels = out[0]["boxes"], out[0]["labels"]
+    assert boxes.shape[1] == 4 and (boxes >= 0).all() and (boxes <= 64).all()
+    assert labels.numel() == 0 or (labels.min() >= 1 and labels.max() <= 5)
+    smaller = build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=0.5)
+    wider = build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=1.0)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model) < count(smaller) < count(wider)
+
+
+def test_unknown_detectors_and_widths_are_clear_errors():
+    with pytest.raises(ModelError, match=r"unknown detector .yolo.; choose one of: ssdlite320"):
+        build_detector("yolo", 5, 64)
+    with pytest.raises(ModelError, match="fcos_resnet50_fpn has no width multiplier"):
+        build_detector("fcos_resnet50_fpn", 5, 64, width_mult=0.5)
