@@ -5,6 +5,7 @@ runner, COCO mAP of detections, the first diverging layer, the environment, a la
 May use ``export`` and ``runtimes``; never the reverse."""
 
 from deploykit.bench.accuracy import runner_accuracy
+from deploykit.bench.det_parity import DetectionParity, match_detections
 from deploykit.bench.divergence import Divergence, find_divergence, module_outputs
 from deploykit.bench.env import cpu_int8_features, environment
 from deploykit.bench.latency import (
@@ -21,6 +22,7 @@ from deploykit.bench.probe import LatencyProbe, time_onnx_files
 from deploykit.bench.reference import retime_pair, yardstick_ms
 
 __all__ = [
+    "DetectionParity",
     "Divergence",
     "FileBench",
     "LatencyProbe",
@@ -34,6 +36,7 @@ __all__ = [
     "device_p50_ms",
     "environment",
     "find_divergence",
+    "match_detections",
     "mean_average_precision",
     "median_ci",
     "module_outputs",

@@ -57,7 +57,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     if dyn is not None:
         dyn = {first_arg: dyn["x"]}
     try:
-        with atomic_path(path) as tmp, _quiet(), _export_context(model):
+        with atomic_path(path) as tmp, quiet_export(), _export_context(model):
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes=dyn, external_data=False, verbose=False)
@@ -86,7 +86,7 @@ def _forward_arg_names(model: nn.Module) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_export():
     """Silence the exporter's progress prints and warnings (errors still propagate)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
