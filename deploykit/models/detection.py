@@ -10,13 +10,15 @@ ratio up to ``image_size``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from deploykit.errors import ModelError
 
-__all__ = ["DETECTORS", "build_detector"]
+__all__ = ["DETECTORS", "DetectorNetwork", "build_detector", "prediction_layers", "with_network"]
 
 
 def _ssdlite(num_classes: int, width_mult: float) -> nn.Module:
@@ -63,3 +65,53 @@ def build_detector(name: str, num_classes: int, image_size: int, width_mult: flo
     if getattr(t, "fixed_size", None) is not None:
         t.fixed_size = (image_size, image_size)
     return model
+
+
+class DetectorNetwork(nn.Module):
+    """The trainable network of a torchvision single-stage detector (backbone, any neck, and
+    head), without the resize, anchors, decoding and NMS around it: ``(B, 3, H, W)`` ->
+    the head's outputs over all ``A`` anchors: class logits ``(B, A, C)``, box regression
+    ``(B, A, 4)`` (and FCOS's centerness ``(B, A, 1)``).
+
+    It shares its modules with the detector: what torch-pruning removes from it is removed
+    from the detector too, and :func:`with_network` puts a pruned copy back into a detector.
+    Faster R-CNN (two stages, proposals in between) has no such single network.
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(detector, "backbone") and hasattr(detector, "head")):
+            raise ModelError(f"{type(detector).__name__} has no backbone + head pair (a "
+                             "two-stage detector); only single-stage detectors (SSD, SSDlite, "
+                             "RetinaNet, FCOS) have one network from image to predictions")
+        self.backbone, self.head = detector.backbone, detector.head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.backbone(x)
+        out = self.head(list(feats.values()) if isinstance(feats, dict) else [feats])
+        return tuple(out.values())
+
+
+def prediction_layers(network: DetectorNetwork) -> list[str]:
+    """Names (in ``network``) of the convolutions that emit the predictions: each head's last
+    layer per feature level, whose output sizes are fixed by anchors and classes, so pruning
+    must leave their outputs whole."""
+    names = []
+    for head_name, head in network.head.named_children():
+        module_list = getattr(head, "module_list", None)
+        if module_list is not None:   # SSD / SSDlite: one predictor per feature level
+            for i, block in enumerate(module_list):
+                convs = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d)]
+                names.append(f"head.{head_name}.module_list.{i}" + (f".{convs[-1]}"
+                                                                    if convs[-1] else ""))
+        else:                         # RetinaNet / FCOS: shared convs, then the predictors
+            names += [f"head.{head_name}.{n}" for n, m in head.named_children()
+                      if isinstance(m, nn.Conv2d)]
+    return names
+
+
+def with_network(detector: nn.Module, network: DetectorNetwork) -> nn.Module:
+    """A copy of ``detector`` whose backbone and head are ``network``'s (a pruned copy)."""
+    out = copy.deepcopy(detector)
+    out.backbone, out.head = network.backbone, network.head
+    return out

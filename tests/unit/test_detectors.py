@@ -39,3 +39,35 @@ def test_unknown_detectors_and_widths_are_clear_errors():
         build_detector("yolo", 5, 64)
     with pytest.raises(ModelError, match="fcos_resnet50_fpn has no width multiplier"):
         build_detector("fcos_resnet50_fpn", 5, 64, width_mult=0.5)
+
+
+@pytest.mark.slow
+def test_pruning_the_network_halves_its_macs_keeps_the_head_shapes_and_the_detector_trains():
+    from deploykit.models import count_macs_params
+    from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
+    from deploykit.prune import prune_to_macs
+    from deploykit.recipe import PruneSpec
+
+    torch.manual_seed(0)
+    det = build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=0.5)
+    net, shape = DetectorNetwork(det).eval(), (3, 64, 64)
+    ignored = prediction_layers(net)
+    assert len(ignored) == 12                     # 6 levels x (classes, boxes)
+    base = count_macs_params(net, shape)[0]
+    pruned, _, _ = prune_to_macs(net, shape, PruneSpec(target={"macs_ratio": 0.5}, round_to=8),
+                                 ignored, int(0.5 * base), 0.05 * base)
+    assert count_macs_params(pruned, shape)[0] / base == pytest.approx(0.5, abs=0.05)
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        before, after = net(x), pruned(x)
+    assert [t.shape for t in after] == [t.shape for t in before]    # (2, A, 6), (2, A, 4)
+    small = with_network(det, pruned)
+    ds = ShapesDetection(2, size=64)
+    small.train()
+    losses = small([ds[i][0].float() / 255 for i in range(2)], [ds[i][1] for i in range(2)])
+    sum(losses.values()).backward()
+    small.eval()
+    with torch.no_grad():
+        assert small([ds[0][0].float() / 255])[0]["boxes"].shape[1] == 4
+    # the original detector is untouched
+    assert count_macs_params(DetectorNetwork(det), shape)[0] == base
