@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from deploykit import distributed
+from deploykit.atomic import write_text
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
 from deploykit.placement import Placement, candidate_placements, check_speed
@@ -137,10 +140,24 @@ def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec,
     if spec.max_accuracy_drop is not None:   # the stage's own bound is the stricter one
         check_spec = check_spec.model_copy(update={"max_accuracy_drop": min(
             check_spec.max_accuracy_drop, spec.max_accuracy_drop)})
+    # the choice rests on timings, which differ from run to run: a resumed run reuses it
+    record = state.output_dir / "checkpoints" / "quantize-placement.json"
+    if state.resume and record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        chosen = Placement(**{**saved["placement"],
+                              "keep_float": tuple(saved["placement"]["keep_float"])})
+        log(f"quantize: reusing the placement {chosen.name!r} the interrupted run chose "
+            f"({record})")
+        metrics.update(speed_check=saved["speed_check"], int8_pays=saved["int8_pays"])
+        return build(chosen), list(chosen.keep_float)
     check, qm, chosen = check_speed(float_model, build, options, _val_subset(loaders, 2000),
                                     float_top1, state.input_shape, check_spec, qm)
     metrics["speed_check"] = check.to_dict()
     metrics["int8_pays"] = check.int8_pays
+    if distributed.is_main():
+        write_text(record, json.dumps({"placement": dataclasses.asdict(chosen),
+                                       "speed_check": metrics["speed_check"],
+                                       "int8_pays": check.int8_pays}, default=str))
     return qm, list(chosen.keep_float)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+import deploykit.stages.quantize as quantize_stage
 from deploykit.cli import main
 from deploykit.report import Report
 
@@ -50,3 +53,13 @@ def test_ptq_times_int8_against_its_float_twin_and_reports_the_verdict(tiny_reci
     assert r.candidates[-1].keep_float == chosen["keep_float"]
     assert ("does not pay" in check["note"]) != check["int8_pays"]
     assert r.recommendation == int8_recommendation(r)   # judged on the final measurement
+    # the placement rests on timings: a resumed run reuses the interrupted run's choice
+    # instead of timing again (which could choose otherwise on a busier machine)
+    (out / "manifest.json").unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(quantize_stage, "check_speed",
+                   lambda *a, **k: pytest.fail("timed again on resume"))
+        assert main(["run", str(write_yaml(recipe)), "-o", str(out), "--resume"]) == 0
+    again = Report.load(out / "report.json")
+    assert again.candidates[-1].keep_float == r.candidates[-1].keep_float
+    assert again.stages[-1]["metrics"]["speed_check"]["chosen"] == check["chosen"]
