@@ -63,7 +63,7 @@ def mean_average_precision(predictions: Iterable[Detections], targets: Iterable[
     try:
         from torchmetrics.detection import MeanAveragePrecision
         metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=BACKEND)
-    except (ImportError, ModuleNotFoundError) as e:
+    except ImportError as e:
         raise BackendUnavailableError(
             f"mAP needs torchmetrics with the {BACKEND} backend ({e}); "
             "pip install torchmetrics faster-coco-eval") from e

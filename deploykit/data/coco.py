@@ -89,10 +89,10 @@ def load_coco(root: str | Path, annotations: str | Path | None = None,
     root = Path(root)
     path = Path(annotations) if annotations is not None else root / "instances.json"
     data = _read(path)
-    cats = [_entry(path, "categories", i, c, ("id", "name"))
-            for i, c in enumerate(data["categories"])]
-    label_of = {c["id"]: k + 1 for k, c in enumerate(sorted(cats, key=lambda c: c["id"]))}
-    names = [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    cats = sorted((_entry(path, "categories", i, c, ("id", "name"))
+                   for i, c in enumerate(data["categories"])), key=lambda c: c["id"])
+    label_of = {c["id"]: k + 1 for k, c in enumerate(cats)}
+    names = [c["name"] for c in cats]
     images = {}
     for i, im in enumerate(data["images"]):
         im = _entry(path, "images", i, im, ("id", "file_name", "width", "height"))

@@ -11,7 +11,7 @@ __all__ = ["decode_images"]
 
 
 def decode_images(paths: list[Path], size: int | None, desc: str
-            ) -> tuple[torch.Tensor | None, dict[Path, str]]:
+                  ) -> tuple[torch.Tensor | None, dict[Path, str]]:
     """Decode every image (to ``size`` x ``size``; ``size`` None: a fast reduced-size decode
     that only checks); return the images and the files that fail, with why."""
     from PIL import Image

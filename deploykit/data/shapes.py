@@ -104,9 +104,9 @@ def render_scene(seed: int | tuple[int, ...], size: int = 160, max_objects: int 
                 continue   # distinct colours: every shape can be told apart by its fill
             if np.abs(img[mask].mean(0) - color).sum() < 90:
                 continue   # and it stands out from what it is drawn on
-            hidden = np.bincount(owner[mask & (owner >= 0)], minlength=len(areas))
-            visible = [np.sum(owner == k) - hidden[k] for k in range(len(areas))]
-            if any(v < (1 - max_occlusion) * a for v, a in zip(visible, areas, strict=True)):
+            left = np.where(mask, -1, owner)   # what each earlier shape shows once it is drawn
+            visible = np.bincount(left[left >= 0], minlength=len(areas))
+            if np.any(visible < (1 - max_occlusion) * np.array(areas)):
                 continue
             owner[mask] = len(areas)
             img[mask] = color

@@ -72,11 +72,8 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         ignored = sorted({*ignored, *whole})
     base_macs, base_params = count_macs_params(model, shape)
     if state.resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path)
-        replay_pruning(model, ck["arch"]["pruning_history"], shape)
-        model.load_state_dict(ck["state_dict"])
+        history, metrics = _restore(model, load_checkpoint(ckpt_path), shape)
         log(f"prune: resumed the finished stage from {ckpt_path}")
-        history, metrics = ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
     else:
         model, history, metrics = _prune(state, model, loaders, spec, shape, ignored,
                                          base_macs)
@@ -127,9 +124,7 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
         done = _finished_round(rounds, spec.steps) if state.resume else None
         if done is not None:
             k_done, ck = done
-            replay_pruning(model, ck["arch"]["pruning_history"], shape)
-            model.load_state_dict(ck["state_dict"])
-            history, metrics = ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
+            history, metrics = _restore(model, ck, shape)
             macs_ratio = ck["meta"]["macs_ratio_goal"]
             log(f"prune: resumed after round {k_done}/{spec.steps} from {rounds}")
         else:
@@ -164,6 +159,15 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
         if probe is not None:
             metrics["latency_ratio_measured"] = probe.ratio(model)
     return model, history, metrics
+
+
+def _restore(model: nn.Module, ck: dict[str, Any], shape: tuple[int, int, int]
+             ) -> tuple[list[list[list[Any]]], dict[str, Any]]:
+    """Replay a prune checkpoint's history on ``model``, load its weights; return the history
+    and the metrics it recorded."""
+    replay_pruning(model, ck["arch"]["pruning_history"], shape)
+    model.load_state_dict(ck["state_dict"])
+    return ck["arch"]["pruning_history"], dict(ck["meta"]["metrics"])
 
 
 def _finished_round(rounds: Path, steps: int) -> tuple[int, dict[str, Any]] | None:
