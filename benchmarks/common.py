@@ -55,7 +55,7 @@ def r20_baseline(loaders, log, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     seed_everything(seed)
     res = fit(model, loaders.train, loaders.val, BASELINE_TRAIN, CACHE / f"{path.stem}_ck",
               resume=True, desc=f"R20 baseline (seed {seed})")
-    meta = {"top1_pct": res.final_top1_pct, "seconds": res.seconds,
+    meta = {"top1_pct": res.final, "seconds": res.seconds,
             "seconds_per_epoch": res.seconds / max(res.epochs_run, 1)}
     save_torch(make_checkpoint(model, meta=meta), path)
     log(f"baseline: {meta}")

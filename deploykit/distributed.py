@@ -10,7 +10,7 @@ ONNX files and reports. Nothing here runs at import time.
 from __future__ import annotations
 
 import os
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -60,13 +60,14 @@ def broadcast_object(obj: T) -> T:
     return box[0]
 
 
-def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's slice of a global batch (every ``world_size``-th sample from ``rank``)."""
+def shard(x: Any, y: Any) -> tuple[Any, Any]:
+    """This rank's slice of a global batch (every ``world_size``-th sample from ``rank``):
+    tensors, or lists of images and targets."""
     n = world_size()
     if n == 1:
         return x, y
-    if x.shape[0] % n:
-        raise ValueError(f"batch of {x.shape[0]} does not split over {n} processes; use a "
+    if len(x) % n:
+        raise ValueError(f"batch of {len(x)} does not split over {n} processes; use a "
                          "data.batch_size divisible by the number of processes")
     return x[rank()::n], y[rank()::n]
 

@@ -70,9 +70,9 @@ def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, res
               resume, desc="baseline")
     save_torch(make_checkpoint(model, meta={"recipe": recipe.name}), out / "baseline.pt")
     rec = StageRecord("train", recipe.train.model_dump(mode="json"),
-                      {"val_top1_pct": res.final_top1_pct, "epochs": recipe.train.epochs},
+                      {"val_top1_pct": res.final, "epochs": recipe.train.epochs},
                       res.seconds)
-    return res.final_top1_pct, rec
+    return res.final, rec
 
 
 def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
@@ -118,6 +118,10 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
 
 def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
          meter: MemoryMeter) -> Report | None:
+    if recipe.task == "detection":
+        from deploykit.pipeline_detection import run_detection
+
+        return run_detection(recipe, out, resume, gate, meter)
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
     for runtime in recipe.bench.runtimes:   # a missing GPU is found now, not after training

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +27,29 @@ from deploykit.models import split_outputs
 from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec
 
-__all__ = ["FitResult", "LossFn", "evaluate", "fit", "seed_everything", "train_one_epoch"]
+__all__ = ["Evaluator", "FitResult", "LossFn", "evaluate", "fit", "seed_everything",
+           "to_device", "train_one_epoch"]
 
-# A loss function returns named terms; "loss" is the one that is minimised.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+# A loss function returns named terms; "loss" is the one that is minimised. Its inputs and
+# targets are what the loader yields: tensors for classifiers, lists of images and of target
+# dicts for detectors.
+LossFn = Callable[[nn.Module, Any, Any], dict[str, torch.Tensor]]
+# An evaluator measures a model on a loader: named metrics, one of which fit() tracks.
+Evaluator = Callable[[nn.Module, Iterable, torch.device], dict[str, float]]
+
+
+def to_device(batch: Any, device: str | torch.device) -> Any:
+    """``batch`` with every tensor in it (also inside lists, tuples and dicts) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+_METRIC_NAMES = {"top1_pct": "top-1", "map_pct": "mAP", "map50_pct": "mAP@.5"}
 
 
 def seed_everything(seed: int) -> None:
@@ -99,8 +119,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
     with make_progress() as prog:
         task = prog.add_task(desc, total=total, info="")
         for x, y in loader:
-            x, y = dist.shard(x.to(device), y.to(device))
-            with torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda):
+            x, y = dist.shard(to_device(x, device), to_device(y, device))
+            on_cuda = torch.device(device).type == "cuda"
+            with torch.autocast("cuda", torch.bfloat16, enabled=amp and on_cuda):
                 terms = loss_fn(model, x, y)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -154,11 +175,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec,
 
 @dataclass
 class FitResult:
-    """What ``fit`` measured: per-epoch history, best and final validation top-1, seconds."""
+    """What ``fit`` measured: per-epoch history, the best and final validation value of the
+    tracked ``metric`` (higher is better: top-1 for classifiers, mAP for detectors), seconds."""
 
     history: list[dict[str, float]] = field(default_factory=list)
-    best_top1_pct: float = float("nan")
-    final_top1_pct: float = float("nan")
+    best: float = float("nan")
+    final: float = float("nan")
+    metric: str = "top1_pct"
     seconds: float = 0.0
     epochs_run: int = 0
 
@@ -168,7 +191,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         desc: str = "train", device: str | torch.device | None = None, keep_best: bool = False,
         after_backward: Callable[[nn.Module], None] | None = None,
         extra_modules: nn.Module | None = None,
-        on_epoch_start: Callable[[int], None] | None = None) -> FitResult:
+        on_epoch_start: Callable[[int], None] | None = None,
+        evaluator: Evaluator | None = None, metric: str = "top1_pct") -> FitResult:
     """Train ``model`` for ``spec.epochs`` epochs, evaluating after each.
 
     Args:
@@ -185,6 +209,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         device: where to train (default from ``spec.device``); the model returns to the CPU.
         on_epoch_start: called with the 0-based epoch before it trains (also after a resume),
             e.g. to freeze BatchNorm statistics or quantization ranges after N epochs.
+        evaluator: measures the model on ``val_loader`` (default: :func:`evaluate`, top-1);
+        metric: the evaluator's value (higher is better) that picks the best epoch.
 
     Returns:
         A :class:`FitResult`.
@@ -200,7 +226,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
     optimizer = make_optimizer(trainable, spec)
     steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
     scheduler = make_scheduler(optimizer, spec, steps)
-    result = FitResult()
+    evaluator = evaluator or evaluate
+    result = FitResult(metric=metric)
     start_epoch = 0
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
     best = checkpoint_dir / "best.pt" if checkpoint_dir else None
@@ -216,7 +243,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
                                   "the file to start this training over") from None
         start_epoch = int(ck["epoch"]) + 1
         result.history = list(ck.get("history", []))
-        result.best_top1_pct = float(ck.get("best_top1_pct", float("nan")))
+        result.best = float(ck.get("best", ck.get("best_top1_pct", float("nan"))))
         log(f"{desc}: resuming after epoch {start_epoch} from {last}")
     t0 = time.perf_counter()
     for epoch in range(start_epoch, spec.epochs):
@@ -227,29 +254,30 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         terms = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn,
                                 f"{desc} {epoch + 1}/{spec.epochs}", spec.grad_clip, device,
                                 after_backward, trainable, spec.amp)
-        metrics = evaluate(model, val_loader, device)
+        metrics = evaluator(model, val_loader, device)
+        value = metrics[metric]
         row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in terms.items()},
-               "val_top1_pct": metrics["top1_pct"], "val_loss": metrics["loss"]}
+               **{f"val_{k}": v for k, v in metrics.items() if k != "top5_pct"}}
         result.history.append(row)
-        improved = not (metrics["top1_pct"] <= result.best_top1_pct)  # True when best is nan
+        improved = not (value <= result.best)  # True when best is nan
         if improved:
-            result.best_top1_pct = metrics["top1_pct"]
+            result.best = value
         log(f"{desc} epoch {epoch + 1}/{spec.epochs}: loss {terms['loss']:.4f}, "
-            f"val top-1 {metrics['top1_pct']:.2f}%")
+            f"val {_METRIC_NAMES.get(metric, metric)} {value:.2f}%")
         if checkpoint_dir is not None and dist.is_main():
             if improved and best is not None:
                 save_torch({"trainable": trainable.state_dict(), "epoch": epoch}, best)
             save_torch({"trainable": trainable.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler else {},
                         "epoch": epoch, "history": result.history,
-                        "best_top1_pct": result.best_top1_pct}, last)
+                        "best": result.best}, last)
         dist.barrier()
         result.epochs_run += 1
     result.seconds = time.perf_counter() - t0
     if keep_best and best is not None and best.is_file():
         best_state = torch.load(best, map_location="cpu", weights_only=True)["trainable"]
         trainable.load_state_dict(best_state)
-    result.final_top1_pct = evaluate(model, val_loader, device)["top1_pct"] if spec.epochs else \
+    result.final = evaluator(model, val_loader, device)[metric] if spec.epochs else \
         float("nan")
     trainable.to("cpu")  # the pipeline exports and measures from the CPU copy
     return result

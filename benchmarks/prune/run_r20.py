@@ -69,7 +69,7 @@ def main() -> None:
                       TrainSpec(epochs=args.sparsity_epochs, lr=0.01, schedule="cosine"),
                       desc=f"{crit} sparsity", after_backward=pruner.regularize)
             row.update(sparsity_epochs=args.sparsity_epochs, sparsity_lambda=reg,
-                       after_sparsity_top1_pct=res.final_top1_pct,
+                       after_sparsity_top1_pct=res.final,
                        sparsity_seconds=res.seconds)
         spec = PruneSpec(**spec_d)
         pruned, _, _ = prune_to_macs(model, SHAPE, spec, ["fc"], int(base_macs * args.macs_ratio),
@@ -78,7 +78,7 @@ def main() -> None:
         row.update(macs=macs, macs_ratio=macs / base_macs, params=params,
                    pruned_top1_pct=top1(pruned, loaders))
         res = fit(pruned, loaders.train, loaders.val, recovery, desc=f"{crit} recovery")
-        row.update(recovered_top1_pct=res.final_top1_pct, recovery_epochs=recovery.epochs,
+        row.update(recovered_top1_pct=res.final, recovery_epochs=recovery.epochs,
                    recovery_seconds=res.seconds)
         path = export_onnx(pruned, SHAPE, tmp / f"{crit}.onnx")
         from deploykit.bench import runner_accuracy

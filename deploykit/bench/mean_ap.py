@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from deploykit.errors import BackendUnavailableError, DataError
 
-__all__ = ["BACKEND", "MapResult", "mean_average_precision"]
+__all__ = ["BACKEND", "MapResult", "evaluate_detector", "mean_average_precision"]
 
 BACKEND = "faster_coco_eval"
 Detections = dict[str, torch.Tensor]
@@ -63,6 +64,7 @@ def mean_average_precision(predictions: Iterable[Detections], targets: Iterable[
     try:
         from torchmetrics.detection import MeanAveragePrecision
         metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=BACKEND)
+        metric.warn_on_many_detections = False   # COCO counts the top 100 per image
     except ImportError as e:
         raise BackendUnavailableError(
             f"mAP needs torchmetrics with the {BACKEND} backend ({e}); "
@@ -74,3 +76,22 @@ def mean_average_precision(predictions: Iterable[Detections], targets: Iterable[
     out = metric.compute()
     return MapResult(map_pct=max(0.0, 100 * float(out["map"])),
                      map50_pct=max(0.0, 100 * float(out["map_50"])), images=len(targs))
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu"
+                      ) -> dict[str, float]:
+    """mAP@[.5:.95] and mAP@.5 (``map_pct``, ``map50_pct``) of torchvision detector ``model``
+    over ``loader``'s ``(images, targets)`` batches, in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    preds, targs = [], []
+    for images, targets in loader:
+        out = model([im.to(device) for im in images])
+        preds += [{k: v.cpu() for k, v in o.items()} for o in out]
+        targs += targets
+    model.train(was_training)
+    if not targs:
+        return {"map_pct": float("nan"), "map50_pct": float("nan")}
+    r = mean_average_precision(preds, targs)
+    return {"map_pct": r.map_pct, "map50_pct": r.map50_pct}

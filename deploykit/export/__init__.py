@@ -4,8 +4,13 @@ Never imports ``deploykit.bench`` or a technique package: a model that must chan
 (INT8 Q/DQ) brings its own ``export_context()`` hook.
 """
 
-from deploykit.export.detection import DETECTION_INPUT, DETECTION_OUTPUTS, export_detector
+from deploykit.export.detection import (
+    DETECTION_INPUT,
+    DETECTION_OUTPUTS,
+    export_detector,
+    export_network,
+)
 from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx
 
 __all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "INPUT_NAME", "OUTPUT_NAME", "ExportError",
-           "export_detector", "export_onnx"]
+           "export_detector", "export_network", "export_onnx"]

@@ -1,7 +1,8 @@
 """Export a torchvision detector as one deployable ONNX graph: image in, final boxes, scores
 and labels out (resize, network, box decoding and NonMaxSuppression inside the graph).
 
-The batch is fixed at one image (``images``: ``(1, 3, H, W)``, float in 0..1): the number of
+The batch is fixed at one image (``images``: ``(1, 3, H, W)``, float in 0..1, any height and
+width: the graph resizes as the detector does): the number of
 detections differs per image, so a batched end-to-end graph would need padding conventions of
 its own. The TorchScript-based exporter is used (``dynamo=False``): torchvision's batched NMS
 becomes an ONNX ``If`` around ``NonMaxSuppression``, which the dynamo exporter cannot express
@@ -21,7 +22,7 @@ from torch import nn
 from deploykit.atomic import atomic_path
 from deploykit.export.onnx import ExportError, quiet_export
 
-__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector"]
+__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_network"]
 
 DETECTION_INPUT = "images"
 DETECTION_OUTPUTS = ("boxes", "scores", "labels")
@@ -70,7 +71,8 @@ def export_detector(model: nn.Module, examples: Sequence[torch.Tensor], path: st
         with atomic_path(path) as tmp, quiet_export():
             torch.onnx.export(wrapped, (example[None],), str(tmp), dynamo=False,
                               opset_version=opset, input_names=[DETECTION_INPUT],
-                              output_names=list(DETECTION_OUTPUTS))
+                              output_names=list(DETECTION_OUTPUTS),
+                              dynamic_axes={DETECTION_INPUT: {2: "height", 3: "width"}})
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     except ExportError:
         raise
@@ -80,4 +82,30 @@ def export_detector(model: nn.Module, examples: Sequence[torch.Tensor], path: st
                           ) from e
     finally:
         model.train(was_training)
+    return path
+
+
+def export_network(network: nn.Module, image_size: int, path: str | Path, opset: int = 17
+                   ) -> Path:
+    """Export a detector's network alone (:class:`~deploykit.models.detection.DetectorNetwork`:
+    the resized, normalised batch in, the head's outputs out) with a dynamic batch axis, to
+    time it apart from the resize, decoding and NMS around it."""
+    path = Path(path)
+    was_training = network.training
+    network.eval()
+    x = torch.zeros(1, 3, image_size, image_size)
+    try:
+        with torch.no_grad():
+            names = [f"head{i}" for i in range(len(network(x)))]
+        with atomic_path(path) as tmp, quiet_export():
+            torch.onnx.export(network, (x,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=names,
+                              dynamic_axes={"input": {0: "batch"},
+                                            **{n: {0: "batch"} for n in names}})
+            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+    except Exception as e:
+        raise ExportError(f"ONNX export of the detector network failed: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    finally:
+        network.train(was_training)
     return path

@@ -53,6 +53,16 @@ def evaluate_gates(report: Report, spec: GateSpec, baseline: Report | None = Non
             checks.append(bound("max_accuracy_drop", b1 - c1, t, "<=", " pts",
                                  f" (top-1 {c1:.2f}% vs baseline {b1:.2f}%)"))
 
+    if spec.max_map_drop is not None:
+        t = spec.max_map_drop
+        b1, c1 = base.artifact_map50_pct(), cand.artifact_map50_pct()
+        if b1 is None or c1 is None:
+            checks.append(missing("max_map_drop", t, "<=", " pts",
+                                   f"mAP@.5 of {'baseline' if b1 is None else name}"))
+        else:
+            checks.append(bound("max_map_drop", b1 - c1, t, "<=", " pts",
+                                 f" (mAP@.5 {c1:.2f} vs baseline {b1:.2f})"))
+
     if spec.min_speedup is not None:
         at = spec.min_speedup
         recs = [r for r in records(cand, at) if r.speedup_vs_baseline is not None]

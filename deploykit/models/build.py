@@ -16,7 +16,7 @@ from deploykit.errors import BackendUnavailableError, ModelError
 from deploykit.models import cifar_mobilenet, cifar_resnet
 from deploykit.recipe import ModelSpec
 
-__all__ = ["BUILTIN_MODELS", "build_model", "parse_model_ref"]
+__all__ = ["BUILTIN_MODELS", "build_factory", "build_model", "parse_model_ref"]
 
 BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": cifar_resnet.resnet20,
@@ -49,7 +49,7 @@ def _build_timm(name: str, num_classes: int) -> nn.Module:
         raise ModelError(f"model.name: timm cannot build {name!r}: {e}") from None
 
 
-def _build_factory(ref: str, num_classes: int) -> nn.Module:
+def build_factory(ref: str, num_classes: int) -> nn.Module:
     module_name, sep, fn_name = ref.partition(":")
     if not sep or not module_name or not fn_name:
         raise ModelError(f"model.name: factory models are written 'package.module:function', "
@@ -94,7 +94,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return _build_torchvision(spec.name, spec.num_classes)
     if spec.source == "timm":
         return _build_timm(spec.name, spec.num_classes)
-    return _build_factory(spec.name, spec.num_classes)
+    return build_factory(spec.name, spec.num_classes)
 
 
 def parse_model_ref(ref: str, num_classes: int = 10) -> ModelSpec:

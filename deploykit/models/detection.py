@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from deploykit.errors import ModelError
 
-__all__ = ["DETECTORS", "DetectorNetwork", "build_detector", "prediction_layers", "with_network"]
+__all__ = ["DETECTORS", "DetectorNetwork", "build_detector", "detector_from_spec",
+           "prediction_layers", "with_network"]
 
 
 def _ssdlite(num_classes: int, width_mult: float) -> nn.Module:
@@ -49,6 +51,35 @@ DETECTORS: dict[str, Callable[[int, float], nn.Module]] = {
 }
 
 
+def detector_from_spec(spec: Any, image_size: int) -> nn.Module:
+    """The recipe's detector: a torchvision one by name, or ``factory``'s
+    ``function(num_classes=N + 1)`` (torchvision's count, background included), which must
+    follow torchvision's detection interface (a list of images in; in train mode a dict of
+    losses, in eval mode a list of ``boxes``/``scores``/``labels`` dicts).
+
+    Raises:
+        ModelError: an unknown detector, or a factory model without that interface.
+    """
+    if spec.source == "torchvision":
+        return build_detector(spec.name, spec.num_classes, image_size, spec.width_mult or 1.0)
+    from deploykit.models.build import build_factory
+
+    model = build_factory(spec.name, spec.num_classes + 1)
+    if not hasattr(model, "transform"):
+        raise ModelError(f"model.name: {spec.name} returned a {type(model).__name__} without "
+                         "a transform; a detector follows torchvision's detection interface "
+                         "(e.g. torchvision.models.detection.SSD)")
+    _set_size(model, image_size)
+    return model
+
+
+def _set_size(model: nn.Module, image_size: int) -> None:
+    t = model.transform
+    t.min_size, t.max_size = (image_size,), image_size
+    if getattr(t, "fixed_size", None) is not None:
+        t.fixed_size = (image_size, image_size)
+
+
 def build_detector(name: str, num_classes: int, image_size: int, width_mult: float = 1.0
                    ) -> nn.Module:
     """Build detector ``name`` for ``num_classes`` object classes at ``image_size`` pixels.
@@ -60,10 +91,7 @@ def build_detector(name: str, num_classes: int, image_size: int, width_mult: flo
         raise ModelError(f"model.name: unknown detector {name!r}; choose one of: "
                          f"{', '.join(DETECTORS)}")
     model = DETECTORS[name](num_classes + 1, width_mult)
-    t = model.transform
-    t.min_size, t.max_size = (image_size,), image_size
-    if getattr(t, "fixed_size", None) is not None:
-        t.fixed_size = (image_size, image_size)
+    _set_size(model, image_size)
     return model
 
 

@@ -38,6 +38,8 @@ class GateSpec(Strict):
 
     candidate: str | None = None
     max_accuracy_drop: float | None = Field(None, ge=0, description="top-1 points vs baseline")
+    max_map_drop: float | None = Field(None, ge=0, description="detectors: mAP@.5 points vs "
+                                       "baseline, of the exported artifact")
     min_speedup: MetricAt | None = None
     min_speedup_over_previous: MetricAt | None = Field(
         None, description="p50 speed-up over the candidate just before it (an INT8 candidate's "
@@ -54,6 +56,7 @@ class GateSpec(Strict):
 
     def thresholds(self) -> list[str]:
         """Names of the thresholds that are set."""
-        return [k for k in ("max_accuracy_drop", "min_speedup", "min_speedup_over_previous",
-                            "max_latency_ms", "max_size_mb", "max_latency_regression")
+        return [k for k in ("max_accuracy_drop", "max_map_drop", "min_speedup",
+                            "min_speedup_over_previous", "max_latency_ms", "max_size_mb",
+                            "max_latency_regression")
                 if getattr(self, k) is not None]

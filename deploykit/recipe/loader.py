@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+DETECTION_STAGES = ("prune", "distill")
 
 
 class Recipe(Strict):
@@ -55,6 +56,9 @@ class Recipe(Strict):
     name: str = Field("recipe", pattern=NAME_PATTERN, description="names the run folder: "
                       "letters, digits, '.', '_' and '-', starting with a letter or digit")
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    task: Literal["classification", "detection"] = Field(
+        "classification", description="detection: a torchvision detector on box-annotated "
+        "data (data.kind shapes or coco), measured on mAP")
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
     train: TrainSpec | None = TrainSpec()
@@ -72,6 +76,50 @@ class Recipe(Strict):
             raise ValueError(f"{v!r} may not contain '..' (or a NUL byte); to write a run "
                              "elsewhere, pass --output DIR on the command line")
         return v
+
+    @model_validator(mode="after")
+    def _sections_fit_the_task(self) -> Recipe:
+        """Detection and classification recipes share the sections but not every setting."""
+        detection = self.task == "detection"
+        box_data = self.data.kind in ("shapes", "coco")
+        if detection != box_data:
+            raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}: "
+                             "detection takes data.kind shapes or coco, classification "
+                             "digits, imagefolder or synthetic")
+        if detection and self.model.source not in ("torchvision", "factory"):
+            raise ValueError(f"model.source {self.model.source!r}: a detector comes from "
+                             "torchvision (e.g. name: ssdlite320_mobilenet_v3_large) or from "
+                             "your factory")
+        if not detection and self.model.width_mult is not None:
+            raise ValueError("model.width_mult is for detectors (task: detection)")
+        if detection and (set(self.bench.runtimes) - {"torch-cpu", "onnxruntime-cpu"}
+                          or self.bench.batch_sizes != [1]):
+            raise ValueError("bench: a detector is timed on onnxruntime-cpu at batch 1 (the "
+                             "end-to-end graph takes one image); set bench.runtimes: "
+                             "[onnxruntime-cpu] and bench.batch_sizes: [1]")
+        for i, st in enumerate(self.stages):
+            if detection and st.kind not in DETECTION_STAGES:
+                raise ValueError(f"stages[{i}].kind {st.kind!r} does not run on detectors yet; "
+                                 f"detection recipes take: {', '.join(DETECTION_STAGES)}")
+            losses = getattr(st, "losses", None)
+            if losses is None:
+                continue
+            if detection and (losses.feature_terms() or {"ce", "kd"} & losses.model_fields_set):
+                raise ValueError(f"stages[{i}].losses: ce, kd, hint, attention, overhaul and fsp "
+                                 "are classifier terms; a detector distils with det_soft_ce, "
+                                 "det_bounded_reg and det_hint (its own detection loss is "
+                                 "always on)")
+            if not detection and losses.detection_terms():
+                raise ValueError(f"stages[{i}].losses: {', '.join(losses.detection_terms())} "
+                                 "are detection terms; set task: detection, or remove them")
+        g = self.gates
+        if g is not None and detection and g.max_accuracy_drop is not None:
+            raise ValueError("gates.max_accuracy_drop is top-1; a detector is gated on mAP: "
+                             "use gates.max_map_drop")
+        if g is not None and not detection and g.max_map_drop is not None:
+            raise ValueError("gates.max_map_drop is for detectors (task: detection); use "
+                             "gates.max_accuracy_drop")
+        return self
 
     @model_validator(mode="after")
     def _gates_match_the_run(self) -> Recipe:
@@ -171,6 +219,10 @@ def check_stage_order(kinds: list[str], source: str = "recipe") -> None:
 def _check_paths(recipe: Recipe, source: str) -> None:
     data = recipe.data
     root = data.root
+    if data.kind == "coco" and root is not None and not root.is_dir():
+        raise RecipeError(f"{source}: data.root: folder {str(root)!r} does not exist (resolved "
+                          f"to {root.resolve()}); point it at a folder holding train/ and val/, "
+                          "each with instances.json and its images, or use kind: shapes")
     if data.kind == "imagefolder" and root is not None:
         if not root.is_dir():
             raise RecipeError(

@@ -35,16 +35,19 @@ class ModelSpec(Strict):
     """Which network to build.
 
     ``source``: ``builtin`` (CIFAR ResNets resnet20/32/56), ``torchvision`` (any classification
-    model by name), ``timm`` (needs ``pip install "deploykit[timm]"``) or ``factory``
-    (``name: "package.module:function"``, called as ``function(num_classes=N)``; this runs your
-    code). ``checkpoint``: a state dict to load (``weights_only=True``); ``null`` trains a
-    baseline with the ``train`` section.
+    model by name; with ``task: detection`` a torchvision detector, ``num_classes`` counting the
+    object classes without the background), ``timm`` (needs ``pip install "deploykit[timm]"``)
+    or ``factory`` (``name: "package.module:function"``, called as ``function(num_classes=N)``;
+    this runs your code). ``checkpoint``: a state dict to load (``weights_only=True``);
+    ``null`` trains a baseline with the ``train`` section.
     """
 
     source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"
     name: str = "resnet20"
-    num_classes: int = Field(10, ge=2, le=1_000_000)
+    num_classes: int = Field(10, ge=1, le=1_000_000)
     checkpoint: Path | None = None
+    width_mult: float | None = Field(None, gt=0, le=4, description="detectors: SSDlite's "
+                                     "backbone width multiplier (default 1.0)")
 
 
 class DataSpec(Strict):
@@ -52,13 +55,16 @@ class DataSpec(Strict):
 
     ``digits`` is scikit-learn's bundled 8x8 digits (no files needed), ``imagefolder`` reads
     ``root/train/<class>/*`` and ``root/val`` (or ``root/test``), ``synthetic`` makes random
-    tensors for tests. ``cache`` decodes an image folder once into memory (fast epochs for
+    tensors for tests. For detectors: ``shapes`` generates coloured shapes with boxes
+    (``limit_train``/``limit_val`` images, default 2000/300), ``coco`` reads ``root/train`` and
+    ``root/val``, each an ``instances.json`` beside the images it names. ``cache`` decodes an
+    image folder once into memory (fast epochs for
     small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset. Every
     image of a folder is decoded (or checked) before training; ``skip_corrupt`` skips the files
     that fail instead of stopping.
     """
 
-    kind: Literal["digits", "imagefolder", "synthetic"] = "digits"
+    kind: Literal["digits", "imagefolder", "synthetic", "shapes", "coco"] = "digits"
     root: Path | None = None
     image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE)
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
@@ -77,8 +83,9 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _root_rules(self) -> DataSpec:
-        if self.kind == "imagefolder" and self.root is None:
-            raise ValueError("data.kind 'imagefolder' needs data.root: the folder holding train/")
+        if self.kind in ("imagefolder", "coco") and self.root is None:
+            raise ValueError(f"data.kind '{self.kind}' needs data.root: the folder holding "
+                             "train/ (and val/)")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"data.std must be positive per channel (got {list(self.std)}): "
                              "inputs are divided by it")

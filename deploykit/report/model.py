@@ -63,12 +63,27 @@ class CandidateReport:
     latency: list[LatencyRecord] = field(default_factory=list)
     keep_float: list[str] = field(default_factory=list)
     arch: dict[str, Any] = field(default_factory=dict)
+    # detectors: mAP per runtime, and the network timed alone (``latency`` is end to end)
+    map_pct: dict[str, float] = field(default_factory=dict)     # COCO mAP@[.5:.95]
+    map50_pct: dict[str, float] = field(default_factory=dict)
+    delta_map50_pts: float | None = None
+    network_latency: list[LatencyRecord] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CandidateReport:
         d = dict(d)
         d["latency"] = [LatencyRecord(**r) for r in d.get("latency", [])]
+        d["network_latency"] = [LatencyRecord(**r) for r in d.get("network_latency", [])]
         return cls(**d)
+
+    @property
+    def is_detector(self) -> bool:
+        return bool(self.map50_pct)
+
+    def artifact_map50_pct(self) -> float | None:
+        """mAP@.5 of the deployed artifact (ONNX Runtime) if measured, else PyTorch's."""
+        return next((self.map50_pct[k] for k in ("onnxruntime-cpu", "torch-cpu")
+                     if k in self.map50_pct), None)
 
     def latency_at(self, runtime: str, batch: int) -> LatencyRecord | None:
         """The record for ``runtime`` (``onnxruntime-cpu`` style key) at ``batch``, if measured."""
@@ -212,6 +227,10 @@ def int8_recommendation(r: Report) -> str | None:
 
 def summary_table(r: Report) -> Table:
     """One line per candidate: MACs, artifact top-1 and its change, ORT CPU latency at batch 1."""
+    if any(c.is_detector for c in r.candidates):
+        from deploykit.report.detection import detection_summary
+
+        return detection_summary(r)
     rows = []
     for c in r.candidates:
         ort1 = c.latency_at("onnxruntime-cpu", 1)
@@ -226,6 +245,10 @@ def summary_table(r: Report) -> Table:
 
 def report_tables(r: Report) -> list[Table]:
     """The report's content as tables: candidates, latency, layers kept float, stages."""
+    if any(c.is_detector for c in r.candidates):
+        from deploykit.report.detection import detection_tables
+
+        return detection_tables(r) + _stage_tables(r)
     runtimes = sorted({k for c in r.candidates for k in c.top1_pct})
     cand_rows = []
     for c in r.candidates:
@@ -271,6 +294,11 @@ def report_tables(r: Report) -> list[Table]:
         if lp:
             tables.append(Table(f"Layer precision: {c.name}", ("layer", "precision"),
                                 list(lp.items()), numeric_from=2))
+    return tables + _stage_tables(r)
+
+
+def _stage_tables(r: Report) -> list[Table]:
+    tables = []
     if r.stages:
         tables.append(Table(
             "Stages", ("stage", "seconds", "peak memory GiB", "metrics"),

@@ -32,7 +32,7 @@ def pareto_panels(report: Report) -> dict[tuple[str, int], list[ParetoPoint]]:
     """
     panels: dict[tuple[str, int], list[ParetoPoint]] = {}
     for c in report.candidates:
-        top1 = c.artifact_top1_pct()
+        top1 = c.artifact_map50_pct() if c.is_detector else c.artifact_top1_pct()
         if top1 is None:
             continue
         for lr in c.latency:
@@ -58,6 +58,7 @@ def render_pareto(report: Report):
     from matplotlib.figure import Figure
 
     panels = pareto_panels(report)
+    detector = any(c.is_detector for c in report.candidates)
     n = max(1, len(panels))
     cols = min(n, 2)
     rows = (n + cols - 1) // cols
@@ -85,7 +86,7 @@ def render_pareto(report: Report):
         ax.margins(x=0.15, y=0.12)
         ax.set_title(f"{runtime}, batch {batch}")
         ax.set_xlabel("p50 latency per batch (ms)")
-        ax.set_ylabel("top-1 of the artifact (%)")
+        ax.set_ylabel("mAP@.5 of the artifact" if detector else "top-1 of the artifact (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{report.recipe_name}: accuracy vs latency (up and left is better)")

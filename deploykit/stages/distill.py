@@ -70,9 +70,9 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec) -> PipelineSt
               state.output_dir / "checkpoints" / f"distill{index}", state.resume,
               loss_fn=objective.loss, desc=f"distill ({spec.mode})", keep_best=True,
               extra_modules=objective)
-    top1 = res.final_top1_pct
+    top1 = res.final
     teacher_top1 = state.candidates[0].torch_top1_pct if not spec.teacher.checkpoints else None
-    metrics = {"val_top1_pct": top1, "best_val_top1_pct": res.best_top1_pct,
+    metrics = {"val_top1_pct": top1, "best_val_top1_pct": res.best,
                "student_top1_before_pct": before, "teacher_top1_pct": teacher_top1,
                "epochs": res.epochs_run, "seconds_per_epoch":
                res.seconds / res.epochs_run if res.epochs_run else None,

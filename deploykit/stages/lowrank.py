@@ -57,7 +57,7 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
             res = fit(model, loaders.train, loaders.val, spec.finetune,
                       state.output_dir / "checkpoints" / "lowrank", state.resume,
                       desc="lowrank fine-tune")
-            metrics.update(finetune_top1_pct=res.final_top1_pct, finetune_seconds=res.seconds)
+            metrics.update(finetune_top1_pct=res.final, finetune_seconds=res.seconds)
     macs, params = count_macs_params(model, shape)
     want = spec.target.macs_ratio
     if want is not None and abs(macs / base_macs - want) > 0.02:

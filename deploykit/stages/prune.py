@@ -150,7 +150,7 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
                 res = fit(model, loaders.train, loaders.val, spec.finetune,
                           state.output_dir / "checkpoints" / f"prune-round{k}", state.resume,
                           desc=f"prune fine-tune {k}/{spec.steps}")
-                metrics["finetune_top1_pct"] = res.final_top1_pct
+                metrics["finetune_top1_pct"] = res.final
                 metrics["finetune_seconds"] = metrics.get("finetune_seconds", 0.0) + res.seconds
             if distributed.is_main():
                 save_torch(make_checkpoint(model, {"pruning_history": history},
@@ -188,4 +188,4 @@ def _sparsity_train(state: PipelineState, model: nn.Module, loaders: Loaders, sp
               state.output_dir / "checkpoints" / "prune-sparsity", state.resume,
               desc="sparsity training", after_backward=pruner.regularize)
     log(f"prune: sparsity training ({spec.importance}, lambda {sp.reg:g}) -> "
-        f"val top-1 {res.final_top1_pct:.2f}%")
+        f"val top-1 {res.final:.2f}%")

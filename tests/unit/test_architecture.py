@@ -25,8 +25,9 @@ LAYERS: list[set[str]] = [
     {"runtimes"},
     {"bench"},
     {"report"},
-    {"restore", "measure", "gate", "placement"},
+    {"restore", "measure", "measure_detection", "gate", "placement"},
     {"stages"},
+    {"pipeline_detection"},
     {"pipeline"},
     {"cli"},
     {"__main__", "__init__"},        # entry points: python -m deploykit, the lazy public API

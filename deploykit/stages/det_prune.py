@@ -1,0 +1,105 @@
+"""The ``prune`` stage on a detector: the network (backbone, neck and head) is pruned with
+torch-pruning to the recipe's target, the prediction convolutions left whole so the head's
+output sizes (anchors x classes, anchors x 4) are kept; the resize, anchors, decoding and NMS
+around it are untouched. The pruning history is stored in ``checkpoints/prune.pt`` and
+replayed on resume and by ``restore``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from deploykit import distributed
+from deploykit.atomic import save_torch
+from deploykit.bench.mean_ap import evaluate_detector
+from deploykit.data import Loaders
+from deploykit.distill.det_objective import detector_loss
+from deploykit.errors import RecipeError
+from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
+from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
+from deploykit.progress import log
+from deploykit.prune import check_traceable, prune_model, prune_to_macs, replay_pruning
+from deploykit.recipe import PruneSpec
+from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.train import fit
+
+__all__ = ["check", "run"]
+
+
+def _ignored(network: DetectorNetwork, spec: PruneSpec) -> list[str]:
+    import fnmatch
+
+    names = [n for n, _ in network.named_modules()]
+    extra = [n for n in names for p in spec.ignored if n and fnmatch.fnmatch(n, p)]
+    return sorted(set(prediction_layers(network)) | set(extra))
+
+
+def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str],
+          input_shape: tuple[int, int, int] | None = None) -> None:
+    """Refuse what the detector stage does not do, then trace the network once with
+    torch-pruning (a detector it cannot prune fails here, before any training)."""
+    t = spec.target
+    if t.latency_ratio is not None or spec.sparsity is not None or \
+            spec.importance in ("taylor", "bn_scale", "group_norm"):
+        raise RecipeError("prune on a detector: use target.ratio or target.macs_ratio with "
+                          "importance l1, l2 or random (latency targets, sparsity training and "
+                          "gradient or BatchNorm criteria are classifier-only for now)")
+    network = DetectorNetwork(model)
+    if input_shape is not None:
+        check_traceable(network.eval(), torch.zeros(1, *input_shape), spec,
+                        _ignored(network, spec))
+
+
+def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineState:
+    """Prune a copy of the current detector's network; add the candidate ``prune``."""
+    t0 = time.perf_counter()
+    shape = state.input_shape
+    detector = copy.deepcopy(state.model).eval()
+    network = DetectorNetwork(detector)
+    base_macs, base_params = count_macs_params(network, shape)
+    ckpt = state.output_dir / "checkpoints" / "prune.pt"
+    metrics: dict = {}
+    if state.resume and ckpt.is_file():
+        ck = load_checkpoint(ckpt)
+        history = ck["arch"]["pruning_history"]
+        replay_pruning(network, history, shape)
+        detector.load_state_dict(ck["state_dict"])
+        metrics = dict(ck["meta"].get("metrics", {}))
+        log(f"prune: resumed from {ckpt}")
+    else:
+        ignored = _ignored(network, spec)
+        t = spec.target
+        if t.ratio is not None:
+            history = prune_model(network, torch.zeros(1, *shape), spec, ignored, t.ratio)
+        else:
+            network, history, probes = prune_to_macs(network, shape, spec, ignored,
+                                                     int(base_macs * t.macs_ratio),
+                                                     t.tolerance * base_macs)
+            metrics["probes"] = probes
+            detector = with_network(detector, network)
+        history = [history]
+        if spec.finetune is not None and spec.finetune.epochs > 0:
+            res = fit(detector, loaders.train, loaders.val, spec.finetune,
+                      state.output_dir / "checkpoints" / "prune-finetune", state.resume,
+                      loss_fn=detector_loss, evaluator=evaluate_detector, metric="map50_pct",
+                      desc="prune fine-tune")
+            metrics["finetune_map50_pct"] = res.final
+        if distributed.is_main():
+            save_torch(make_checkpoint(detector, {"pruning_history": history},
+                                       {"metrics": metrics}), ckpt)
+    macs, params = count_macs_params(DetectorNetwork(detector), shape)
+    metrics.update(network_macs=macs, network_macs_ratio=macs / base_macs,
+                   params_ratio=params / base_params)
+    if "finetune_map50_pct" not in metrics:
+        metrics["map50_pct"] = evaluate_detector(detector, loaders.val)["map50_pct"]
+    log(f"prune: network MACs {base_macs / 1e6:.1f}M -> {macs / 1e6:.1f}M "
+        f"({macs / base_macs:.2f}x)")
+    state.add_candidate(Candidate("prune", detector,
+                                  arch={"pruning_history": history}))
+    state.history.append(StageRecord("prune", spec.model_dump(mode="json", by_alias=True),
+                                     metrics, time.perf_counter() - t0))
+    return state

@@ -1,0 +1,81 @@
+"""A detection recipe end to end: train, prune the network, distil with Chen's terms, export
+with decode + NMS, parity on matched boxes, mAP in both runtimes, latency, report, gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploykit.cli import main
+from deploykit.report import Report
+
+
+def _recipe(**over) -> dict:
+    recipe = {
+        "name": "tiny-detect",
+        "task": "detection",
+        "model": {"source": "torchvision", "name": "ssdlite320_mobilenet_v3_large",
+                  "num_classes": 5, "width_mult": 0.25},
+        "data": {"kind": "shapes", "image_size": 64, "batch_size": 8, "eval_batch_size": 16,
+                 "limit_train": 48, "limit_val": 16, "calib_samples": 8},
+        "train": {"epochs": 2, "optimizer": "adamw", "lr": 3e-3, "schedule": "cosine"},
+        "stages": [
+            {"kind": "prune", "target": {"macs_ratio": 0.5}, "round_to": 8},
+            {"kind": "distill", "losses": {"det_soft_ce": 0.5, "det_bounded_reg": 0.5,
+                                           "det_hint": 1.0},
+             "train": {"epochs": 1, "optimizer": "adamw", "lr": 1e-3, "schedule": "cosine"}}],
+        "bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1], "iterations": 5,
+                  "warmup": 1, "target_rel_ci": None},
+        "gates": {"max_map_drop": 100.0, "max_size_mb": 5.0},
+    }
+    recipe.update(over)
+    return recipe
+
+
+@pytest.mark.slow
+def test_a_detection_recipe_runs_end_to_end(write_yaml, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(_recipe())), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    assert [c.name for c in r.candidates] == ["baseline", "prune", "prune+distill"]
+    base, pruned, distilled = r.candidates
+    assert pruned.macs / base.macs == pytest.approx(0.5, abs=0.05)   # the network's MACs
+    assert distilled.macs == pruned.macs                             # the adapter is not shipped
+    assert pruned.onnx_size_bytes < base.onnx_size_bytes
+    for c in r.candidates:
+        assert set(c.map50_pct) == {"torch-cpu", "onnxruntime-cpu"}
+        assert abs(c.map50_pct["torch-cpu"] - c.map50_pct["onnxruntime-cpu"]) < 1.0
+        assert c.parity["matched_fraction"] >= 0.99 and c.parity["min_iou"] > 0.99
+        assert c.latency[0].batch == 1 and c.network_latency[0].p50_ms > 0
+        assert (out / c.onnx_file).is_file()
+        assert (out / "onnx" / f"{c.name}.network.onnx").is_file()
+    assert pruned.delta_map50_pts == pytest.approx(
+        pruned.map50_pct["onnxruntime-cpu"] - base.map50_pct["onnxruntime-cpu"])
+    distill = r.stages[-1]["metrics"]
+    assert distill["terms"] == ["det_soft_ce", "det_bounded_reg", "det_hint"]
+    assert {"train_det_soft_ce", "train_det_bounded_reg", "train_det_hint"} <= set(
+        distill["history"][0])
+    assert r.gate["passed"] and {c["name"] for c in r.gate["checks"]} >= {"max_map_drop"}
+    md = (out / "report.md").read_text()
+    assert "mAP@.5 ORT" in md and "end to end" in md and "than baseline" in md
+    assert (out / "checkpoints" / "prune.pt").is_file()
+
+
+def test_detection_recipes_refuse_what_does_not_fit(write_yaml, capsys):
+    bad = [
+        ({"data": {"kind": "digits"}}, "does not fit task 'detection'"),
+        ({"model": {"source": "builtin", "name": "resnet20", "num_classes": 5}},
+         "a detector comes from torchvision"),
+        ({"stages": [{"kind": "lowrank"}]}, "does not run on detectors yet"),
+        ({"stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}},
+                     {"kind": "distill", "losses": {"kd": 1.0}}]}, "classifier terms"),
+        ({"gates": {"max_accuracy_drop": 1.0}}, "use gates.max_map_drop"),
+        ({"bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1, 8]}},
+         "timed on onnxruntime-cpu at batch 1"),
+    ]
+    for over, message in bad:
+        assert main(["inspect", str(write_yaml(_recipe(**over)))]) != 0, over
+        assert message in capsys.readouterr().err, over
+    classifier = {"name": "c", "model": {"name": "resnet20"}, "data": {"kind": "digits"},
+                  "gates": {"max_map_drop": 1.0}}
+    assert main(["inspect", str(write_yaml(classifier))]) != 0
+    assert "max_map_drop is for detectors" in capsys.readouterr().err
