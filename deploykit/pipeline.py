@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from deploykit.gate import apply_gate, load_baseline
 from deploykit.manifest import check_run_record, write_manifest, write_run_record
 from deploykit.measure import measure_candidates
 from deploykit.models import check_forward, make_checkpoint
-from deploykit.progress import log
 from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
 from deploykit.resources import MemoryMeter, check_fits, memory_limit_gb, memory_watchdog
 from deploykit.restore import load_model
+from deploykit.run_stages import run_stages
 from deploykit.runlock import run_lock
 from deploykit.runtimes import OrtRunner, TorchRunner, check_available
 from deploykit.stages import get_stage
@@ -144,15 +143,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
     if train_record is not None:
         train_record.peak_rss_gb = round(meter.peak_gb, 2)
         state.history.append(train_record)
-    for module, spec in zip(stages, recipe.stages, strict=True):
-        t0, done = time.perf_counter(), len(state.history)
-        log(f"stage {spec.kind}")
-        meter.start(f"stage {spec.kind}")
-        state = module.run(state, loaders, spec)
-        for record in state.history[done:]:
-            record.peak_rss_gb = round(max(meter.peak_gb, meter.sample()), 2)
-        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s, peak resident memory "
-            f"{meter.peak_gb:.2f} GiB")
+    state = run_stages(stages, recipe.stages, state, loaders, meter)
     meter.start("measurement (export, parity, accuracy, latency)")
 
     if not distributed.is_main():   # torchrun workers only train; rank 0 measures

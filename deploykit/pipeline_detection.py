@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -21,11 +20,11 @@ from deploykit.distill.det_objective import detector_loss
 from deploykit.gate import apply_gate, load_baseline
 from deploykit.measure_detection import measure_detectors
 from deploykit.models import make_checkpoint
-from deploykit.progress import log
 from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, write_report_files
 from deploykit.resources import MemoryMeter
 from deploykit.restore import load_detector
+from deploykit.run_stages import run_stages
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import fit, seed_everything
 
@@ -65,14 +64,7 @@ def run_detection(recipe: Recipe, out: Path, resume: bool, gate: bool,
     state.model_spec = recipe.model
     if record is not None:
         state.history.append(record)
-    for module, spec in zip(stages, recipe.stages, strict=True):
-        t0, done = time.perf_counter(), len(state.history)
-        log(f"stage {spec.kind} (detector)")
-        meter.start(f"stage {spec.kind}")
-        state = module.run(state, loaders, spec)
-        for rec in state.history[done:]:
-            rec.peak_rss_gb = round(max(meter.peak_gb, meter.sample()), 2)
-        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s")
+    state = run_stages(stages, recipe.stages, state, loaders, meter)
     meter.start("measurement (export, parity, mAP, latency)")
     if not distributed.is_main():
         distributed.barrier()

@@ -22,7 +22,6 @@ Where the terms act:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from torch import nn
 
 from deploykit.distill.detection import HintAdapter, det_bounded_reg, det_hint, det_soft_ce
 from deploykit.errors import ModelError
+from deploykit.models.detection import backbone_features
 
 __all__ = ["ChenTerms", "SsdPass", "chen_loss", "detector_loss", "hint_adapter", "ssd_pass"]
 
@@ -67,20 +67,13 @@ def _check_ssd(model: nn.Module, role: str) -> None:
                          "other detectors")
 
 
-def _features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    feats = model.backbone(x)
-    if isinstance(feats, torch.Tensor):
-        feats = OrderedDict([("0", feats)])
-    return list(feats.values())
-
-
 def ssd_pass(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> SsdPass:
     """The training forward of torchvision SSD ``model``, keeping its intermediate values."""
     from torchvision.ops import boxes as box_ops
 
     _check_ssd(model, "student")
     batch, targets = model.transform(images, targets)
-    features = _features(model, batch.tensors)
+    features = backbone_features(model, batch.tensors)
     head = model.head(features)
     anchors = model.anchor_generator(batch, features)
     matched = []
@@ -126,7 +119,7 @@ def hint_adapter(student: nn.Module, teacher: nn.Module, image_size: int, level:
     """The 1x1 adaptation layer from the student's feature map ``level`` to the teacher's."""
     x = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
-        fs, ft = _features(student.eval(), x), _features(teacher.eval(), x)
+        fs, ft = backbone_features(student.eval(), x), backbone_features(teacher.eval(), x)
     if level >= min(len(fs), len(ft)):
         raise ModelError(f"distill: hint level {level} but the student has {len(fs)} and the "
                          f"teacher {len(ft)} feature maps; choose a level below "
@@ -155,7 +148,7 @@ def chen_loss(teacher: nn.Module, terms: ChenTerms, adapter: HintAdapter | None 
                              "(same detector family and input size)")
         s = ssd_pass(model, images, targets)
         with torch.no_grad():
-            t_feats = _features(teacher, s.inputs)
+            t_feats = backbone_features(teacher, s.inputs)
             t_head = teacher.head(t_feats)
         if t_head["cls_logits"].shape != s.cls_logits.shape:
             raise ModelError(f"distill: teacher predictions {tuple(t_head['cls_logits'].shape)}"

@@ -43,25 +43,20 @@ def evaluate_gates(report: Report, spec: GateSpec, baseline: Report | None = Non
     base = report.candidates[0]
     checks: list[Check] = []
 
-    if spec.max_accuracy_drop is not None:
-        t = spec.max_accuracy_drop
-        b1, c1 = base.artifact_top1_pct(), cand.artifact_top1_pct()
+    for key, value, what, unit in (("max_accuracy_drop", CandidateReport.artifact_top1_pct,
+                                    "top-1", "%"),
+                                   ("max_map_drop", CandidateReport.artifact_map50_pct,
+                                    "mAP@.5", "")):
+        t = getattr(spec, key)
+        if t is None:
+            continue
+        b1, c1 = value(base), value(cand)
         if b1 is None or c1 is None:
-            checks.append(missing("max_accuracy_drop", t, "<=", " pts",
-                                   f"top-1 of {'baseline' if b1 is None else name}"))
+            checks.append(missing(key, t, "<=", " pts",
+                                   f"{what} of {'baseline' if b1 is None else name}"))
         else:
-            checks.append(bound("max_accuracy_drop", b1 - c1, t, "<=", " pts",
-                                 f" (top-1 {c1:.2f}% vs baseline {b1:.2f}%)"))
-
-    if spec.max_map_drop is not None:
-        t = spec.max_map_drop
-        b1, c1 = base.artifact_map50_pct(), cand.artifact_map50_pct()
-        if b1 is None or c1 is None:
-            checks.append(missing("max_map_drop", t, "<=", " pts",
-                                   f"mAP@.5 of {'baseline' if b1 is None else name}"))
-        else:
-            checks.append(bound("max_map_drop", b1 - c1, t, "<=", " pts",
-                                 f" (mAP@.5 {c1:.2f} vs baseline {b1:.2f})"))
+            checks.append(bound(key, b1 - c1, t, "<=", " pts",
+                                 f" ({what} {c1:.2f}{unit} vs baseline {b1:.2f}{unit})"))
 
     if spec.min_speedup is not None:
         at = spec.min_speedup

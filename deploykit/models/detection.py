@@ -19,8 +19,8 @@ from torch import nn
 
 from deploykit.errors import ModelError
 
-__all__ = ["DETECTORS", "DetectorNetwork", "build_detector", "detector_from_spec",
-           "prediction_layers", "with_network"]
+__all__ = ["DETECTORS", "DetectorNetwork", "backbone_features", "build_detector",
+           "detector_from_spec", "prediction_layers", "with_network"]
 
 
 def _ssdlite(num_classes: int, width_mult: float) -> nn.Module:
@@ -115,9 +115,14 @@ class DetectorNetwork(nn.Module):
         self.backbone, self.head = detector.backbone, detector.head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feats = self.backbone(x)
-        out = self.head(list(feats.values()) if isinstance(feats, dict) else [feats])
-        return tuple(out.values())
+        return tuple(self.head(backbone_features(self, x)).values())
+
+
+def backbone_features(detector: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps ``detector.backbone`` gives for the batch ``x``, as the list a
+    single-stage head reads (a backbone returning one tensor gives a list of one)."""
+    feats = detector.backbone(x)
+    return list(feats.values()) if isinstance(feats, dict) else [feats]
 
 
 def prediction_layers(network: DetectorNetwork) -> list[str]:

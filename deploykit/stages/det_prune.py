@@ -22,7 +22,13 @@ from deploykit.errors import RecipeError
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
 from deploykit.progress import log
-from deploykit.prune import check_traceable, prune_model, prune_to_macs, replay_pruning
+from deploykit.prune import (
+    check_traceable,
+    ignored_layer_names,
+    prune_model,
+    prune_to_macs,
+    replay_pruning,
+)
 from deploykit.recipe import PruneSpec
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
@@ -31,11 +37,9 @@ __all__ = ["check", "run"]
 
 
 def _ignored(network: DetectorNetwork, spec: PruneSpec) -> list[str]:
-    import fnmatch
-
-    names = [n for n, _ in network.named_modules()]
-    extra = [n for n in names for p in spec.ignored if n and fnmatch.fnmatch(n, p)]
-    return sorted(set(prediction_layers(network)) | set(extra))
+    """The prediction convs plus the recipe's ``ignored`` patterns (each must match)."""
+    preds = prediction_layers(network)
+    return sorted(set(ignored_layer_names(network, spec, preds[0])) | set(preds))
 
 
 def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str],

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"runtimes"},
     {"bench"},
     {"report"},
-    {"restore", "measure", "measure_detection", "gate", "placement"},
+    {"restore", "measure", "measure_detection", "gate", "placement", "run_stages"},
     {"stages"},
     {"pipeline_detection"},
     {"pipeline"},
