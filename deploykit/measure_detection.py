@@ -3,7 +3,9 @@
 Each candidate is exported twice: end to end (image in, final boxes, scores and labels out:
 the artifact a user deploys) and its network alone (the resized, normalised batch in, the
 head's outputs out), because on small devices the decoding and NMS around the network often
-cost as much as the network. Parity compares the end-to-end artifact's detections with
+cost as much as the network (an SSD-style detector's end-to-end graph is joined from its
+resize, that network file and its decoding; an INT8 detector's network carries explicit Q/DQ
+while the rest stays float). Parity compares the end-to-end artifact's detections with
 PyTorch's as matched sets (IoU, same label, score difference); mAP is computed on the whole
 validation set in both runtimes. Latency is ONNX Runtime on the CPU at batch 1, candidates
 timed alternately, end to end on a real validation image (NMS cost depends on the scene) and
@@ -23,9 +25,11 @@ from deploykit.bench.mean_ap import mean_average_precision
 from deploykit.data import Loaders
 from deploykit.errors import ParityError
 from deploykit.export import export_detector, export_network
+from deploykit.export.detection import export_detector_split, fixed_input_size
 from deploykit.models import count_macs_params, file_size_bytes
 from deploykit.models.detection import DetectorNetwork
 from deploykit.progress import log
+from deploykit.quant.detector import counting_network, runtime_network
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord
 from deploykit.runtimes import OrtRunner
@@ -56,18 +60,18 @@ def _ort_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]
 
 
 def _parity(name: str, ref: list[dict], got: list[dict], top_k: int | None,
-            export: ExportSpec) -> dict[str, float]:
+            export: ExportSpec, precision: str) -> dict[str, float]:
     rows = [match_detections(r, g, iou=0.5, top_k=top_k) for r, g in zip(ref, got, strict=True)]
     summary = {"matched_fraction": min(p.matched_fraction for p in rows),
                "min_iou": min(p.min_iou for p in rows),
                "max_score_diff": max(p.max_score_diff for p in rows),
                "images": len(rows)}
-    limits = export.onnx.parity
-    if summary["matched_fraction"] < limits.min_top1_agreement:
+    least = export.onnx.parity.thresholds(precision)["min_top1_agreement"]
+    if summary["matched_fraction"] < least:
         raise ParityError(
             f"{name}: the exported detector matches only {summary['matched_fraction']:.1%} of "
             f"PyTorch's detections on one of {len(rows)} validation images (IoU >= 0.5, same "
-            f"label; export.onnx.parity.min_top1_agreement is {limits.min_top1_agreement}); the "
+            f"label; the export.onnx.parity agreement limit for {precision} is {least}); the "
             "ONNX graph does not compute what the model does: report it with the model name")
     return summary
 
@@ -90,18 +94,20 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
     reports, e2e, nets, inputs = [], {}, {}, None
     for cand in candidates:
         model = cand.model.eval()
-        network = DetectorNetwork(model)
-        macs, params = count_macs_params(network, shape)
-        path = export_detector(model, images[:8], onnx_dir / f"{cand.name}.onnx",
-                               export.onnx.opset)
-        net_path = export_network(network, shape[1], onnx_dir / f"{cand.name}.network.onnx",
+        macs, params = count_macs_params(counting_network(model), shape)
+        path, net_path = onnx_dir / f"{cand.name}.onnx", onnx_dir / f"{cand.name}.network.onnx"
+        if fixed_input_size(model) is not None:
+            export_detector_split(model, runtime_network(model), images[:8], path, net_path,
                                   export.onnx.opset)
+        else:
+            export_detector(model, images[:8], path, export.onnx.opset)
+            export_network(DetectorNetwork(model), shape[1], net_path, export.onnx.opset)
         cand.onnx_path = path
         runner = OrtRunner(path, bench.threads)
         ref = _torch_detections(model, images)
         got = _ort_detections(runner, images)
         parity = _parity(cand.name, ref[:PARITY_IMAGES], got[:PARITY_IMAGES],
-                         getattr(model, "detections_per_img", None), export)
+                         getattr(model, "detections_per_img", None), export, cand.precision)
         m_torch = mean_average_precision(ref, targets)
         m_ort = mean_average_precision(got, targets)
         log(f"{cand.name}: mAP@.5 {m_ort.map50_pct:.2f} (ONNX Runtime) / "

@@ -8,21 +8,31 @@ its own. The TorchScript-based exporter is used (``dynamo=False``): torchvision'
 becomes an ONNX ``If`` around ``NonMaxSuppression``, which the dynamo exporter cannot express
 (data-dependent shapes). A model that yields no detection while it is traced can lose its NMS
 branch silently, so the export first checks that the example images give detections.
+
+A detector with a fixed input size (SSD, SSDlite) is exported in three parts joined into one
+graph with ``onnx.compose`` (:func:`export_detector_split`): the resize, the network, and the
+decoding + NMS with the anchors as constants. The network part goes through the dynamo
+exporter, which writes an INT8 network's explicit QuantizeLinear/DequantizeLinear; the same
+network file is the one timed alone.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 import torch
+from onnx import compose
 from torch import nn
 
 from deploykit.atomic import atomic_path
-from deploykit.export.onnx import ExportError, quiet_export
+from deploykit.export.onnx import ExportError, export_onnx, quiet_export
+from deploykit.models.detection import backbone_features
 
-__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_network"]
+__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_detector_split",
+           "export_network", "fixed_input_size"]
 
 DETECTION_INPUT = "images"
 DETECTION_OUTPUTS = ("boxes", "scores", "labels")
@@ -109,3 +119,122 @@ def export_network(network: nn.Module, image_size: int, path: str | Path, opset:
     finally:
         network.train(was_training)
     return path
+
+
+def fixed_input_size(model: nn.Module) -> int | None:
+    """The square size an SSD-style detector resizes every image to (its anchors are then
+    fixed), or ``None`` for a detector that keeps the aspect ratio."""
+    size = getattr(getattr(model, "transform", None), "fixed_size", None)
+    if size is None or size[0] != size[1] or not hasattr(model, "anchor_generator") \
+            or not hasattr(model, "postprocess_detections"):
+        return None
+    return int(size[0])
+
+
+class _Resize(nn.Module):
+    """``(1, 3, H, W)`` in 0..1 -> the detector's resized, normalised batch and ``[H, W]``."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.transform = detector.transform
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _ = self.transform([images[0]])
+        return batch.tensors, torch._shape_as_tensor(images)[2:]
+
+
+class _Decode(nn.Module):
+    """The head outputs and ``[H, W]`` -> boxes (in the original image), scores, labels."""
+
+    def __init__(self, detector: nn.Module, keys: Sequence[str], anchors: torch.Tensor,
+                 size: int) -> None:
+        super().__init__()
+        self.detector, self.keys, self.size = detector, tuple(keys), size
+        self.register_buffer("anchors", anchors)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        *heads, hw = args
+        out = self.detector.postprocess_detections(
+            dict(zip(self.keys, heads, strict=True)), [self.anchors], [(self.size, self.size)])[0]
+        ratio = hw.to(torch.float32) / self.size
+        return (out["boxes"] * torch.stack([ratio[1], ratio[0], ratio[1], ratio[0]]),
+                out["scores"], out["labels"])
+
+
+def _script_export(module: nn.Module, args: tuple, path: Path, opset: int,
+                   inputs: list[str], outputs: list[str], dynamic: dict | None = None) -> None:
+    torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=opset,
+                      input_names=inputs, output_names=outputs, dynamic_axes=dynamic)
+
+
+def export_detector_split(model: nn.Module, network: nn.Module, examples: Sequence[torch.Tensor],
+                          path: str | Path, network_path: str | Path, opset: int = 18
+                          ) -> tuple[Path, Path]:
+    """Export a fixed-size detector end to end as resize + ``network`` + decoding/NMS (see the
+    module notes) to ``path``, and ``network`` alone (dynamic batch) to ``network_path``.
+
+    Args:
+        model: the detector (float or INT8; eval mode is set and restored).
+        network: what runs between resize and decoding: the resized batch in, the head
+            outputs out (``deploykit.quant.detector.runtime_network(model)``).
+        examples: ``(3, H, W)`` images in 0..1; the first that yields detections is traced.
+        opset: ONNX opset of all three parts (18 or newer: the dynamo exporter's minimum).
+
+    Raises:
+        ExportError: not a fixed-size detector, no example yields a detection, or an
+            exporter, the merge or the checker fails.
+    """
+    path, network_path = Path(path), Path(network_path)
+    size = fixed_input_size(model)
+    if size is None:
+        raise ExportError(f"{type(model).__name__} does not resize to a fixed square size; "
+                          "only SSD-style detectors export in parts (use export_detector)")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            example = next((x for x in examples if len(model([x])[0]["boxes"]) > 0), None)
+            if example is None:
+                raise ExportError(
+                    f"{type(model).__name__} gives no detection above its score threshold on "
+                    f"any of {len(examples)} example images, so NonMaxSuppression could be "
+                    "traced away; export a trained (or BatchNorm-calibrated) model, or lower "
+                    "its score_thresh")
+            batch, _ = model.transform([example])
+            anchors = model.anchor_generator(batch, backbone_features(model, batch.tensors))[0]
+            heads = network(batch.tensors)
+            keys = list(model.head(backbone_features(model, batch.tensors)).keys())
+        names = [f"head{i}" for i in range(len(heads))]
+        export_onnx(network, (3, size, size), network_path, opset, output_names=names)
+        with tempfile.TemporaryDirectory() as tmpdir, quiet_export():
+            tmp = Path(tmpdir)
+            _script_export(_Resize(model), (example[None],), tmp / "resize.onnx", opset,
+                           [DETECTION_INPUT], ["batch", "hw"],
+                           {DETECTION_INPUT: {2: "height", 3: "width"}})
+            hw = torch.tensor(example.shape[-2:])
+            _script_export(_Decode(model, keys, anchors, size), (*heads, hw),
+                           tmp / "decode.onnx", opset, [*names, "hw"], list(DETECTION_OUTPUTS))
+            parts = [onnx.load(str(p)) for p in
+                     (tmp / "resize.onnx", network_path, tmp / "decode.onnx")]
+        ir = min(p.ir_version for p in parts)
+        resize, net, decode = (compose.add_prefix(p, f"{tag}/", rename_inputs=False,
+                                                  rename_outputs=False)
+                               for p, tag in zip(parts, ("resize", "network", "decode"),
+                                                 strict=True))
+        for p in (resize, net, decode):
+            p.ir_version = ir
+        joined = compose.merge_models(resize, net, io_map=[("batch", "input")])
+        joined = compose.merge_models(joined, decode,
+                                      io_map=[*((n, n) for n in names), ("hw", "hw")])
+        with atomic_path(path) as tmp_path:
+            onnx.save(joined, str(tmp_path))
+            onnx.checker.check_model(str(tmp_path), full_check=True)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"ONNX export of detector {type(model).__name__} in parts failed: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                          ) from e
+    finally:
+        model.train(was_training)
+    return path, network_path

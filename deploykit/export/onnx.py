@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -31,7 +32,8 @@ class ExportError(DeployKitError):
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path,
-                opset: int = 18, dynamic_batch: bool = True, example_batch: int = 2) -> Path:
+                opset: int = 18, dynamic_batch: bool = True, example_batch: int = 2,
+                output_names: Sequence[str] = (OUTPUT_NAME,)) -> Path:
     """Export ``model`` (eval mode, CPU) to ``path`` and validate it with ``onnx.checker``.
 
     Args:
@@ -41,6 +43,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
         opset: ONNX opset (18+ with the dynamo exporter).
         dynamic_batch: make axis 0 of input and output symbolic (``batch``).
         example_batch: batch size of the tracing example.
+        output_names: one name per output of ``model`` (a tuple output gives several).
 
     Returns:
         ``path``.
@@ -59,9 +62,13 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     try:
         with atomic_path(path) as tmp, quiet_export(), _export_context(model):
             torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              input_names=[INPUT_NAME], output_names=list(output_names),
                               dynamic_shapes=dyn, external_data=False, verbose=False)
-            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+            exported = onnx.load(str(tmp))
+            for node in exported.graph.node:   # the exporter's per-node debugging notes (the
+                del node.metadata_props[:]     # source line, the FX node): half of an INT8
+            onnx.save(exported, str(tmp))      # detector's file, of no use to a runtime
+            onnx.checker.check_model(exported, full_check=True)
     except DeployKitError:
         raise
     except Exception as e:

@@ -20,7 +20,7 @@ from torch import nn
 from deploykit.errors import ModelError
 
 __all__ = ["DETECTORS", "DetectorNetwork", "backbone_features", "build_detector",
-           "detector_from_spec", "prediction_layers", "with_network"]
+           "detector_from_spec", "keep_detections", "prediction_layers", "with_network"]
 
 
 def _ssdlite(num_classes: int, width_mult: float) -> nn.Module:
@@ -61,16 +61,35 @@ def detector_from_spec(spec: Any, image_size: int) -> nn.Module:
         ModelError: an unknown detector, or a factory model without that interface.
     """
     if spec.source == "torchvision":
-        return build_detector(spec.name, spec.num_classes, image_size, spec.width_mult or 1.0)
-    from deploykit.models.build import build_factory
+        model = build_detector(spec.name, spec.num_classes, image_size, spec.width_mult or 1.0)
+    else:
+        from deploykit.models.build import build_factory
 
-    model = build_factory(spec.name, spec.num_classes + 1)
-    if not hasattr(model, "transform"):
-        raise ModelError(f"model.name: {spec.name} returned a {type(model).__name__} without "
-                         "a transform; a detector follows torchvision's detection interface "
-                         "(e.g. torchvision.models.detection.SSD)")
-    _set_size(model, image_size)
+        model = build_factory(spec.name, spec.num_classes + 1)
+        if not hasattr(model, "transform"):
+            raise ModelError(f"model.name: {spec.name} returned a {type(model).__name__} "
+                             "without a transform; a detector follows torchvision's detection "
+                             "interface (e.g. torchvision.models.detection.SSD)")
+        _set_size(model, image_size)
+    if spec.detections is not None:
+        keep_detections(model, **spec.detections.model_dump(exclude_none=True))
     return model
+
+
+def keep_detections(model: nn.Module, **settings: float) -> None:
+    """Set ``score_thresh``, ``topk_candidates`` and ``detections_per_img`` on ``model`` (or on
+    its ``roi_heads``, for Faster R-CNN), as ``model.detections`` asks.
+
+    Raises:
+        ModelError: the detector has no such setting.
+    """
+    for key, value in settings.items():
+        owner = next((m for m in (model, getattr(model, "roi_heads", None))
+                      if m is not None and hasattr(m, key)), None)
+        if owner is None:
+            raise ModelError(f"model.detections.{key}: {type(model).__name__} has no such "
+                             "setting; remove it")
+        setattr(owner, key, value)
 
 
 def _set_size(model: nn.Module, image_size: int) -> None:
@@ -106,16 +125,21 @@ class DetectorNetwork(nn.Module):
     Faster R-CNN (two stages, proposals in between) has no such single network.
     """
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, with_features: bool = False) -> None:
         super().__init__()
         if not (hasattr(detector, "backbone") and hasattr(detector, "head")):
             raise ModelError(f"{type(detector).__name__} has no backbone + head pair (a "
                              "two-stage detector); only single-stage detectors (SSD, SSDlite, "
                              "RetinaNet, FCOS) have one network from image to predictions")
         self.backbone, self.head = detector.backbone, detector.head
+        self.with_features = with_features
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.head(backbone_features(self, x)).values())
+        """The head's outputs; with ``with_features``, the feature maps follow them (the
+        anchors are laid out on their sizes)."""
+        feats = backbone_features(self, x)
+        heads = tuple(self.head(feats).values())
+        return (*heads, *feats) if self.with_features else heads
 
 
 def backbone_features(detector: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

@@ -42,16 +42,24 @@ def accuracy_on(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Te
     return 100.0 * correct / max(total, 1)
 
 
+def _flat(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """One tensor of all outputs (a detector's network has several)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    return torch.cat([t.flatten(1) for t in out], 1)
+
+
 @torch.no_grad()
 def sqnr_db(reference: nn.Module, model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-    """Signal-to-quantization-noise ratio of ``model``'s logits against ``reference``'s (dB)."""
+    """Signal-to-quantization-noise ratio of ``model``'s outputs (logits, or all of a
+    detector network's outputs together) against ``reference``'s (dB)."""
     reference.eval()
     model.eval()
     sig = noise = 0.0
     for x in inputs:
-        r = reference(x)
+        r = _flat(reference(x))
         sig += float((r * r).sum())
-        noise += float(((model(x) - r) ** 2).sum())
+        noise += float(((_flat(model(x)) - r) ** 2).sum())
     return math.inf if noise == 0 else 10.0 * math.log10(max(sig, 1e-30) / noise)
 
 
@@ -91,21 +99,22 @@ def layer_sensitivity(float_model: nn.Module, build: Builder, candidates: Sequen
 
 
 def keep_sensitive_float(build: Builder, keep: Sequence[str], ranking: Sequence[LayerSensitivity],
-                         batches: Sequence[tuple[torch.Tensor, torch.Tensor]], float_top1: float,
+                         score: Callable[[QuantizedModel], float], float_score: float,
                          max_drop: float, max_float_layers: int
                          ) -> tuple[QuantizedModel, list[str]]:
-    """Keep the most sensitive layers float, one more at a time, until the INT8 model is within
-    ``max_drop`` top-1 points of ``float_top1`` on ``batches``, or ``max_float_layers`` were
-    added. Returns the last model built and the layers it keeps float."""
+    """Keep the most sensitive layers float, one more at a time, until the INT8 model's
+    ``score`` (top-1, or a detector's mAP@.5, in percent) is within ``max_drop`` points of
+    ``float_score``, or ``max_float_layers`` were added. Returns the last model built and the
+    layers it keeps float."""
     keep = list(keep)
     qm = build(keep)
-    drop = float_top1 - accuracy_on(qm, batches)
+    drop = float_score - score(qm)
     for added, r in enumerate(ranking):
         if drop <= max_drop or added >= max_float_layers:
             break
         keep.append(r.layer)
         qm = build(keep)
-        drop = float_top1 - accuracy_on(qm, batches)
+        drop = float_score - score(qm)
         log(f"quantize: {r.layer} kept float -> drop {drop:.2f} points")
     if drop > max_drop:
         log(f"quantize: WARNING: still {drop:.2f} points below float after keeping "

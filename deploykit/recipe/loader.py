@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-DETECTION_STAGES = ("prune", "distill")
+DETECTION_STAGES = ("prune", "distill", "quantize")
 
 
 class Recipe(Strict):
@@ -90,17 +90,24 @@ class Recipe(Strict):
             raise ValueError(f"model.source {self.model.source!r}: a detector comes from "
                              "torchvision (e.g. name: ssdlite320_mobilenet_v3_large) or from "
                              "your factory")
-        if not detection and self.model.width_mult is not None:
-            raise ValueError("model.width_mult is for detectors (task: detection)")
+        if not detection and (self.model.width_mult, self.model.detections) != (None, None):
+            raise ValueError("model.width_mult and model.detections are for detectors "
+                             "(task: detection)")
         if detection and (set(self.bench.runtimes) - {"torch-cpu", "onnxruntime-cpu"}
                           or self.bench.batch_sizes != [1]):
             raise ValueError("bench: a detector is timed on onnxruntime-cpu at batch 1 (the "
                              "end-to-end graph takes one image); set bench.runtimes: "
                              "[onnxruntime-cpu] and bench.batch_sizes: [1]")
+        if detection and self.export.onnx.opset < 18:
+            raise ValueError("export.onnx.opset: a detector's network is exported with the "
+                             "dynamo exporter (opset 18 or newer); set export.onnx.opset: 18")
         for i, st in enumerate(self.stages):
             if detection and st.kind not in DETECTION_STAGES:
                 raise ValueError(f"stages[{i}].kind {st.kind!r} does not run on detectors yet; "
                                  f"detection recipes take: {', '.join(DETECTION_STAGES)}")
+            unfit = st.unfit_for(detection) if st.kind == "quantize" else None
+            if unfit is not None:
+                raise ValueError(f"stages[{i}].{unfit}")
             losses = getattr(st, "losses", None)
             if losses is None:
                 continue

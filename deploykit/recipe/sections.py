@@ -31,6 +31,18 @@ RUNTIMES: tuple[str, ...] = get_args(Runtime)
 """Every runtime a candidate can be measured on, ``<engine>-<device>``."""
 
 
+class DetectionsSpec(Strict):
+    """What a detector keeps after decoding, for every candidate alike (the baseline too):
+    boxes scoring below ``score_thresh``, beyond the ``topk_candidates`` best per class
+    before NMS, and beyond ``detections_per_img`` after it are dropped. Unset: the detector's
+    own defaults (SSDlite: 0.001, 300 and 300, settings for measuring mAP; a deployment keeps
+    fewer boxes, and NMS, often as slow as the network, gets cheaper with them)."""
+
+    score_thresh: float | None = Field(None, ge=0, lt=1)
+    topk_candidates: int | None = Field(None, ge=1, le=100_000)
+    detections_per_img: int | None = Field(None, ge=1, le=100_000)
+
+
 class ModelSpec(Strict):
     """Which network to build.
 
@@ -48,6 +60,7 @@ class ModelSpec(Strict):
     checkpoint: Path | None = None
     width_mult: float | None = Field(None, gt=0, le=4, description="detectors: SSDlite's "
                                      "backbone width multiplier (default 1.0)")
+    detections: DetectionsSpec | None = None
 
 
 class DataSpec(Strict):

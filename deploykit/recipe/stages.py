@@ -166,9 +166,11 @@ class QuantizeSpec(StageSpec):
     ``target`` fixes the scheme for both modes: ``onnxruntime-cpu`` = uint8 asymmetric
     activations, int8 symmetric per-channel weights; ``tensorrt`` = int8 symmetric activations
     (zero point 0) and weights. ``keep_float``: ``first``, ``last`` and module-name patterns
-    (fnmatch) left in float. ``max_accuracy_drop``: keep the most sensitive layers in float
-    until the INT8 model is within this many top-1 points of the float one. ``fp16``: also
-    produce an FP16 candidate (float32 inputs/outputs) for GPU targets.
+    (fnmatch) left in float (on a detector ``last`` is every prediction conv of the heads).
+    ``max_accuracy_drop`` (classifiers) / ``max_map_drop`` (detectors): keep the most
+    sensitive layers in float until the INT8 model is within this many top-1 / mAP@.5 points
+    of the float one. ``fp16``: also produce an FP16 candidate (float32 inputs/outputs) for
+    GPU targets (classifiers).
     """
 
     kind: Literal["quantize"] = "quantize"
@@ -178,10 +180,27 @@ class QuantizeSpec(StageSpec):
     keep_float: list[str] = ["first", "last"]
     sensitivity: SensitivitySpec | None = None
     max_accuracy_drop: float | None = Field(None, gt=0)
+    max_map_drop: float | None = Field(None, gt=0)
     max_float_layers: int = Field(8, ge=0, description="fallback stops after this many")
     qat: QatSpec = QatSpec()
     fp16: bool = False
     speed_check: SpeedCheckSpec | None = SpeedCheckSpec()
+
+    def unfit_for(self, detection: bool) -> str | None:
+        """What in this section belongs to the other task (``None`` when it all fits)."""
+        if not detection:
+            return ("max_map_drop is for detectors; use max_accuracy_drop"
+                    if self.max_map_drop is not None else None)
+        given = self.model_fields_set
+        if self.max_accuracy_drop is not None:
+            return "max_accuracy_drop is top-1; a detector falls back on mAP: use max_map_drop"
+        if self.fp16 or "speed_check" in given:
+            return ("fp16 and speed_check are classifier settings; a detector's INT8 artifact "
+                    "is timed against its float twin in every run")
+        if self.sensitivity is not None and self.sensitivity.metric != "sqnr":
+            return ("sensitivity.metric: a detector's layers are ranked by the SQNR of the "
+                    "network's outputs (metric: sqnr); mAP drives the float fallback")
+        return None
 
 
 class RankSpec(Strict):

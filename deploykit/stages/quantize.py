@@ -24,6 +24,7 @@ from deploykit.quant import (
     SCHEMES,
     Fp16Model,
     QuantizedModel,
+    accuracy_on,
     build_quantized,
     compute_layers,
     keep_sensitive_float,
@@ -87,7 +88,8 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
             f"{r.layer} ({r.damage:+.2f})" for r in ranking[:5]))
     if spec.max_accuracy_drop is not None:
         base = list(keep)
-        qm, keep = keep_sensitive_float(build, keep, ranking, _val_subset(loaders, 10**9),
+        every = _val_subset(loaders, 10**9)
+        qm, keep = keep_sensitive_float(build, keep, ranking, lambda m: accuracy_on(m, every),
                                         float_top1, spec.max_accuracy_drop,
                                         spec.max_float_layers)
         metrics["fallback_float_layers"] = [n for n in keep if n not in base]

@@ -71,3 +71,23 @@ def test_pruning_the_network_halves_its_macs_keeps_the_head_shapes_and_the_detec
         assert small([ds[0][0].float() / 255])[0]["boxes"].shape[1] == 4
     # the original detector is untouched
     assert count_macs_params(DetectorNetwork(det), shape)[0] == base
+
+
+def test_the_recipe_sets_what_every_candidate_keeps_after_decoding():
+    from deploykit.models.detection import detector_from_spec
+    from deploykit.recipe import DetectionsSpec, ModelSpec
+
+    spec = ModelSpec(source="torchvision", name="ssdlite320_mobilenet_v3_large", num_classes=5,
+                     width_mult=0.25, detections={"score_thresh": 0.2, "detections_per_img": 7})
+    torch.manual_seed(0)
+    model = detector_from_spec(spec, 64).eval()
+    assert (model.score_thresh, model.detections_per_img, model.topk_candidates) == (0.2, 7, 300)
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 64) for _ in range(3)])
+    assert all(len(o["scores"]) <= 7 and (o["scores"] >= 0.2).all() for o in out)
+    frcnn = ModelSpec(source="torchvision", name="fasterrcnn_mobilenet_v3_large_320_fpn",
+                      num_classes=5, detections={"score_thresh": 0.3})
+    assert detector_from_spec(frcnn, 64).roi_heads.score_thresh == 0.3   # on its ROI heads
+    frcnn = frcnn.model_copy(update={"detections": DetectionsSpec(topk_candidates=10)})
+    with pytest.raises(ModelError, match=r"model.detections.topk_candidates: FasterRCNN has no"):
+        detector_from_spec(frcnn, 64)
