@@ -61,18 +61,29 @@ def _ort_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]
 
 def _parity(name: str, ref: list[dict], got: list[dict], top_k: int | None,
             export: ExportSpec, precision: str) -> dict[str, float]:
-    rows = [match_detections(r, g, iou=0.5, top_k=top_k) for r, g in zip(ref, got, strict=True)]
-    summary = {"matched_fraction": min(p.matched_fraction for p in rows),
+    limits = export.onnx.parity
+    floor = limits.int8_min_detection_score if precision == "int8" else 0.0
+    rows = [match_detections(r, g, iou=0.5, top_k=top_k, min_score=floor)
+            for r, g in zip(ref, got, strict=True)]
+    # float: every image must match; INT8: the detections of all images together, since
+    # rounding that differs from the simulation's (about 1% of the outputs' range) flips an
+    # NMS decision between two overlapping boxes now and then
+    total = sum(p.count_ref for p in rows)
+    pooled = sum(p.matched_fraction * p.count_ref for p in rows) / total if total else 1.0
+    summary = {"matched_fraction": pooled if precision == "int8" else
+               min(p.matched_fraction for p in rows),
                "min_iou": min(p.min_iou for p in rows),
                "max_score_diff": max(p.max_score_diff for p in rows),
-               "images": len(rows)}
-    least = export.onnx.parity.thresholds(precision)["min_top1_agreement"]
+               "images": len(rows), "min_score": floor}
+    least = limits.thresholds(precision)["min_top1_agreement"]
     if summary["matched_fraction"] < least:
         raise ParityError(
             f"{name}: the exported detector matches only {summary['matched_fraction']:.1%} of "
-            f"PyTorch's detections on one of {len(rows)} validation images (IoU >= 0.5, same "
-            f"label; the export.onnx.parity agreement limit for {precision} is {least}); the "
-            "ONNX graph does not compute what the model does: report it with the model name")
+            f"PyTorch's detections scored above {floor} on "
+            f"{'' if precision == 'int8' else 'one of '}{len(rows)} validation "
+            f"images (IoU >= 0.5, same label; the export.onnx.parity agreement limit for "
+            f"{precision} is {least}); the ONNX graph does not compute what the model does: "
+            "report it with the model name")
     return summary
 
 

@@ -37,15 +37,21 @@ class DetectionParity:
 
 
 def match_detections(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor],
-                     iou: float = 0.5, top_k: int | None = None) -> DetectionParity:
+                     iou: float = 0.5, top_k: int | None = None, min_score: float = 0.0
+                     ) -> DetectionParity:
     """Match ``other``'s detections to ``ref``'s (dicts of ``boxes``, ``scores``, ``labels``);
-    ``top_k``: the most detections the detector keeps per image (``detections_per_img``)."""
+    ``top_k``: the most detections the detector keeps per image (``detections_per_img``);
+    ``min_score``: match only ``ref``'s detections scored above it, against ``other``'s above
+    half of it (a box at the threshold may score just below it in the other run)."""
     from torchvision.ops import box_iou
 
+    cut = min_score
     full = top_k is not None and top_k in (len(ref["scores"]), len(other["scores"]))
     if full and len(ref["scores"]) and len(other["scores"]):
-        cut = max(float(ref["scores"].min()), float(other["scores"].min())) + 1e-5
-        ref, other = ({k: v[d["scores"] > cut] for k, v in d.items()} for d in (ref, other))
+        cut = max(cut, float(ref["scores"].min()) + 1e-5, float(other["scores"].min()) + 1e-5)
+    if cut > 0:
+        ref, other = ({k: v[d["scores"] > c] for k, v in d.items()}
+                      for d, c in ((ref, cut), (other, cut - min_score / 2)))
     n_ref, n_other = len(ref["scores"]), len(other["scores"])
     if n_ref == 0:
         return DetectionParity(1.0 if n_other == 0 else 0.0, 1.0, 0.0, 0, n_other)

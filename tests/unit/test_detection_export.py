@@ -34,6 +34,15 @@ def test_matching_ignores_order_and_finds_moved_and_relabelled_boxes():
     assert match_detections(ref, tied).matched_fraction == pytest.approx(2 / 3)
     p = match_detections(ref, tied, top_k=3)
     assert p.matched_fraction == 1.0 and p.count_ref == 1
+    # INT8: only the reference's detections above min_score are matched, against the other
+    # run's above half of it (a box at the threshold may score just below it there)
+    low = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [70, 70, 80, 80]], [0.9, 0.06, 0.01], [1, 2, 1])
+    assert match_detections(low, ref).matched_fraction == pytest.approx(2 / 3)
+    p = match_detections(low, ref, min_score=0.05)
+    assert p.matched_fraction == 1.0 and (p.count_ref, p.count_other) == (2, 3)
+    at_threshold = _dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.04], [1, 2])
+    assert match_detections(low, at_threshold, min_score=0.05).matched_fraction == 1.0
+    assert match_detections(low, at_threshold, min_score=0.1).count_ref == 1
 
 
 @pytest.mark.slow

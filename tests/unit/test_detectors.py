@@ -91,3 +91,26 @@ def test_the_recipe_sets_what_every_candidate_keeps_after_decoding():
     frcnn = frcnn.model_copy(update={"detections": DetectionsSpec(topk_candidates=10)})
     with pytest.raises(ModelError, match=r"model.detections.topk_candidates: FasterRCNN has no"):
         detector_from_spec(frcnn, 64)
+
+
+@pytest.mark.slow
+def test_retinanet_prunes_with_its_head_shapes_kept():
+    """torch-pruning's issue 110 reports RetinaNet's dependency graph as broken; traced as
+    the backbone + head network with the prediction convs ignored, it prunes."""
+    from deploykit.models import count_macs_params
+    from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
+    from deploykit.prune import prune_to_macs
+    from deploykit.recipe import PruneSpec
+
+    torch.manual_seed(0)
+    det = build_detector("retinanet_resnet50_fpn_v2", 5, 64).eval()
+    net, shape = DetectorNetwork(det).eval(), (3, 64, 64)
+    base = count_macs_params(net, shape)[0]
+    before = [o.shape for o in net(torch.zeros(1, *shape))]
+    small, _, _ = prune_to_macs(net, shape, PruneSpec(target={"macs_ratio": 0.5}, round_to=8),
+                                prediction_layers(net), int(0.5 * base), 0.03 * base)
+    assert count_macs_params(small, shape)[0] / base == pytest.approx(0.5, abs=0.03)
+    assert [o.shape for o in small(torch.zeros(1, *shape))] == before
+    with torch.no_grad():
+        out = with_network(det, small).eval()([torch.rand(3, 64, 80)])
+    assert out[0]["boxes"].shape[1] == 4
