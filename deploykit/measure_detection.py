@@ -59,10 +59,14 @@ def _ort_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]
     return out
 
 
-def _parity(name: str, ref: list[dict], got: list[dict], top_k: int | None,
+def _parity(name: str, ref: list[dict], got: list[dict], model: torch.nn.Module,
             export: ExportSpec, precision: str) -> dict[str, float]:
     limits = export.onnx.parity
-    floor = limits.int8_min_detection_score if precision == "int8" else 0.0
+    top_k = getattr(model, "detections_per_img", None)
+    # INT8: above the floor, and above twice the model's own score threshold, so that the
+    # artifact's matches (searched down to half the floor) are never cut by that threshold
+    floor = max(limits.int8_min_detection_score, 2 * getattr(model, "score_thresh", 0.0)) \
+        if precision == "int8" else 0.0
     rows = [match_detections(r, g, iou=0.5, top_k=top_k, min_score=floor)
             for r, g in zip(ref, got, strict=True)]
     # float: every image must match; INT8: the detections of all images together, since
@@ -117,8 +121,8 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
         runner = OrtRunner(path, bench.threads)
         ref = _torch_detections(model, images)
         got = _ort_detections(runner, images)
-        parity = _parity(cand.name, ref[:PARITY_IMAGES], got[:PARITY_IMAGES],
-                         getattr(model, "detections_per_img", None), export, cand.precision)
+        parity = _parity(cand.name, ref[:PARITY_IMAGES], got[:PARITY_IMAGES], model, export,
+                         cand.precision)
         m_torch = mean_average_precision(ref, targets)
         m_ort = mean_average_precision(got, targets)
         log(f"{cand.name}: mAP@.5 {m_ort.map50_pct:.2f} (ONNX Runtime) / "
