@@ -65,9 +65,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
                               input_names=[INPUT_NAME], output_names=list(output_names),
                               dynamic_shapes=dyn, external_data=False, verbose=False)
             exported = onnx.load(str(tmp))
-            for node in exported.graph.node:   # the exporter's per-node debugging notes (the
-                del node.metadata_props[:]     # source line, the FX node): half of an INT8
-            onnx.save(exported, str(tmp))      # detector's file, of no use to a runtime
+            _drop_debug_notes(exported)
+            onnx.save(exported, str(tmp))
             onnx.checker.check_model(exported, full_check=True)
     except DeployKitError:
         raise
@@ -77,6 +76,21 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
     finally:
         model.train(was_training)
     return path
+
+
+# The one per-node note kept: the module each node came from, which the divergence search
+# (deploykit.bench.divergence) reads to name the layer where an artifact departs from PyTorch.
+_KEPT_NOTE = "pkg.torch.onnx.name_scopes"
+
+
+def _drop_debug_notes(proto: onnx.ModelProto) -> None:
+    """Remove the exporter's other per-node notes (source line, FX node, class hierarchy):
+    about half of an INT8 detector's file, and of no use to a runtime."""
+    for node in proto.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if p.key == _KEPT_NOTE]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
 
 
 def _export_context(model: nn.Module) -> contextlib.AbstractContextManager:
