@@ -201,9 +201,10 @@ def export_detector_split(model: nn.Module, network: nn.Module, examples: Sequen
                     "traced away; export a trained (or BatchNorm-calibrated) model, or lower "
                     "its score_thresh")
             batch, _ = model.transform([example])
-            anchors = model.anchor_generator(batch, backbone_features(model, batch.tensors))[0]
+            feats = backbone_features(model, batch.tensors)
+            anchors = model.anchor_generator(batch, feats)[0]
+            keys = list(model.head(feats).keys())
             heads = network(batch.tensors)
-            keys = list(model.head(backbone_features(model, batch.tensors)).keys())
         names = [f"head{i}" for i in range(len(heads))]
         export_onnx(network, (3, size, size), network_path, opset, output_names=names)
         with tempfile.TemporaryDirectory() as tmpdir, quiet_export():
