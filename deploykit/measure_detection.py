@@ -27,7 +27,7 @@ from deploykit.errors import ParityError
 from deploykit.export import export_detector, export_network
 from deploykit.export.detection import export_detector_split, fixed_input_size
 from deploykit.models import count_macs_params, file_size_bytes
-from deploykit.models.detection import DetectorNetwork
+from deploykit.models.detection import DetectorNetwork, roi_cost
 from deploykit.progress import log
 from deploykit.quant.detector import counting_network, runtime_network
 from deploykit.recipe import BenchSpec, ExportSpec
@@ -110,6 +110,8 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
     for cand in candidates:
         model = cand.model.eval()
         macs, params = count_macs_params(counting_network(model), shape)
+        roi_macs, roi_params = roi_cost(model)   # a two-stage detector's box head
+        macs, params = macs + roi_macs, params + roi_params
         path, net_path = onnx_dir / f"{cand.name}.onnx", onnx_dir / f"{cand.name}.network.onnx"
         if fixed_input_size(model) is not None:
             export_detector_split(model, runtime_network(model), images[:8], path, net_path,

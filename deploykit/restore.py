@@ -16,7 +16,7 @@ from torch import nn
 from deploykit.errors import CheckpointError
 from deploykit.lowrank import rebuild
 from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights
-from deploykit.models.detection import DetectorNetwork, detector_from_spec
+from deploykit.models.detection import DetectorNetwork, RoiBoxNetwork, detector_from_spec
 from deploykit.prune import replay_pruning
 from deploykit.recipe import ModelSpec
 
@@ -91,10 +91,14 @@ def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | Non
     if path is None:
         return model
     ck = load_checkpoint(path)
-    history = ck.get("arch", {}).get("pruning_history")
-    if history:
+    arch = ck.get("arch", {})
+    if arch.get("pruning_history"):
         try:
-            replay_pruning(DetectorNetwork(model), history, (3, image_size, image_size))
+            replay_pruning(DetectorNetwork(model), arch["pruning_history"],
+                           (3, image_size, image_size))
+            if arch.get("roi_pruning_history"):   # a two-stage detector's box head
+                roi = RoiBoxNetwork(model)
+                replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
         except Exception as e:
             raise CheckpointError(f"{path}: its pruning history does not apply to this "
                                   f"detector ({type(e).__name__}: {e}); was it pruned from a "

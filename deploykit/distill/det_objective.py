@@ -33,7 +33,8 @@ from deploykit.distill.detection import HintAdapter, det_bounded_reg, det_hint, 
 from deploykit.errors import ModelError
 from deploykit.models.detection import backbone_features
 
-__all__ = ["ChenTerms", "SsdPass", "chen_loss", "detector_loss", "hint_adapter", "ssd_pass"]
+__all__ = ["ChenTerms", "SsdPass", "check_chen_model", "chen_loss", "detector_loss",
+           "hint_adapter", "ssd_pass"]
 
 
 def detector_loss(model: nn.Module, images: list[torch.Tensor], targets: list[dict]
@@ -57,7 +58,12 @@ class SsdPass:
     sampled: torch.Tensor                    # (B, A) bool: positives + hard negatives
 
 
-def _check_ssd(model: nn.Module, role: str) -> None:
+def check_chen_model(model: nn.Module, role: str) -> None:
+    """Refuse a ``role`` (student or teacher) the Chen terms are not built for.
+
+    Raises:
+        ModelError: ``model`` is not an SSD-family detector.
+    """
     needed = ("transform", "backbone", "head", "anchor_generator", "proposal_matcher",
               "box_coder", "neg_to_pos_ratio")
     if not all(hasattr(model, a) for a in needed):
@@ -71,7 +77,7 @@ def ssd_pass(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) 
     """The training forward of torchvision SSD ``model``, keeping its intermediate values."""
     from torchvision.ops import boxes as box_ops
 
-    _check_ssd(model, "student")
+    check_chen_model(model, "student")
     batch, targets = model.transform(images, targets)
     features = backbone_features(model, batch.tensors)
     head = model.head(features)
@@ -131,7 +137,7 @@ def chen_loss(teacher: nn.Module, terms: ChenTerms, adapter: HintAdapter | None 
     """The loss function (``fit``'s ``loss_fn``) of Chen et al.'s distillation from
     ``teacher`` (kept in eval mode, no gradient); ``adapter`` is needed when
     ``terms.hint_weight > 0`` and must be trained beside the student."""
-    _check_ssd(teacher, "teacher")
+    check_chen_model(teacher, "teacher")
     if terms.hint_weight > 0 and adapter is None:
         raise ValueError("chen_loss: a hint weight needs the adaptation layer (hint_adapter)")
     teacher.eval()

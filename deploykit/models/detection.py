@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from deploykit.errors import ModelError
+from deploykit.models.cost import count_macs_params
 
-__all__ = ["DETECTORS", "DetectorNetwork", "backbone_features", "build_detector",
-           "detector_from_spec", "keep_detections", "prediction_layers", "with_network"]
+__all__ = ["DETECTORS", "DetectorNetwork", "RoiBoxNetwork", "backbone_features",
+           "build_detector", "detector_from_spec", "is_two_stage", "keep_detections",
+           "prediction_layers", "roi_cost", "with_network"]
 
 
 def _ssdlite(num_classes: int, width_mult: float) -> nn.Module:
@@ -114,31 +116,50 @@ def build_detector(name: str, num_classes: int, image_size: int, width_mult: flo
     return model
 
 
+def is_two_stage(detector: nn.Module) -> bool:
+    """Whether ``detector`` is a torchvision two-stage detector (region proposals, then ROI
+    heads: Faster R-CNN and its kin)."""
+    return hasattr(detector, "backbone") and hasattr(getattr(detector, "rpn", None), "head") \
+        and hasattr(detector, "roi_heads")
+
+
 class DetectorNetwork(nn.Module):
-    """The trainable network of a torchvision single-stage detector (backbone, any neck, and
-    head), without the resize, anchors, decoding and NMS around it: ``(B, 3, H, W)`` ->
-    the head's outputs over all ``A`` anchors: class logits ``(B, A, C)``, box regression
-    ``(B, A, 4)`` (and FCOS's centerness ``(B, A, 1)``).
+    """The convolutional network of a torchvision detector, without the resize, anchors,
+    decoding and NMS around it.
+
+    A single-stage detector's is its backbone, any neck, and head: ``(B, 3, H, W)`` -> the
+    head's outputs over all ``A`` anchors: class logits ``(B, A, C)``, box regression
+    ``(B, A, 4)`` (and FCOS's centerness ``(B, A, 1)``). A two-stage detector's (Faster R-CNN)
+    is its backbone (with the FPN) and the region proposal head: the objectness maps of each
+    feature level, then their box deltas, then the feature maps themselves, which the ROI
+    heads (after the proposals, outside the network) read.
 
     It shares its modules with the detector: what torch-pruning removes from it is removed
     from the detector too, and :func:`with_network` puts a pruned copy back into a detector.
-    Faster R-CNN (two stages, proposals in between) has no such single network.
     """
 
     def __init__(self, detector: nn.Module, with_features: bool = False) -> None:
         super().__init__()
-        if not (hasattr(detector, "backbone") and hasattr(detector, "head")):
-            raise ModelError(f"{type(detector).__name__} has no backbone + head pair (a "
-                             "two-stage detector); only single-stage detectors (SSD, SSDlite, "
-                             "RetinaNet, FCOS) have one network from image to predictions")
-        self.backbone, self.head = detector.backbone, detector.head
-        self.with_features = with_features
+        self.two_stage = is_two_stage(detector)
+        if self.two_stage:
+            self.backbone, self.head = detector.backbone, detector.rpn.head
+        elif hasattr(detector, "backbone") and hasattr(detector, "head"):
+            self.backbone, self.head = detector.backbone, detector.head
+        else:
+            raise ModelError(f"{type(detector).__name__} has neither a backbone + head pair "
+                             "(single-stage: SSD, RetinaNet, FCOS) nor a backbone + rpn.head + "
+                             "roi_heads (two-stage: Faster R-CNN), as torchvision's detectors do")
+        self.with_features = with_features or self.two_stage
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The head's outputs; with ``with_features``, the feature maps follow them (the
-        anchors are laid out on their sizes)."""
+        """The head's outputs; with ``with_features`` (always for a two-stage detector), the
+        feature maps follow them (the anchors are laid out on their sizes)."""
         feats = backbone_features(self, x)
-        heads = tuple(self.head(feats).values())
+        if self.two_stage:
+            objectness, deltas = self.head(feats)
+            heads = (*objectness, *deltas)
+        else:
+            heads = tuple(self.head(feats).values())
         return (*heads, *feats) if self.with_features else heads
 
 
@@ -150,9 +171,25 @@ def backbone_features(detector: nn.Module, x: torch.Tensor) -> list[torch.Tensor
 
 
 def prediction_layers(network: DetectorNetwork) -> list[str]:
-    """Names (in ``network``) of the convolutions that emit the predictions: each head's last
-    layer per feature level, whose output sizes are fixed by anchors and classes, so pruning
-    must leave their outputs whole."""
+    """Names (in ``network``) of the convolutions whose output sizes are fixed by what reads
+    them, so pruning must leave their outputs whole: each head's last layer per feature level
+    (anchors x classes, anchors x 4); on a two-stage detector the proposal head's two
+    predictors and the layers emitting the feature maps that the ROI heads read (the FPN's
+    output convs, or the backbone's last conv when it has no FPN)."""
+    if network.two_stage:
+        names = [f"head.{n}" for n, m in network.head.named_children()
+                 if isinstance(m, nn.Conv2d)]
+        fpn = getattr(network.backbone, "fpn", None)
+        blocks = list(getattr(fpn, "layer_blocks", [])) if fpn is not None else []
+        if blocks:
+            for i, block in enumerate(blocks):
+                convs = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d)]
+                names.append(f"backbone.fpn.layer_blocks.{i}" + (f".{convs[-1]}"
+                                                                 if convs[-1] else ""))
+        else:
+            convs = [n for n, m in network.backbone.named_modules() if isinstance(m, nn.Conv2d)]
+            names += [f"backbone.{convs[-1]}"] if convs else []
+        return names
     names = []
     for head_name, head in network.head.named_children():
         module_list = getattr(head, "module_list", None)
@@ -170,5 +207,53 @@ def prediction_layers(network: DetectorNetwork) -> list[str]:
 def with_network(detector: nn.Module, network: DetectorNetwork) -> nn.Module:
     """A copy of ``detector`` whose backbone and head are ``network``'s (a pruned copy)."""
     out = copy.deepcopy(detector)
-    out.backbone, out.head = network.backbone, network.head
+    out.backbone = network.backbone
+    if network.two_stage:
+        out.rpn.head = network.head
+    else:
+        out.head = network.head
     return out
+
+
+class RoiBoxNetwork(nn.Module):
+    """A two-stage detector's box head and box predictor, the layers each proposal runs
+    through after ROI pooling: pooled features ``(N, C, h, w)`` -> class logits ``(N, K)``
+    and box deltas ``(N, 4K)``. It shares its modules with the detector, as
+    :class:`DetectorNetwork` does; :meth:`put_back` puts a pruned copy into a detector."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        roi = detector.roi_heads
+        self.box_head, self.box_predictor = roi.box_head, roi.box_predictor
+        size = roi.box_roi_pool.output_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.input_shape = (int(detector.backbone.out_channels), int(size[0]), int(size[1]))
+        rpn, was = detector.rpn, detector.rpn.training
+        rpn.eval()
+        self.proposals = int(rpn.post_nms_top_n())   # proposals per image at inference
+        rpn.train(was)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.box_predictor(self.box_head(x))
+
+    def prediction_layers(self) -> list[str]:
+        """The predictors, whose outputs (classes, 4 x classes) stay whole."""
+        return [f"box_predictor.{n}" for n, m in self.box_predictor.named_children()
+                if isinstance(m, nn.Linear | nn.Conv2d)]
+
+    def put_back(self, detector: nn.Module) -> nn.Module:
+        """``detector`` (changed in place) with this box head and predictor."""
+        detector.roi_heads.box_head = self.box_head
+        detector.roi_heads.box_predictor = self.box_predictor
+        return detector
+
+
+def roi_cost(detector: nn.Module) -> tuple[int, int]:
+    """MACs and parameters of a two-stage detector's box head and predictor at inference,
+    over all the proposals it keeps per image (``(0, 0)`` for a single-stage detector): the
+    part of its cost that :class:`DetectorNetwork` does not hold."""
+    if not is_two_stage(detector):
+        return 0, 0
+    roi = RoiBoxNetwork(detector)
+    macs, params = count_macs_params(roi, roi.input_shape)
+    return macs * roi.proposals, params

@@ -18,7 +18,7 @@ def detection_summary(r: Report) -> Table:
                      _fmt(getattr(e2e, "p50_ms", None), ".3f"),
                      _fmt(getattr(e2e, "speedup_vs_baseline", None), ".2f", "x")))
     return Table(f"deploykit: {r.recipe_name}",
-                 ("candidate", "network MACs (M)", "mAP@.5 ORT", "Δ (pts)",
+                 ("candidate", "MACs (M)", "mAP@.5 ORT", "Δ (pts)",
                   "network p50 b1 (ms)", "end-to-end p50 b1 (ms)", "speed-up e2e"), rows)
 
 
@@ -55,13 +55,16 @@ def detection_tables(r: Report) -> list[Table]:
                      _fmt(c.parity.get("min_iou"), ".4f"),
                      _fmt(c.parity.get("max_score_diff"), ".1e")))
     tables = [Table(
-        "Candidates", ("candidate", "precision", "network MACs (M)", "params (M)", "ONNX (MB)",
+        "Candidates", ("candidate", "precision", "MACs (M)", "params (M)", "ONNX (MB)",
                        "mAP ORT", "mAP@.5 ORT", "mAP@.5 PyTorch", "Δ mAP@.5 (pts)",
                        "parity matched", "parity min IoU", "parity max score diff"),
-        rows, note="COCO mAP@[.5:.95] and mAP@.5 (torchmetrics, faster-coco-eval backend) on the "
-                   "validation set; ORT is the end-to-end ONNX artifact (decode + NMS inside). "
-                   "Parity: PyTorch's detections matched in the artifact's (IoU >= 0.5, same "
-                   "label) on the first validation images.", numeric_from=2)]
+        rows, note="MACs per image of the network (backbone, neck, heads; a two-stage "
+                   "detector's box head over all its proposals), not of the resize, decoding "
+                   "and NMS. COCO mAP@[.5:.95] and mAP@.5 (torchmetrics, faster-coco-eval "
+                   "backend) on the validation set; ORT is the end-to-end ONNX artifact "
+                   "(decode + NMS inside). Parity: PyTorch's detections matched in the "
+                   "artifact's (IoU >= 0.5, same label) on the first validation images.",
+        numeric_from=2)]
     lat = []
     for c in r.candidates:
         for what, recs in (("network", c.network_latency), ("end to end", c.latency)):

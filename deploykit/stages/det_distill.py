@@ -15,7 +15,13 @@ from torch import nn
 
 from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
-from deploykit.distill.det_objective import ChenTerms, chen_loss, detector_loss, hint_adapter
+from deploykit.distill.det_objective import (
+    ChenTerms,
+    check_chen_model,
+    chen_loss,
+    detector_loss,
+    hint_adapter,
+)
 from deploykit.errors import RecipeError
 from deploykit.progress import log
 from deploykit.recipe import DistillSpec
@@ -42,6 +48,8 @@ def check(model: nn.Module, spec: DistillSpec, first_last: tuple[str, str],
     if spec.teacher.image_size is not None or len(spec.teacher.checkpoints) > 1:
         raise RecipeError("distill on a detector: the teacher must see the student's images "
                           "(no teacher.image_size) and be one model (one checkpoint at most)")
+    if spec.losses.detection_terms():
+        check_chen_model(model, "student")
 
 
 def run(state: PipelineState, loaders: Loaders, spec: DistillSpec,

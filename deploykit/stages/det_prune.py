@@ -1,7 +1,11 @@
 """The ``prune`` stage on a detector: the network (backbone, neck and head) is pruned with
 torch-pruning to the recipe's target, the prediction convolutions left whole so the head's
 output sizes (anchors x classes, anchors x 4) are kept; the resize, anchors, decoding and NMS
-around it are untouched. The pruning history is stored in ``checkpoints/prune.pt`` and
+around it are untouched. On a two-stage detector (Faster R-CNN) the network is the backbone,
+FPN and proposal head, with the FPN's output convs whole (the ROI heads read them), and the
+box head that each proposal runs through (two wide linear layers: most of the parameters
+and, over its proposals, most of the MACs) is pruned to the same target as a second graph,
+its predictors whole. The pruning history is stored in ``checkpoints/prune.pt`` and
 replayed on resume and by ``restore``.
 """
 
@@ -20,7 +24,13 @@ from deploykit.data import Loaders
 from deploykit.distill.det_objective import detector_loss
 from deploykit.errors import RecipeError
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
-from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
+from deploykit.models.detection import (
+    DetectorNetwork,
+    RoiBoxNetwork,
+    prediction_layers,
+    roi_cost,
+    with_network,
+)
 from deploykit.progress import log
 from deploykit.prune import (
     check_traceable,
@@ -58,34 +68,52 @@ def check(model: nn.Module, spec: PruneSpec, first_last: tuple[str, str],
                         _ignored(network, spec))
 
 
+def _prune(module: nn.Module, shape: tuple[int, int, int], spec: PruneSpec,
+           ignored: list[str], base_macs: int, metrics: dict, prefix: str = ""
+           ) -> tuple[nn.Module, list]:
+    """Prune ``module`` (in place for a ratio target, a pruned copy for a MACs target)."""
+    t = spec.target
+    if t.ratio is not None:
+        return module, [prune_model(module, torch.zeros(1, *shape), spec, ignored, t.ratio)]
+    module, history, probes = prune_to_macs(module, shape, spec, ignored,
+                                            int(base_macs * t.macs_ratio),
+                                            t.tolerance * base_macs)
+    metrics[f"{prefix}probes"] = probes
+    return module, [history]
+
+
 def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineState:
-    """Prune a copy of the current detector's network; add the candidate ``prune``."""
+    """Prune a copy of the current detector's network (and a two-stage detector's box head,
+    to the same target); add the candidate ``prune``."""
     t0 = time.perf_counter()
     shape = state.input_shape
     detector = copy.deepcopy(state.model).eval()
     network = DetectorNetwork(detector)
     base_macs, base_params = count_macs_params(network, shape)
+    base_roi = roi_cost(detector)[0]
     ckpt = state.output_dir / "checkpoints" / "prune.pt"
     metrics: dict = {}
+    arch: dict = {}
     if state.resume and ckpt.is_file():
         ck = load_checkpoint(ckpt)
-        history = ck["arch"]["pruning_history"]
-        replay_pruning(network, history, shape)
+        arch = ck["arch"]
+        replay_pruning(network, arch["pruning_history"], shape)
+        if arch.get("roi_pruning_history"):
+            roi = RoiBoxNetwork(detector)
+            replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
         detector.load_state_dict(ck["state_dict"])
         metrics = dict(ck["meta"].get("metrics", {}))
         log(f"prune: resumed from {ckpt}")
     else:
-        ignored = _ignored(network, spec)
-        t = spec.target
-        if t.ratio is not None:
-            history = prune_model(network, torch.zeros(1, *shape), spec, ignored, t.ratio)
-        else:
-            network, history, probes = prune_to_macs(network, shape, spec, ignored,
-                                                     int(base_macs * t.macs_ratio),
-                                                     t.tolerance * base_macs)
-            metrics["probes"] = probes
-            detector = with_network(detector, network)
-        history = [history]
+        network, arch["pruning_history"] = _prune(network, shape, spec,
+                                                  _ignored(network, spec), base_macs, metrics)
+        detector = with_network(detector, network)
+        if network.two_stage:   # the box head runs once per proposal: often the larger part
+            roi = RoiBoxNetwork(detector)
+            roi, arch["roi_pruning_history"] = _prune(
+                roi, roi.input_shape, spec, roi.prediction_layers(),
+                count_macs_params(roi, roi.input_shape)[0], metrics, "roi_")
+            roi.put_back(detector)
         if spec.finetune is not None and spec.finetune.epochs > 0:
             res = fit(detector, loaders.train, loaders.val, spec.finetune,
                       state.output_dir / "checkpoints" / "prune-finetune", state.resume,
@@ -93,17 +121,21 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
                       desc="prune fine-tune")
             metrics["finetune_map50_pct"] = res.final
         if distributed.is_main():
-            save_torch(make_checkpoint(detector, {"pruning_history": history},
-                                       {"metrics": metrics}), ckpt)
+            save_torch(make_checkpoint(detector, arch, {"metrics": metrics}), ckpt)
     macs, params = count_macs_params(DetectorNetwork(detector), shape)
     metrics.update(network_macs=macs, network_macs_ratio=macs / base_macs,
                    params_ratio=params / base_params)
+    msg = (f"prune: network MACs {base_macs / 1e6:.1f}M -> {macs / 1e6:.1f}M "
+           f"({macs / base_macs:.2f}x)")
+    if base_roi:
+        roi_macs = roi_cost(detector)[0]
+        metrics.update(roi_macs=roi_macs, roi_macs_ratio=roi_macs / base_roi)
+        msg += (f"; box head over {RoiBoxNetwork(detector).proposals} proposals "
+                f"{base_roi / 1e6:.1f}M -> {roi_macs / 1e6:.1f}M ({roi_macs / base_roi:.2f}x)")
     if "finetune_map50_pct" not in metrics:
         metrics["map50_pct"] = evaluate_detector(detector, loaders.val)["map50_pct"]
-    log(f"prune: network MACs {base_macs / 1e6:.1f}M -> {macs / 1e6:.1f}M "
-        f"({macs / base_macs:.2f}x)")
-    state.add_candidate(Candidate("prune", detector,
-                                  arch={"pruning_history": history}))
+    log(msg)
+    state.add_candidate(Candidate("prune", detector, arch=arch))
     state.history.append(StageRecord("prune", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
     return state
