@@ -109,7 +109,9 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
     reports, e2e, nets, inputs = [], {}, {}, None
     for cand in candidates:
         model = cand.model.eval()
-        macs, params = count_macs_params(counting_network(model), shape)
+        with torch.no_grad():   # the network's input: resized and padded as the model does
+            hw = tuple(model.transform([images[0]])[0].tensors.shape[-2:])
+        macs, params = count_macs_params(counting_network(model), (shape[0], *hw))
         roi_macs, roi_params = roi_cost(model)   # a two-stage detector's box head
         macs, params = macs + roi_macs, params + roi_params
         path, net_path = onnx_dir / f"{cand.name}.onnx", onnx_dir / f"{cand.name}.network.onnx"
@@ -118,7 +120,7 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
                                   export.onnx.opset)
         else:
             export_detector(model, images[:8], path, export.onnx.opset)
-            export_network(DetectorNetwork(model), shape[1], net_path, export.onnx.opset)
+            export_network(DetectorNetwork(model), hw, net_path, export.onnx.opset)
         cand.onnx_path = path
         runner = OrtRunner(path, bench.threads)
         ref = _torch_detections(model, images)

@@ -95,15 +95,18 @@ def export_detector(model: nn.Module, examples: Sequence[torch.Tensor], path: st
     return path
 
 
-def export_network(network: nn.Module, image_size: int, path: str | Path, opset: int = 17
-                   ) -> Path:
+def export_network(network: nn.Module, input_hw: int | tuple[int, int], path: str | Path,
+                   opset: int = 17) -> Path:
     """Export a detector's network alone (:class:`~deploykit.models.detection.DetectorNetwork`:
     the resized, normalised batch in, the head's outputs out) with a dynamic batch axis, to
-    time it apart from the resize, decoding and NMS around it."""
+    time it apart from the resize, decoding and NMS around it. ``input_hw``: the height and
+    width of the batch the detector's resize gives (padded to its size divisor), or one
+    number for a square."""
     path = Path(path)
     was_training = network.training
     network.eval()
-    x = torch.zeros(1, 3, image_size, image_size)
+    h, w = (input_hw, input_hw) if isinstance(input_hw, int) else input_hw
+    x = torch.zeros(1, 3, h, w)
     try:
         with torch.no_grad():
             names = [f"head{i}" for i in range(len(network(x)))]
@@ -147,18 +150,35 @@ class _Decode(nn.Module):
     """The head outputs and ``[H, W]`` -> boxes (in the original image), scores, labels."""
 
     def __init__(self, detector: nn.Module, keys: Sequence[str], anchors: torch.Tensor,
-                 size: int) -> None:
+                 size: int, levels: Sequence[int] | None = None) -> None:
         super().__init__()
         self.detector, self.keys, self.size = detector, tuple(keys), size
+        self.levels = None if levels is None else [int(n) for n in levels]
         self.register_buffer("anchors", anchors)
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         *heads, hw = args
-        out = self.detector.postprocess_detections(
-            dict(zip(self.keys, heads, strict=True)), [self.anchors], [(self.size, self.size)])[0]
+        if self.levels is None:   # SSD: all anchors in one tensor
+            outs, anchors = dict(zip(self.keys, heads, strict=True)), [self.anchors]
+        else:                     # RetinaNet / FCOS: split per feature level
+            outs = {k: list(h.split(self.levels, dim=1))
+                    for k, h in zip(self.keys, heads, strict=True)}
+            anchors = [list(self.anchors.split(self.levels))]
+        out = self.detector.postprocess_detections(outs, anchors, [(self.size, self.size)])[0]
         ratio = hw.to(torch.float32) / self.size
         return (out["boxes"] * torch.stack([ratio[1], ratio[0], ratio[1], ratio[0]]),
                 out["scores"], out["labels"])
+
+
+def _anchors_per_level(model: nn.Module, feats: Sequence[torch.Tensor], total: int
+                       ) -> list[int] | None:
+    """Anchors per feature level for a detector whose decoding takes its head outputs split
+    by level (RetinaNet, FCOS); ``None`` for one that takes them whole (SSD)."""
+    if not any(c.__name__ in ("RetinaNet", "FCOS") for c in type(model).__mro__):
+        return None
+    cells = [f.shape[-2] * f.shape[-1] for f in feats]
+    per_cell = total // sum(cells)
+    return [c * per_cell for c in cells]
 
 
 def _script_export(module: nn.Module, args: tuple, path: Path, opset: int,
@@ -206,14 +226,16 @@ def export_detector_split(model: nn.Module, network: nn.Module, examples: Sequen
             keys = list(model.head(feats).keys())
             heads = network(batch.tensors)
         names = [f"head{i}" for i in range(len(heads))]
-        export_onnx(network, (3, size, size), network_path, opset, output_names=names)
+        levels = _anchors_per_level(model, feats, heads[0].shape[1])
+        export_onnx(network, tuple(batch.tensors.shape[1:]), network_path, opset,
+                    output_names=names)
         with tempfile.TemporaryDirectory() as tmpdir, quiet_export():
             tmp = Path(tmpdir)
             _script_export(_Resize(model), (example[None],), tmp / "resize.onnx", opset,
                            [DETECTION_INPUT], ["batch", "hw"],
                            {DETECTION_INPUT: {2: "height", 3: "width"}})
             hw = torch.tensor(example.shape[-2:])
-            _script_export(_Decode(model, keys, anchors, size), (*heads, hw),
+            _script_export(_Decode(model, keys, anchors, size, levels), (*heads, hw),
                            tmp / "decode.onnx", opset, [*names, "hw"], list(DETECTION_OUTPUTS))
             parts = [onnx.load(str(p)) for p in
                      (tmp / "resize.onnx", network_path, tmp / "decode.onnx")]

@@ -7,6 +7,11 @@ costs (SQNR of the network's outputs, everything else INT8) and the most sensiti
 to float one at a time, only until the INT8 detector's mAP@.5 is within ``max_map_drop``
 points of the float one (or ``max_float_layers`` fell back). QAT fine-tunes the calibrated
 detector through its fake-quant ops with its own detection loss.
+
+The INT8 network is exported between a float resize and a float decoding with fixed anchors,
+so the INT8 candidate of a detector that keeps the aspect ratio (RetinaNet, FCOS) resizes
+every image to the recipe's square ``data.image_size``, as SSD does: on square images that is
+what the float detector does too.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from deploykit.data import Loaders
 from deploykit.distill.det_objective import detector_loss
 from deploykit.errors import ModelError
 from deploykit.export.detection import fixed_input_size
-from deploykit.models.detection import DetectorNetwork
+from deploykit.models.detection import DetectorNetwork, is_two_stage
 from deploykit.progress import log
 from deploykit.quant import (
     QuantizedModel,
@@ -49,12 +54,15 @@ SENSITIVITY_IMAGES = 64   # default images for the SQNR ranking
 
 def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str],
           input_shape: tuple[int, int, int] | None = None) -> None:
-    """Before any training: an SSD-style detector (fixed input size: its INT8 network exports
-    between a float resize and a float decoding), and keep_float patterns that match."""
-    if fixed_input_size(model) is None:
-        raise ModelError(f"quantize on a detector: {type(model).__name__} keeps the aspect "
-                         "ratio of its images, so its anchors change with the image; INT8 "
-                         "detectors are SSD-style for now (e.g. ssdlite320_mobilenet_v3_large)")
+    """Before any training: a single-stage detector with anchors (its INT8 network exports
+    between a float resize and a float decoding, at a fixed input size), and keep_float
+    patterns that match."""
+    if is_two_stage(model) or not all(hasattr(model, a) for a in (
+            "transform", "anchor_generator", "postprocess_detections")):
+        raise ModelError(f"quantize on a detector: {type(model).__name__} is not a single-stage "
+                         "detector with anchors (SSD, SSDlite, RetinaNet, FCOS); INT8 of "
+                         "two-stage detectors (Faster R-CNN: proposals between two networks) "
+                         "is not built: drop the quantize stage for it")
     detector_keep_float(DetectorNetwork(model, with_features=True), spec.keep_float)
     if spec.max_float_layers == 0 and spec.max_map_drop is not None:
         raise ModelError("quantize.max_map_drop needs max_float_layers > 0 to fall back")
@@ -65,6 +73,11 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     t0 = time.perf_counter()
     float_det = copy.deepcopy(state.model).eval()
     size = state.input_shape[1]
+    if fixed_input_size(float_det) is None:
+        float_det.transform.fixed_size = (size, size)
+        log(f"quantize: {type(float_det).__name__} keeps the aspect ratio; its INT8 candidate "
+            f"resizes every image to {size}x{size} (data.image_size), as SSD does, so its "
+            "anchors are fixed (the same on square images; non-square ones are stretched)")
     network = DetectorNetwork(float_det, with_features=True).eval()
     keys = head_keys(float_det, size)
     keep = detector_keep_float(network, spec.keep_float)

@@ -99,3 +99,31 @@ def test_detection_recipes_refuse_what_does_not_fit(write_yaml, capsys):
     classifier["stages"] = [{"kind": "quantize", "max_map_drop": 1.0}]
     assert main(["inspect", str(write_yaml(classifier))]) != 0
     assert "stages[0].max_map_drop is for detectors" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_detector_that_keeps_the_aspect_ratio_goes_int8_through_a_recipe(write_yaml, tmp_path):
+    """FCOS lays its anchors out on the resized image: its INT8 candidate gets a fixed square
+    input, the image size padded to 96 inside, and both candidates' network files and
+    latencies use that padded batch."""
+    import onnx
+
+    recipe = _recipe(
+        model={"source": "torchvision", "name": "fcos_resnet50_fpn", "num_classes": 5,
+               "detections": {"score_thresh": 0.001}},
+        data={"kind": "shapes", "image_size": 80, "batch_size": 4, "eval_batch_size": 8,
+              "limit_train": 8, "limit_val": 8, "calib_samples": 8},
+        train={"epochs": 1, "optimizer": "adamw", "lr": 1e-3, "schedule": "cosine"},
+        stages=[{"kind": "quantize"}], gates={"max_map_drop": 100.0})
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    base, int8 = r.candidates
+    assert int8.precision == "int8"
+    assert sum(p == "int8" for p in int8.arch["layer_precision"].values()) > 50
+    assert int8.onnx_size_bytes < 0.5 * base.onnx_size_bytes
+    for c in r.candidates:
+        assert c.parity["matched_fraction"] >= 0.95
+        assert c.network_latency[0].p50_ms > 0 and c.latency[0].p50_ms > 0
+        net = onnx.load(str(out / "onnx" / f"{c.name}.network.onnx")).graph
+        assert [d.dim_value for d in net.input[0].type.tensor_type.shape.dim[2:]] == [96, 96]

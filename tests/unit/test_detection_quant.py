@@ -126,10 +126,76 @@ def test_the_split_export_matches_pytorch_for_float_and_int8(detector, tmp_path)
                 assert torch.allclose(torch.from_numpy(one[1]), got["scores"], atol=1e-5)
 
 
-def test_a_detector_that_keeps_the_aspect_ratio_is_refused_before_training():
+def test_a_two_stage_detector_is_refused_before_training():
     from deploykit.recipe import QuantizeSpec
     from deploykit.stages import det_quantize
 
-    fcos = build_detector("fcos_resnet50_fpn", 5, SIZE)
-    with pytest.raises(ModelError, match="INT8 detectors are SSD-style for now"):
-        det_quantize.check(fcos, QuantizeSpec(), ("", ""), (3, SIZE, SIZE))
+    frcnn = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", 5, SIZE)
+    with pytest.raises(ModelError, match=r"INT8 of two-stage detectors .* is not built"):
+        det_quantize.check(frcnn, QuantizeSpec(), ("", ""), (3, SIZE, SIZE))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn"])
+def test_detectors_that_keep_the_aspect_ratio_go_int8_at_a_fixed_size(name, tmp_path):
+    """RetinaNet and FCOS lay anchors out on the resized image; the INT8 candidate resizes to
+    a fixed square, and its decoding takes the head outputs split per feature level."""
+    import onnxruntime as ort
+
+    from deploykit.export.detection import export_detector_split, fixed_input_size
+    from deploykit.recipe import QuantizeSpec
+    from deploykit.stages import det_quantize
+
+    size = 80                        # padded to 96 inside: network input != image size
+    torch.manual_seed(0)
+    det = build_detector(name, 5, size).eval()
+    det.score_thresh = 0.0           # random weights: scores near the prior
+    det_quantize.check(det, QuantizeSpec(), ("", ""), (3, size, size))
+    assert fixed_input_size(det) is None
+    det.transform.fixed_size = (size, size)       # what the stage does to its INT8 copy
+    images = [torch.rand(3, size, size, generator=torch.Generator().manual_seed(i))
+              for i in range(3)]
+    with torch.no_grad():
+        ref_float = det(images[:1])[0]
+    network = DetectorNetwork(det, with_features=True).eval()
+    keep = detector_keep_float(network, ["first", "last"])
+    assert len(keep) == 1 + len(head_keys(det, size))   # shared predictors over all levels
+    qm = prepare(network, SCHEMES["onnxruntime-cpu"], keep)
+    qm.calibrate(network_batches(det, images))
+    qdet = quantized_detector(det, qm, head_keys(det, size)).eval()
+
+    def run(sess, im):
+        boxes, scores, labels = sess.run(None, {"images": im[None].numpy()})
+        return {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                "labels": torch.from_numpy(labels)}
+
+    for tag, model in (("float", det), ("int8", qdet)):
+        path, net_path = export_detector_split(model, runtime_network(model), images,
+                                               tmp_path / f"{tag}.onnx",
+                                               tmp_path / f"{tag}.net.onnx")
+        net = onnx.load(str(net_path)).graph
+        assert [d.dim_value for d in net.input[0].type.tensor_type.shape.dim[1:]] == [3, 96, 96]
+        assert any(n.op_type == "QuantizeLinear" for n in net.node) == (tag == "int8")
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for im in images:
+            got = run(sess, im)
+            with torch.no_grad():
+                ref = model([im])[0]
+            # random weights score hundreds of boxes alike: match the 30 best
+            floor = float(ref["scores"][min(29, len(ref["scores"]) - 1)])
+            p = match_detections(ref, got, iou=0.5, min_score=floor)
+            assert p.count_ref >= 25 and p.matched_fraction >= 0.9, (tag, p)
+            if tag == "float":    # the per-level decoding is exact
+                assert p.max_score_diff < 1e-4 and p.min_iou > 0.99, p
+        if tag == "int8":         # the INT8 network file computes what the fake-quant one does
+            x = network_batches(model, images[:1])[0]
+            net_sess = ort.InferenceSession(str(net_path), providers=["CPUExecutionProvider"])
+            outs = net_sess.run(None, {net_sess.get_inputs()[0].name: x.numpy()})
+            with torch.no_grad():
+                refs = runtime_network(model)(x)
+            for o, r in zip(outs, refs, strict=True):
+                err = (torch.from_numpy(o) - r).abs().max() / (r.max() - r.min())
+                assert err < 0.1, err   # integer rounding through ResNet-50: 3-6% seen
+    with torch.no_grad():   # the fake-quant detector stays close to the float one
+        top_q, top_f = qdet(images[:1])[0]["scores"][0], ref_float["scores"][0]
+    assert abs(float(top_q) - float(top_f)) < 0.02
