@@ -8,14 +8,13 @@ deploykit bug: the traceback goes to a log file, named on screen), 130 interrupt
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from deploykit.crashlog import write_crash_log
 from deploykit.errors import DeployKitError
 
 __all__ = ["main"]
@@ -23,6 +22,7 @@ __all__ = ["main"]
 EPILOG = """examples:
   deploykit run recipes/quickstart.yaml
   deploykit run recipes/quickstart.yaml --output runs/qs --resume
+  deploykit tune recipes/cifar10-resnet20-tune.yaml --trials 20 --output runs/r20-tune
   deploykit inspect recipes/quickstart.yaml
   deploykit inspect torchvision:mobilenet_v2 --image-size 224
   deploykit export recipes/quickstart.yaml --checkpoint runs/qs/baseline.pt -o model.onnx
@@ -60,6 +60,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
         f"pareto.png, the ONNX files and checkpoints) in {out}")
     return 0 if report.gate is None or report.gate["passed"] else 1
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from deploykit.tune import tune
+
+    return tune(args.recipe, args.trials, args.storage, args.study, args.output)
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
@@ -185,6 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder; otherwise the newest run of this recipe)")
     r.set_defaults(fn=_cmd_run)
 
+    t = sub.add_parser(
+        "tune", help="search the recipe's compression chain under a measured latency budget",
+        description="Optuna trials over the recipe's tune.space, each a full run (compress, "
+                    "export, parity, measure) scored on the artifact's accuracy drop and its "
+                    "latency over the baseline's; writes every trial, the front, a recipe per "
+                    "front point and tune.html. Rerun with the same --output to continue a "
+                    "killed study; give several machines one --storage and --study to share "
+                    "it. Exit 1 when no point is feasible or the best one fails the gates.")
+    t.add_argument("recipe", help="recipe YAML with a tune: section")
+    t.add_argument("--trials", type=int, help="finished trials the study should hold "
+                   "(default: tune.trials)")
+    t.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db "
+                   "(default: sqlite file study.db in the output folder)")
+    t.add_argument("--study", help="study name (default: the recipe's name)")
+    t.add_argument("--output", "-o", help="folder (default: runs/<recipe>-tune)")
+    t.set_defaults(fn=_cmd_tune)
+
     e = sub.add_parser("export", help="export a recipe's model (and checkpoint) to ONNX",
                        description="Export to ONNX with a dynamic batch axis, run onnx.checker "
                                    "and a parity check against PyTorch.")
@@ -282,24 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _crash_log(argv: Sequence[str] | None) -> Path:
-    """Write the current exception's traceback to a log file; return its path."""
-    folder = Path(os.environ.get("DEPLOYKIT_LOG_DIR") or tempfile.gettempdir())
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = folder / f"deploykit-crash-{stamp}-{os.getpid()}.log"
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("deploykit")
-    except PackageNotFoundError:
-        ours = "(not installed)"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"deploykit {ours}, python {sys.version.split()[0]}\n"
-                    f"argv: {list(sys.argv[1:] if argv is None else argv)}\n\n"
-                    f"{traceback.format_exc()}", encoding="utf-8")
-    return path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; user errors print one paragraph and return 2,
     anything else is a deploykit bug: one paragraph naming a log file with the traceback, 3."""
@@ -318,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as e:
         try:
-            where = f"the traceback is in {_crash_log(argv)}"
+            where = f"the traceback is in {write_crash_log(argv)}"
         except OSError:
             where = "the traceback could not be written to a log file"
         print(f"deploykit: internal error: {type(e).__name__}: {str(e)[:300]}\n"

@@ -34,6 +34,7 @@ from deploykit.recipe.reading import (
 )
 from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
 from deploykit.recipe.stages import STAGE_KINDS, candidate_names
+from deploykit.recipe.tune import TuneSpec
 
 __all__ = [
     "ARTIFACT_SECTIONS",
@@ -67,6 +68,7 @@ class Recipe(Strict):
     bench: BenchSpec = BenchSpec()
     gates: GateSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
+    tune: TuneSpec | None = Field(None, description="what deploykit tune searches")
     output: str = "runs/{recipe}-{timestamp}"
 
     @field_validator("output")
@@ -315,7 +317,7 @@ def load_recipe(path: str | Path, check_paths: bool = True) -> Recipe:
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """A JSON-ready dict of the resolved recipe (defaults filled in)."""
-    return recipe.model_dump(mode="json")
+    return recipe.model_dump(mode="json", by_alias=True)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

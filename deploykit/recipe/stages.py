@@ -182,6 +182,8 @@ class QuantizeSpec(StageSpec):
     max_accuracy_drop: float | None = Field(None, gt=0)
     max_map_drop: float | None = Field(None, gt=0)
     max_float_layers: int = Field(8, ge=0, description="fallback stops after this many")
+    keep_sensitive: int = Field(0, ge=0, description="also keep this many of the most "
+                                "sensitive layers float (by the sensitivity ranking)")
     qat: QatSpec = QatSpec()
     fp16: bool = False
     speed_check: SpeedCheckSpec | None = SpeedCheckSpec()

@@ -11,7 +11,7 @@ from html import escape
 
 from deploykit.report.model import Report, Table, report_tables, summary_lines
 
-__all__ = ["to_html"]
+__all__ = ["html_page", "to_html"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#202124}
@@ -36,16 +36,23 @@ def _table(t: Table) -> str:
             f"<tbody>{body}</tbody></table>")
 
 
+def html_page(title: str, meta: list[str], tables: list[Table], png: bytes | None = None,
+              png_title: str = "", png_alt: str = "") -> str:
+    """One self-contained HTML page: a title, meta lines, an optional PNG, then tables."""
+    items = "".join(f"<li>{escape(line)}</li>" for line in meta)
+    parts = [f"<h1>{escape(title)}</h1>", f'<ul class="meta">{items}</ul>']
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<h2>{escape(png_title)}</h2><img alt="{escape(png_alt)}" '
+                     f'src="data:image/png;base64,{data}">')
+    parts += [_table(t) for t in tables]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
 def to_html(report: Report, pareto_png: bytes | None = None) -> str:
     """Render ``report`` (and, if given, the PNG bytes of its Pareto plot) as one HTML page."""
-    meta = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report))
-    parts = [f"<h1>deploykit report: {escape(report.recipe_name)}</h1>",
-             f'<ul class="meta">{meta}</ul>']
-    if pareto_png is not None:
-        data = base64.b64encode(pareto_png).decode("ascii")
-        parts.append('<h2>Accuracy vs latency</h2><img alt="Pareto plot: top-1 against p50 '
-                     f'latency per runtime and batch" src="data:image/png;base64,{data}">')
-    parts += [_table(t) for t in report_tables(report)]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>deploykit report: {escape(report.recipe_name)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return html_page(f"deploykit report: {report.recipe_name}", summary_lines(report),
+                     report_tables(report), pareto_png, "Accuracy vs latency",
+                     "Pareto plot: top-1 against p50 latency per runtime and batch")

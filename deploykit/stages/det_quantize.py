@@ -94,7 +94,7 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
         return evaluate_detector(quantized_detector(float_det, qm, keys), loaders.val)["map50_pct"]
 
     qm = build(keep)
-    if spec.sensitivity is not None or spec.max_map_drop is not None:
+    if spec.sensitivity is not None or spec.max_map_drop is not None or spec.keep_sensitive:
         sens = spec.sensitivity or SensitivitySpec(metric="sqnr", samples=SENSITIVITY_IMAGES)
         images = [im for ims, _ in loaders.val for im in ims][:sens.samples]
         batches = [(x, None) for x in network_batches(float_det, images)]
@@ -106,6 +106,9 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
         metrics["sensitivity"] = [r.to_dict() for r in ranking]
         log("quantize: most sensitive: " + ", ".join(
             f"{r.layer} ({r.damage:+.2f} dB)" for r in ranking[:5]))
+        if spec.keep_sensitive:
+            keep = keep + [r.layer for r in ranking[:spec.keep_sensitive]]
+            qm = build(keep)
         if spec.max_map_drop is not None:
             base = list(keep)
             qm, keep = keep_sensitive_float(build, keep, ranking, map50, float_map,

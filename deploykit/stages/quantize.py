@@ -76,7 +76,8 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
 
     qm = build(keep)
     ranking = None
-    if spec.sensitivity is not None or spec.max_accuracy_drop is not None:
+    if spec.sensitivity is not None or spec.max_accuracy_drop is not None or \
+            spec.keep_sensitive:
         sens = spec.sensitivity or SensitivitySpec()
         batches = _val_subset(loaders, sens.samples)
         layers = [n for n in compute_layers(float_model) if n not in keep]
@@ -86,6 +87,9 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
         metrics["sensitivity"] = [r.to_dict() for r in ranking]
         log("quantize: most sensitive: " + ", ".join(
             f"{r.layer} ({r.damage:+.2f})" for r in ranking[:5]))
+        if spec.keep_sensitive:
+            keep = keep + [r.layer for r in ranking[:spec.keep_sensitive]]
+            qm = build(keep)
     if spec.max_accuracy_drop is not None:
         base = list(keep)
         every = _val_subset(loaders, 10**9)

@@ -63,3 +63,18 @@ def test_ptq_times_int8_against_its_float_twin_and_reports_the_verdict(tiny_reci
     again = Report.load(out / "report.json")
     assert again.candidates[-1].keep_float == r.candidates[-1].keep_float
     assert again.stages[-1]["metrics"]["speed_check"]["chosen"] == check["chosen"]
+
+
+def test_keep_sensitive_keeps_the_top_of_the_sensitivity_ranking_float(tiny_recipe_dict,
+                                                                       write_yaml, tmp_path):
+    recipe = {**tiny_recipe_dict,
+              "stages": [{"kind": "quantize", "keep_float": [], "keep_sensitive": 2,
+                          "sensitivity": {"metric": "sqnr", "samples": 32},
+                          "speed_check": None}]}
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    ranking = [s["layer"] for s in r.stages[-1]["metrics"]["sensitivity"]]
+    q = r.candidates[-1]
+    assert q.keep_float == ranking[:2]
+    assert {n for n, p in q.arch["layer_precision"].items() if p == "fp32"} == set(ranking[:2])

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "deploykit"
 
 LAYERS: list[set[str]] = [
-    {"errors", "atomic", "progress", "distributed"},
+    {"errors", "atomic", "progress", "distributed", "crashlog"},
     {"recipe"},
     {"models", "data", "state", "resources", "runlock", "manifest"},
     {"train"},
@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"stages"},
     {"pipeline_detection"},
     {"pipeline"},
+    {"tune"},                        # trials are pipeline runs
     {"cli"},
     {"__main__", "__init__"},        # entry points: python -m deploykit, the lazy public API
 ]

@@ -1,0 +1,250 @@
+"""Run a ``deploykit tune`` study: the baseline once, then Optuna trials, each a plain recipe
+run (compress, export, parity, measure) scored on the accuracy drop of its exported artifact
+and its latency over the baseline's, both measured in that trial's own run.
+
+The study lives in an Optuna storage: by default a SQLite file in the output folder, so a
+killed study continues from its stored trials; ``--storage postgresql://...`` lets workers on
+several machines join the same study by name. A trial whose parameters were already measured
+(the same config hash) is not run again: it takes the stored point. A point is feasible when
+it meets ``tune.constraints`` and, if its last candidate is INT8, that artifact is faster than
+its float twin; only feasible points make the front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import DeployKitError, RecipeError
+from deploykit.pipeline import run
+from deploykit.progress import log
+from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
+from deploykit.report import Report
+from deploykit.tune.space import SearchSpace, config_hash
+
+__all__ = ["TrialPoint", "baseline_checkpoint", "check_tune", "point_from_report", "run_study"]
+
+OBJECTIVES = ("accuracy_drop", "latency_ratio")
+
+
+@dataclass
+class TrialPoint:
+    """What one trial measured (see :func:`point_from_report`)."""
+
+    accuracy_drop: float
+    latency_ratio: float
+    size_mb: float
+    macs_ratio: float
+    accuracy: float
+    int8_not_faster: bool
+    candidate: str
+
+    def constraints(self, recipe: Recipe) -> dict[str, float]:
+        """Optuna's constraint values by name: <= 0 where met."""
+        c = recipe.tune.constraints
+        out = {"int8_faster_than_float": 1.0 if self.int8_not_faster else -1.0}
+        for name, bound, value in (("max_accuracy_drop", c.max_accuracy_drop,
+                                    self.accuracy_drop),
+                                   ("max_latency_ratio", c.max_latency_ratio,
+                                    self.latency_ratio),
+                                   ("max_size_mb", c.max_size_mb, self.size_mb)):
+            if bound is not None:
+                out[name] = value - bound
+        return out
+
+
+def check_tune(recipe: Recipe, source: str) -> SearchSpace:
+    """Everything checkable before any training: the space, and a latency objective the
+    recipe's bench section measures.
+
+    Raises:
+        RecipeError: naming the key to fix.
+    """
+    space = SearchSpace.from_recipe(recipe, source)
+    lat = recipe.tune.latency
+    if lat.runtime not in recipe.bench.runtimes or lat.batch not in recipe.bench.batch_sizes:
+        raise RecipeError(f"{source}: tune.latency: {lat.runtime} at batch {lat.batch} is not "
+                          f"measured by this recipe (bench.runtimes {recipe.bench.runtimes}, "
+                          f"bench.batch_sizes {recipe.bench.batch_sizes}); add it there")
+    if not recipe.stages:
+        raise RecipeError(f"{source}: stages: empty; tune searches the settings of a chain "
+                          "of stages (prune, distill, quantize, lowrank)")
+    return space
+
+
+def point_from_report(report: Report, recipe: Recipe) -> TrialPoint:
+    """The last candidate against the baseline, both measured in the same run."""
+    lat = recipe.tune.latency
+    base, last = report.candidates[0], report.candidates[-1]
+    detection = base.is_detector
+
+    def acc(c: Any) -> float:
+        v = c.artifact_map50_pct() if detection else c.artifact_top1_pct()
+        if v is None:
+            raise DeployKitError(f"candidate {c.name} has no accuracy of its exported artifact")
+        return float(v)
+
+    def p50(c: Any) -> float:
+        rec = c.latency_at(lat.runtime, lat.batch)
+        if rec is None:
+            raise DeployKitError(f"candidate {c.name} was not timed on {lat.runtime} at batch "
+                                 f"{lat.batch}")
+        return rec.p50_ms
+
+    int8_slow = False
+    if last.precision == "int8":
+        twin = next((c for c in reversed(report.candidates[:-1]) if c.precision == "fp32"), None)
+        int8_slow = twin is not None and p50(last) >= p50(twin)
+    return TrialPoint(accuracy_drop=acc(base) - acc(last), latency_ratio=p50(last) / p50(base),
+                      size_mb=(last.onnx_size_bytes or 0) / 1e6,
+                      macs_ratio=last.macs / base.macs if base.macs else 1.0,
+                      accuracy=acc(last), int8_not_faster=int8_slow, candidate=last.name)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Block until this process holds ``path``'s lock (workers sharing one output folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def baseline_checkpoint(recipe: Recipe, out: Path) -> Path | None:
+    """The checkpoint every trial starts from: the recipe's ``model.checkpoint``, or the
+    baseline trained once into ``out/baseline`` (workers on one folder train it once)."""
+    if recipe.model.checkpoint is not None:
+        return Path(recipe.model.checkpoint).resolve()
+    if recipe.train is None:
+        return None
+    folder = out / "baseline"
+    with _exclusive(out / "baseline.lock"):
+        if not (folder / "manifest.json").is_file():
+            log(f"tune: training the baseline once, into {folder}")
+            data = recipe_to_dict(recipe)
+            data.update(stages=[], tune=None, gates=None)
+            run(parse_recipe(data, "tune baseline"), folder, resume=folder.is_dir())
+    return (folder / "baseline.pt").resolve()
+
+
+def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
+              storage: str | None = None, study_name: str | None = None
+              ) -> tuple[Any, Path | None]:
+    """Run trials until the study holds ``trials`` finished ones; return the Optuna study and
+    the baseline checkpoint the trials start from.
+
+    Raises:
+        RecipeError: Optuna is not installed, or the storage cannot be opened.
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise RecipeError('deploykit tune needs Optuna: pip install "deploykit[tune]"') from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):   # the driver deploykit[tune] brings
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    name = study_name or recipe.name
+    tune = recipe.tune
+    ckpt = baseline_checkpoint(recipe, out)
+
+    seed = (recipe.seed * 1_000_003 + os.getpid()) % 2**31   # workers must not propose alike
+    sampler = (optuna.samplers.NSGAIISampler(population_size=max(2, tune.startup_trials),
+                                             seed=seed)
+               if tune.sampler == "nsga2" else
+               optuna.samplers.TPESampler(n_startup_trials=tune.startup_trials, seed=seed,
+                                          multivariate=True))
+    try:
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                                         engine_kwargs=_engine_kwargs(url))
+        study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
+                                    directions=["minimize", "minimize"], load_if_exists=True)
+    except Exception as e:   # a bad URL, a missing driver, a server that does not answer
+        raise RecipeError(f"--storage {url}: Optuna cannot open it ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]}); for PostgreSQL: pip install "
+                          '"deploykit[tune]" (the psycopg driver), check the URL and that the '
+                          "server accepts connections") from None
+    study.set_user_attr("objectives", list(OBJECTIVES))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done >= trials:
+        log(f"tune: study {name!r} already holds {done} finished trials (--trials {trials})")
+        return study, ckpt
+    log(f"tune: study {name!r} in {url.split('@')[-1]} (seed {seed}): {done} finished, up to "
+        f"{trials - done} more")
+
+    def objective(trial: Any) -> tuple[float, float]:
+        params = space.suggest(trial)
+        h = config_hash(params)
+        trial.set_user_attr("config_hash", h)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("params", params)
+        for t in study.get_trials(deepcopy=False):
+            if t.number == trial.number or t.user_attrs.get("config_hash") != h:
+                continue
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                for k in ("point", "constraints", "trial_dir", "gate_passed"):
+                    trial.set_user_attr(k, t.user_attrs.get(k))
+                for k, v in (t.user_attrs.get("constraints") or {}).items():
+                    trial.set_constraint(k, v)
+                trial.set_user_attr("duplicate_of", t.number)
+                return tuple(t.values)
+            if t.state == optuna.trial.TrialState.RUNNING:
+                raise optuna.TrialPruned(f"the same settings are being measured by trial "
+                                         f"{t.number}")
+        folder = out / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("trial_dir", str(folder))
+        t0 = time.perf_counter()
+        report = run(space.trial_recipe(params, ckpt, f"{recipe.name}-trial{trial.number}"), folder,
+                     gate=recipe.gates is not None)
+        point = point_from_report(report, recipe)
+        trial.set_user_attr("point", vars(point))
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+        trial.set_user_attr("gate_passed", None if report.gate is None
+                            else bool(report.gate["passed"]))
+        trial.set_user_attr("constraints", point.constraints(recipe))
+        for k, v in point.constraints(recipe).items():
+            trial.set_constraint(k, v)
+        return point.accuracy_drop, point.latency_ratio
+
+    def progress(study: Any, t: Any) -> None:
+        from deploykit.tune.results import front_numbers
+
+        params = json.dumps(t.user_attrs.get("params", {}), default=str)
+        point = t.user_attrs.get("point")
+        if t.state != optuna.trial.TrialState.COMPLETE or point is None:
+            log(f"trial {t.number}: {t.state.name.lower()} {params}")
+            return
+        on_front = t.number in front_numbers(study)
+        feasible = all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1}).values())
+        dup = t.user_attrs.get("duplicate_of")
+        log(f"trial {t.number}: {params} -> latency x{point['latency_ratio']:.3f} of baseline, "
+            f"accuracy {-point['accuracy_drop']:+.2f} pts"
+            + ("" if feasible else " (infeasible" + (": INT8 not faster than float"
+                                                      if point["int8_not_faster"] else "") + ")")
+            + (" [front]" if on_front else "") + (f" (as trial {dup})" if dup is not None
+                                                  else ""))
+
+    study.optimize(objective, n_trials=trials - done, catch=(DeployKitError,),
+                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished),
+                              progress])
+    return study, ckpt
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite: wait for a worker's write lock instead of failing at once."""
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
