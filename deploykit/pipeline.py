@@ -25,7 +25,7 @@ from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, recipe_hash, recipe_to_d
 from deploykit.report import Report, int8_recommendation, write_report_files
 from deploykit.resources import MemoryMeter, check_fits, memory_limit_gb, memory_watchdog
 from deploykit.restore import load_model
-from deploykit.run_stages import run_stages
+from deploykit.run_stages import AfterStage, run_stages
 from deploykit.runlock import run_lock
 from deploykit.runtimes import OrtRunner, TorchRunner, check_available
 from deploykit.stages import get_stage
@@ -75,7 +75,7 @@ def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, res
 
 
 def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
-        gate: bool = False) -> Report | None:
+        gate: bool = False, after_stage: AfterStage | None = None) -> Report | None:
     """Build, (train,) compress, export, check, measure, report and (optionally) gate.
 
     Args:
@@ -84,6 +84,8 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
         resume: continue an interrupted run from its checkpoints.
         gate: check the recipe's ``gates:`` on the report, as ``deploykit run`` does: the
             checks are printed, written to ``gate.xml`` and stored in ``report.gate``.
+        after_stage: called as ``after_stage(i, state)`` after stage ``i`` (``deploykit
+            tune`` stops a hopeless trial there by raising).
 
     Returns:
         The report, also written to the run folder (see ``deploykit.report.REPORT_FILES``);
@@ -109,18 +111,18 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
         if main:
             check_run_record(out, recipe.name, artifacts, resume)
             write_run_record(out, recipe.name, artifacts)
-        report = _run(recipe, out, resume, gate, limit, meter)
+        report = _run(recipe, out, resume, gate, limit, meter, after_stage)
         if report is not None:   # last: the mark of a finished run
             write_manifest(out, recipe_hash(recipe), [s.kind for s in recipe.stages])
         return report
 
 
 def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
-         meter: MemoryMeter) -> Report | None:
+         meter: MemoryMeter, after_stage: AfterStage | None) -> Report | None:
     if recipe.task == "detection":
         from deploykit.pipeline_detection import run_detection
 
-        return run_detection(recipe, out, resume, gate, meter)
+        return run_detection(recipe, out, resume, gate, meter, after_stage)
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
     for runtime in recipe.bench.runtimes:   # a missing GPU is found now, not after training
@@ -143,7 +145,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
     if train_record is not None:
         train_record.peak_rss_gb = round(meter.peak_gb, 2)
         state.history.append(train_record)
-    state = run_stages(stages, recipe.stages, state, loaders, meter)
+    state = run_stages(stages, recipe.stages, state, loaders, meter, after_stage)
     meter.start("measurement (export, parity, accuracy, latency)")
 
     if not distributed.is_main():   # torchrun workers only train; rank 0 measures

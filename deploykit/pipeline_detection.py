@@ -24,7 +24,7 @@ from deploykit.recipe import Recipe, recipe_hash, recipe_to_dict
 from deploykit.report import Report, write_report_files
 from deploykit.resources import MemoryMeter
 from deploykit.restore import load_detector
-from deploykit.run_stages import run_stages
+from deploykit.run_stages import AfterStage, run_stages
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import fit, seed_everything
 
@@ -37,7 +37,7 @@ def detection_stage(kind: str) -> ModuleType:
 
 
 def run_detection(recipe: Recipe, out: Path, resume: bool, gate: bool,
-                  meter: MemoryMeter) -> Report | None:
+                  meter: MemoryMeter, after_stage: AfterStage | None = None) -> Report | None:
     """Run a detection recipe into ``out`` (see :func:`deploykit.pipeline.run`)."""
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
@@ -64,7 +64,7 @@ def run_detection(recipe: Recipe, out: Path, resume: bool, gate: bool,
     state.model_spec = recipe.model
     if record is not None:
         state.history.append(record)
-    state = run_stages(stages, recipe.stages, state, loaders, meter)
+    state = run_stages(stages, recipe.stages, state, loaders, meter, after_stage)
     meter.start("measurement (export, parity, mAP, latency)")
     if not distributed.is_main():
         distributed.barrier()

@@ -57,6 +57,8 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
                      "feasible": t.state.name == "COMPLETE" and _feasible(t),
                      "on_front": t.number in front, "seconds": t.user_attrs.get("seconds"),
                      "gate_passed": t.user_attrs.get("gate_passed"),
+                     "pruned_reason": t.user_attrs.get("pruned_reason"),
+                     "early_latency_ratio": t.user_attrs.get("early_latency_ratio"),
                      "trial_dir": t.user_attrs.get("trial_dir"), **point})
     return rows
 
@@ -96,7 +98,10 @@ def _plot(rows: list[dict[str, Any]], best: dict[str, Any] | None, title: str):
     ax.set_ylabel("accuracy drop of the artifact (points)")
     ax.set_title(f"{title}: down and left is better")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if done:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no trial measured a point", ha="center", transform=ax.transAxes)
     return fig
 
 

@@ -24,16 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploykit.bench.probe import LatencyProbe
 from deploykit.errors import DeployKitError, RecipeError
 from deploykit.pipeline import run
 from deploykit.progress import log
 from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
 from deploykit.report import Report
+from deploykit.run_stages import AfterStage
 from deploykit.tune.space import SearchSpace, config_hash
 
 __all__ = ["TrialPoint", "baseline_checkpoint", "check_tune", "point_from_report", "run_study"]
 
 OBJECTIVES = ("accuracy_drop", "latency_ratio")
+EARLY_STOP_MARGIN = 0.1   # timing noise allowed before a trial is stopped early
 
 
 @dataclass
@@ -47,6 +50,7 @@ class TrialPoint:
     accuracy: float
     int8_not_faster: bool
     candidate: str
+    int8_gain: float | None = None   # the INT8 artifact's latency over its float twin's
 
     def constraints(self, recipe: Recipe) -> dict[str, float]:
         """Optuna's constraint values by name: <= 0 where met."""
@@ -100,14 +104,17 @@ def point_from_report(report: Report, recipe: Recipe) -> TrialPoint:
                                  f"{lat.batch}")
         return rec.p50_ms
 
-    int8_slow = False
+    int8_slow, gain = False, None
     if last.precision == "int8":
         twin = next((c for c in reversed(report.candidates[:-1]) if c.precision == "fp32"), None)
-        int8_slow = twin is not None and p50(last) >= p50(twin)
+        if twin is not None:
+            gain = p50(last) / p50(twin)
+            int8_slow = gain >= 1.0
     return TrialPoint(accuracy_drop=acc(base) - acc(last), latency_ratio=p50(last) / p50(base),
                       size_mb=(last.onnx_size_bytes or 0) / 1e6,
                       macs_ratio=last.macs / base.macs if base.macs else 1.0,
-                      accuracy=acc(last), int8_not_faster=int8_slow, candidate=last.name)
+                      accuracy=acc(last), int8_not_faster=int8_slow, candidate=last.name,
+                      int8_gain=gain)
 
 
 @contextlib.contextmanager
@@ -137,6 +144,46 @@ def baseline_checkpoint(recipe: Recipe, out: Path) -> Path | None:
             data.update(stages=[], tune=None, gates=None)
             run(parse_recipe(data, "tune baseline"), folder, resume=folder.is_dir())
     return (folder / "baseline.pt").resolve()
+
+
+def _early_stop(recipe: Recipe, trial_recipe: Recipe, study: Any, trial: Any, workdir: Path
+                ) -> AfterStage | None:
+    """A hook that prunes a hopeless trial after its last prune/lowrank stage, before any
+    recovery training: when its float latency over the baseline's, times the best INT8 gain
+    measured so far in the study (if INT8 follows), is above ``max_latency_ratio`` by more
+    than the timing noise. Classifiers only (a detector's latency needs its full export)."""
+    import optuna
+
+    bound = recipe.tune.constraints.max_latency_ratio
+    kinds = [st.kind for st in trial_recipe.stages]
+    arch = [i for i, k in enumerate(kinds) if k in ("prune", "lowrank")]
+    if bound is None or recipe.task != "classification" or not arch:
+        return None
+    at, lat = arch[-1], recipe.tune.latency
+
+    def hook(i: int, state: Any) -> None:
+        if i != at:
+            return
+        gain = 1.0
+        if "quantize" in kinds[at + 1:]:
+            gains = [t.user_attrs["point"]["int8_gain"] for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if (t.user_attrs.get("point") or {}).get("int8_gain")]
+            if not gains:            # no INT8 measured yet: nothing to bound it with
+                return
+            gain = min(gains)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ratio = LatencyProbe(state.baseline, state.input_shape, lat.runtime, lat.batch,
+                             recipe.bench.threads, workdir).ratio(state.model)
+        trial.set_user_attr("early_latency_ratio", ratio)
+        if ratio * gain > bound * (1 + EARLY_STOP_MARGIN):
+            why = (f"after {kinds[at]}: float latency x{ratio:.3f} of the baseline"
+                   + (f", x{ratio * gain:.3f} with the best INT8 gain so far" if gain < 1
+                      else "") + f", above max_latency_ratio {bound}; stopped before recovery")
+            trial.set_user_attr("pruned_reason", why)
+            raise optuna.TrialPruned(why)
+
+    return hook
 
 
 def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
@@ -204,13 +251,16 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
                 trial.set_user_attr("duplicate_of", t.number)
                 return tuple(t.values)
             if t.state == optuna.trial.TrialState.RUNNING:
-                raise optuna.TrialPruned(f"the same settings are being measured by trial "
-                                         f"{t.number}")
+                why = f"the same settings are being measured by trial {t.number}"
+                trial.set_user_attr("pruned_reason", why)
+                raise optuna.TrialPruned(why)
         folder = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("trial_dir", str(folder))
         t0 = time.perf_counter()
-        report = run(space.trial_recipe(params, ckpt, f"{recipe.name}-trial{trial.number}"), folder,
-                     gate=recipe.gates is not None)
+        trial_recipe = space.trial_recipe(params, ckpt, f"{recipe.name}-trial{trial.number}")
+        report = run(trial_recipe, folder, gate=recipe.gates is not None,
+                     after_stage=_early_stop(recipe, trial_recipe, study, trial,
+                                             folder / "early-stop"))
         point = point_from_report(report, recipe)
         trial.set_user_attr("point", vars(point))
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
@@ -227,7 +277,9 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
         params = json.dumps(t.user_attrs.get("params", {}), default=str)
         point = t.user_attrs.get("point")
         if t.state != optuna.trial.TrialState.COMPLETE or point is None:
-            log(f"trial {t.number}: {t.state.name.lower()} {params}")
+            why = t.user_attrs.get("pruned_reason") or t.system_attrs.get("fail_reason", "")
+            log(f"trial {t.number}: {t.state.name.lower()} {params}"
+                + (f": {str(why).splitlines()[0][:200]}" if why else ""))
             return
         on_front = t.number in front_numbers(study)
         feasible = all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1}).values())

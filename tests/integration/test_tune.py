@@ -171,3 +171,21 @@ def test_workers_with_their_own_folders_share_a_postgresql_study(write_yaml, tmp
     assert len(summary["trials"]) >= 3
     optuna.delete_study(study_name=name, storage=url.replace(
         "postgresql://", "postgresql+psycopg://", 1))
+
+
+def test_a_hopeless_trial_stops_before_its_recovery_training(write_yaml, tmp_path, capsys):
+    raw = _recipe({"prune.target.macs_ratio": {"low": 0.5, "high": 0.9}}, trials=2,
+                  constraints={"max_latency_ratio": 0.01})
+    raw["stages"] = [raw["stages"][0], {"kind": "distill", "losses": {"kd": 1.0},
+                                        "train": {"epochs": 1, "lr": 0.01}}]
+    out = tmp_path / "tune"
+    assert main(["tune", str(write_yaml(raw)), "-o", str(out)]) == 1   # nothing feasible
+    summary = json.loads((out / "tune.json").read_text())
+    assert [r["state"] for r in summary["trials"]] == ["pruned", "pruned"]
+    for r in summary["trials"]:
+        assert "stopped before recovery" in r["pruned_reason"]
+        assert 0 < r["early_latency_ratio"] < 2
+        folder = out / "trials" / f"{r['number']:04d}"
+        assert not (folder / "report.json").exists()
+        assert not (folder / "checkpoints" / "distill0").exists()   # no recovery training
+    assert "no trial met the constraints" in capsys.readouterr().err
