@@ -24,21 +24,21 @@ optuna = pytest.importorskip("optuna", reason='deploykit tune needs the "tune" e
 pytestmark = pytest.mark.slow
 
 
-def _recipe(space: dict, trials: int = 4, **tune) -> dict:
-    return {
-        "name": "tiny-tune",
-        "model": {"source": "builtin", "name": "resnet20", "num_classes": 4},
-        "data": {"kind": "synthetic", "image_size": 16, "batch_size": 32,
-                 "synthetic_samples": 160, "calib_samples": 32},
-        "train": {"epochs": 1, "lr": 0.05, "schedule": "constant"},
-        "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}, "round_to": 8},
-                   {"kind": "quantize", "speed_check": None}],
-        "bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1], "iterations": 5,
-                  "warmup": 1, "target_rel_ci": None},
-        "tune": {"space": space, "trials": trials, "startup_trials": 2, **tune},
-    }
+def _recipe(tiny: dict, space: dict, trials: int = 4, **tune) -> dict:
+    """The tiny recipe (conftest) with a prune + PTQ chain, timed at batch 1, and a study."""
+    return {**tiny, "name": "tiny-tune",
+            "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}, "round_to": 8},
+                       {"kind": "quantize", "speed_check": None}],
+            "bench": {**tiny["bench"], "runtimes": ["onnxruntime-cpu"], "batch_sizes": [1]},
+            "tune": {"space": space, "trials": trials, "startup_trials": 2, **tune}}
 
 
+@pytest.fixture
+def tiny(tiny_recipe_dict) -> dict:
+    return tiny_recipe_dict
+
+
+RATIO = {"prune.target.macs_ratio": {"low": 0.3, "high": 0.9}}
 CATEGORICAL = {"prune.importance": ["l1", "l2"], "quantize.keep_float": [[], ["first", "last"]]}
 
 
@@ -51,10 +51,9 @@ def _study(out: Path, name: str = "tiny-tune"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
 
 
-def test_a_study_gives_a_front_whose_recipes_reproduce_their_points(write_yaml, tmp_path):
+def test_a_study_gives_a_front_whose_recipes_reproduce_their_points(tiny, write_yaml, tmp_path):
     out = tmp_path / "tune"
-    path = write_yaml(_recipe({"prune.target.macs_ratio": {"low": 0.3, "high": 0.9},
-                               **CATEGORICAL}))
+    path = write_yaml(_recipe(tiny, {**RATIO, **CATEGORICAL}))
     assert main(["tune", str(path), "-o", str(out)]) == 0
     for name in TUNE_FILES:
         assert (out / name).is_file(), name
@@ -89,9 +88,9 @@ def _spawn(recipe: Path, out: Path, trials: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_killed_study_continues_from_its_stored_trials(write_yaml, tmp_path):
+def test_a_killed_study_continues_from_its_stored_trials(tiny, write_yaml, tmp_path):
     out = tmp_path / "tune"
-    path = write_yaml(_recipe({"prune.target.macs_ratio": {"low": 0.3, "high": 0.9}}))
+    path = write_yaml(_recipe(tiny, RATIO))
     proc = _spawn(path, out, 3)
     deadline = time.time() + 600
     complete = []
@@ -119,9 +118,9 @@ def test_a_killed_study_continues_from_its_stored_trials(write_yaml, tmp_path):
     assert (out / "baseline" / "baseline.pt").stat().st_mtime == baseline_mtime
 
 
-def test_two_workers_share_one_sqlite_study_without_duplicates(write_yaml, tmp_path):
+def test_two_workers_share_one_sqlite_study_without_duplicates(tiny, write_yaml, tmp_path):
     out = tmp_path / "tune"
-    path = write_yaml(_recipe(CATEGORICAL, trials=6))   # 4 settings, 6 trials: repeats
+    path = write_yaml(_recipe(tiny, CATEGORICAL, trials=6))   # 4 settings, 6 trials: repeats
     workers = [_spawn(path, out, 6) for _ in range(2)]
     for w in workers:
         assert w.wait(timeout=900) in (0, 1)
@@ -148,13 +147,13 @@ def _postgres_url() -> str:
     return url
 
 
-def test_workers_with_their_own_folders_share_a_postgresql_study(write_yaml, tmp_path):
+def test_workers_with_their_own_folders_share_a_postgresql_study(tiny, write_yaml, tmp_path):
     """Two machines: each its own output folder (and baseline), one study on the server."""
     import uuid
 
     url = _postgres_url()
     name = f"dk-test-{uuid.uuid4().hex[:8]}"
-    path = write_yaml(_recipe(CATEGORICAL, trials=2))
+    path = write_yaml(_recipe(tiny, CATEGORICAL, trials=2))
     a, b = tmp_path / "machine-a", tmp_path / "machine-b"
     assert main(["tune", str(path), "-o", str(a), "--storage", url, "--study", name]) == 0
     assert main(["tune", str(path), "-o", str(b), "--storage", url, "--study", name,
@@ -173,8 +172,8 @@ def test_workers_with_their_own_folders_share_a_postgresql_study(write_yaml, tmp
         "postgresql://", "postgresql+psycopg://", 1))
 
 
-def test_a_hopeless_trial_stops_before_its_recovery_training(write_yaml, tmp_path, capsys):
-    raw = _recipe({"prune.target.macs_ratio": {"low": 0.5, "high": 0.9}}, trials=2,
+def test_a_hopeless_trial_stops_before_its_recovery_training(tiny, write_yaml, tmp_path, capsys):
+    raw = _recipe(tiny, {"prune.target.macs_ratio": {"low": 0.5, "high": 0.9}}, trials=2,
                   constraints={"max_latency_ratio": 0.01})
     raw["stages"] = [raw["stages"][0], {"kind": "distill", "losses": {"kd": 1.0},
                                         "train": {"epochs": 1, "lr": 0.01}}]

@@ -140,3 +140,19 @@ def test_every_bundled_recipe_loads_and_its_stages_check(path):
         stage = get_stage(spec.kind)
         if hasattr(stage, "check"):
             stage.check(model, spec, first_last)
+
+
+def test_an_inspected_recipe_loads_back_to_the_same_recipe(tmp_path):
+    """inspect prints keys as a recipe spells them (prune's 'global', sparsity's 'lambda')."""
+    import yaml
+
+    from deploykit.recipe import parse_recipe, recipe_to_yaml
+
+    raw = {"name": "r", "model": {"name": "resnet20"}, "data": {"kind": "digits"},
+           "stages": [{"kind": "prune", "importance": "bn_scale", "global": True,
+                       "target": {"macs_ratio": 0.5},
+                       "sparsity": {"lambda": 1e-3, "epochs": 1}}]}
+    recipe = parse_recipe(raw, "r.yaml")
+    text = recipe_to_yaml(recipe)
+    assert "global: true" in text and "lambda: 0.001" in text
+    assert parse_recipe(yaml.safe_load(text), "printed.yaml") == recipe
