@@ -68,11 +68,20 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(front, key=lambda r: (r["latency_ratio"], r["accuracy_drop"])) if front else None
 
 
-def _plot(rows: list[dict[str, Any]], best: dict[str, Any] | None, title: str):
+def _plot(rows: list[dict[str, Any]], best: dict[str, Any] | None, title: str,
+          recipe: Recipe):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
+    ax.axvline(1.0, color="#5f6368", linestyle="--", linewidth=1, label="baseline latency")
+    c = recipe.tune.constraints
+    if c.max_latency_ratio is not None:
+        ax.axvline(c.max_latency_ratio, color="#d93025", linestyle=":", linewidth=1,
+                   label="max_latency_ratio")
+    if c.max_accuracy_drop is not None:
+        ax.axhline(c.max_accuracy_drop, color="#d93025", linestyle="-.", linewidth=1,
+                   label="max_accuracy_drop")
     done = [r for r in rows if "latency_ratio" in r and r["duplicate_of"] is None]
     for group, style in ((lambda r: not r["feasible"], dict(color="#9aa0a6", marker="x",
                                                             label="infeasible")),
@@ -98,9 +107,8 @@ def _plot(rows: list[dict[str, Any]], best: dict[str, Any] | None, title: str):
     ax.set_ylabel("accuracy drop of the artifact (points)")
     ax.set_title(f"{title}: down and left is better")
     ax.grid(True, alpha=0.3)
-    if done:
-        ax.legend(fontsize=8)
-    else:
+    ax.legend(fontsize=8)
+    if not done:
         ax.text(0.5, 0.5, "no trial measured a point", ha="center", transform=ax.transAxes)
     return fig
 
@@ -161,7 +169,7 @@ def write_results(study: Any, recipe: Recipe, out: Path, space: Any,
                     r.get("latency_ratio"), r.get("accuracy_drop"), r.get("size_mb"),
                     r.get("macs_ratio"), r["feasible"], r["on_front"], r["duplicate_of"]])
     write_text(out / "trials.csv", buf.getvalue())
-    fig = _plot(rows, best, recipe.name)
+    fig = _plot(rows, best, recipe.name, recipe)
     write_with(out / "tune.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     lat = recipe.tune.latency
     meta = [f"study {study.study_name!r}: {len(rows)} trials, "
