@@ -31,13 +31,27 @@ def _feasible(t: Any) -> bool:
     return all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1.0}).values())
 
 
-def front_numbers(study: Any) -> list[int]:
-    """Trial numbers on the front: Optuna's best trials (feasible, non-dominated), one per
-    config hash (a repeated setting takes its first trial's point)."""
+def front_numbers(study: Any, latest: Any = None) -> list[int]:
+    """Trial numbers on the front: feasible finished trials that no other feasible one beats
+    on both objectives (Optuna's best trials), one per config hash (a repeated setting keeps
+    its first trial). ``latest``: a just-finished trial to count even if the study's view of
+    its storage does not show it yet (progress callbacks)."""
+    import optuna
+
+    trials = {t.number: t for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    if latest is not None and latest.state == optuna.trial.TrialState.COMPLETE:
+        trials[latest.number] = latest
+    feasible = [t for t in sorted(trials.values(), key=lambda t: t.number) if _feasible(t)]
+
+    def beaten(t: Any) -> bool:
+        return any(all(a <= b for a, b in zip(o.values, t.values, strict=True))
+                   and o.values != t.values for o in feasible)
+
     seen, out = set(), []
-    for t in sorted(study.best_trials, key=lambda t: t.number):
+    for t in feasible:
         h = t.user_attrs.get("config_hash")
-        if h in seen or not _feasible(t):
+        if h in seen or beaten(t):
             continue
         seen.add(h)
         out.append(t.number)

@@ -281,7 +281,7 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
             log(f"trial {t.number}: {t.state.name.lower()} {params}"
                 + (f": {str(why).splitlines()[0][:200]}" if why else ""))
             return
-        on_front = t.number in front_numbers(study)
+        on_front = t.number in front_numbers(study, t)
         feasible = all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1}).values())
         dup = t.user_attrs.get("duplicate_of")
         log(f"trial {t.number}: {params} -> latency x{point['latency_ratio']:.3f} of baseline, "
