@@ -25,10 +25,11 @@ pytestmark = pytest.mark.slow
 
 
 def _recipe(tiny: dict, space: dict, trials: int = 4, **tune) -> dict:
-    """The tiny recipe (conftest) with a prune + PTQ chain, timed at batch 1, and a study."""
+    """The tiny recipe (conftest) with a prune stage, timed at batch 1, and a study. No INT8
+    stage: whether INT8 beats float on a 16-pixel ResNet-20 depends on the machine's load
+    (a trial whose INT8 is not faster is infeasible, and a study of only those has no front)."""
     return {**tiny, "name": "tiny-tune",
-            "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}, "round_to": 8},
-                       {"kind": "quantize", "speed_check": None}],
+            "stages": [{"kind": "prune", "target": {"macs_ratio": 0.5}, "round_to": 8}],
             "bench": {**tiny["bench"], "runtimes": ["onnxruntime-cpu"], "batch_sizes": [1]},
             "tune": {"space": space, "trials": trials, "startup_trials": 2, **tune}}
 
@@ -39,7 +40,7 @@ def tiny(tiny_recipe_dict) -> dict:
 
 
 RATIO = {"prune.target.macs_ratio": {"low": 0.3, "high": 0.9}}
-CATEGORICAL = {"prune.importance": ["l1", "l2"], "quantize.keep_float": [[], ["first", "last"]]}
+CATEGORICAL = {"prune.importance": ["l1", "l2"], "prune.round_to": [8, 16]}
 
 
 def _dominates(a: dict, b: dict) -> bool:
