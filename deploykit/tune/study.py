@@ -215,11 +215,21 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
                if tune.sampler == "nsga2" else
                optuna.samplers.TPESampler(n_startup_trials=tune.startup_trials, seed=seed,
                                           multivariate=True))
-    try:
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                                         engine_kwargs=_engine_kwargs(url))
-        study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
-                                    directions=["minimize", "minimize"], load_if_exists=True)
+    try:   # workers starting together create the tables and the study once, in turn
+        with _exclusive(out / "study.lock"):
+            for attempt in range(3):
+                try:
+                    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30,
+                                                     grace_period=120,
+                                                     engine_kwargs=_engine_kwargs(url))
+                    study = optuna.create_study(storage=rdb, study_name=name,
+                                                sampler=sampler, load_if_exists=True,
+                                                directions=["minimize", "minimize"])
+                    break
+                except Exception:
+                    if attempt == 2:   # another machine creating the same tables: retry
+                        raise
+                    time.sleep(2.0)
     except Exception as e:   # a bad URL, a missing driver, a server that does not answer
         raise RecipeError(f"--storage {url}: Optuna cannot open it ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200]}); for PostgreSQL: pip install "
