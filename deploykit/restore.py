@@ -20,7 +20,7 @@ from deploykit.models.detection import DetectorNetwork, RoiBoxNetwork, detector_
 from deploykit.prune import replay_pruning
 from deploykit.recipe import ModelSpec
 
-__all__ = ["load_detector", "load_model", "restore_checkpoint"]
+__all__ = ["load_detector", "load_model", "replay_detector_pruning", "restore_checkpoint"]
 
 
 def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
@@ -77,6 +77,18 @@ def load_model(spec: ModelSpec, input_shape: tuple[int, int, int],
     return model, first_last
 
 
+def replay_detector_pruning(model: nn.Module, arch: dict, input_shape: tuple[int, int, int]
+                            ) -> nn.Module:
+    """Replay a pruned detector's recorded histories on ``model`` (in place): its network's
+    (``pruning_history``) and, on a two-stage detector, its box head's
+    (``roi_pruning_history``)."""
+    replay_pruning(DetectorNetwork(model), arch["pruning_history"], input_shape)
+    if arch.get("roi_pruning_history"):
+        roi = RoiBoxNetwork(model)
+        replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
+    return model
+
+
 def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | None = None
                   ) -> nn.Module:
     """Build the recipe's detector at ``image_size`` and restore ``checkpoint`` (default
@@ -94,11 +106,7 @@ def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | Non
     arch = ck.get("arch", {})
     if arch.get("pruning_history"):
         try:
-            replay_pruning(DetectorNetwork(model), arch["pruning_history"],
-                           (3, image_size, image_size))
-            if arch.get("roi_pruning_history"):   # a two-stage detector's box head
-                roi = RoiBoxNetwork(model)
-                replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
+            replay_detector_pruning(model, arch, (3, image_size, image_size))
         except Exception as e:
             raise CheckpointError(f"{path}: its pruning history does not apply to this "
                                   f"detector ({type(e).__name__}: {e}); was it pruned from a "

@@ -170,6 +170,13 @@ def backbone_features(detector: nn.Module, x: torch.Tensor) -> list[torch.Tensor
     return list(feats.values()) if isinstance(feats, dict) else [feats]
 
 
+def _last_conv(prefix: str, module: nn.Module) -> str:
+    """The name, under ``prefix``, of ``module``'s last convolution (``module`` itself if it
+    is one)."""
+    last = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    return f"{prefix}.{last}" if last else prefix
+
+
 def prediction_layers(network: DetectorNetwork) -> list[str]:
     """Names (in ``network``) of the convolutions whose output sizes are fixed by what reads
     them, so pruning must leave their outputs whole: each head's last layer per feature level
@@ -182,22 +189,17 @@ def prediction_layers(network: DetectorNetwork) -> list[str]:
         fpn = getattr(network.backbone, "fpn", None)
         blocks = list(getattr(fpn, "layer_blocks", [])) if fpn is not None else []
         if blocks:
-            for i, block in enumerate(blocks):
-                convs = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d)]
-                names.append(f"backbone.fpn.layer_blocks.{i}" + (f".{convs[-1]}"
-                                                                 if convs[-1] else ""))
-        else:
-            convs = [n for n, m in network.backbone.named_modules() if isinstance(m, nn.Conv2d)]
-            names += [f"backbone.{convs[-1]}"] if convs else []
+            names += [_last_conv(f"backbone.fpn.layer_blocks.{i}", b)
+                      for i, b in enumerate(blocks)]
+        elif any(isinstance(m, nn.Conv2d) for m in network.backbone.modules()):
+            names.append(_last_conv("backbone", network.backbone))
         return names
     names = []
     for head_name, head in network.head.named_children():
         module_list = getattr(head, "module_list", None)
         if module_list is not None:   # SSD / SSDlite: one predictor per feature level
-            for i, block in enumerate(module_list):
-                convs = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d)]
-                names.append(f"head.{head_name}.module_list.{i}" + (f".{convs[-1]}"
-                                                                    if convs[-1] else ""))
+            names += [_last_conv(f"head.{head_name}.module_list.{i}", block)
+                      for i, block in enumerate(module_list)]
         else:                         # RetinaNet / FCOS: shared convs, then the predictors
             names += [f"head.{head_name}.{n}" for n, m in head.named_children()
                       if isinstance(m, nn.Conv2d)]

@@ -15,7 +15,7 @@ from deploykit.bench import LatencyStats
 from deploykit.progress import Table
 
 __all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
-           "int8_recommendation", "report_tables", "summary_lines", "summary_table"]
+           "float_twin", "int8_recommendation", "report_tables", "summary_lines", "summary_table"]
 
 # runtimes that run an INT8 artifact with integer kernels (torch-cpu runs its simulation)
 _INT8_RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt-cuda")
@@ -205,13 +205,18 @@ def summary_lines(r: Report) -> list[str]:
     ]
 
 
+def float_twin(r: Report, i: int) -> CandidateReport | None:
+    """The float32 candidate nearest before candidate ``i`` (an INT8 model's float twin)."""
+    return next((t for t in reversed(r.candidates[:i]) if t.precision == "fp32"), None)
+
+
 def int8_recommendation(r: Report) -> str | None:
     """When an INT8 candidate is slower than its float twin (the float32 candidate before it)
     at some measured batch on a runtime that runs INT8 natively, say so and recommend the
     twin; ``None`` when every INT8 candidate is at least as fast as its twin."""
     notes = []
     for i, c in enumerate(r.candidates):
-        twin = next((t for t in reversed(r.candidates[:i]) if t.precision == "fp32"), None)
+        twin = float_twin(r, i)
         if c.precision != "int8" or twin is None:
             continue
         slower = [(lr, tw) for lr in c.latency if lr.key in _INT8_RUNTIMES

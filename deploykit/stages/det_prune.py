@@ -37,9 +37,9 @@ from deploykit.prune import (
     ignored_layer_names,
     prune_model,
     prune_to_macs,
-    replay_pruning,
 )
 from deploykit.recipe import PruneSpec
+from deploykit.restore import replay_detector_pruning
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -97,10 +97,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     if state.resume and ckpt.is_file():
         ck = load_checkpoint(ckpt)
         arch = ck["arch"]
-        replay_pruning(network, arch["pruning_history"], shape)
-        if arch.get("roi_pruning_history"):
-            roi = RoiBoxNetwork(detector)
-            replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
+        replay_detector_pruning(detector, arch, shape)
         detector.load_state_dict(ck["state_dict"])
         metrics = dict(ck["meta"].get("metrics", {}))
         log(f"prune: resumed from {ckpt}")
@@ -112,7 +109,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
             roi = RoiBoxNetwork(detector)
             roi, arch["roi_pruning_history"] = _prune(
                 roi, roi.input_shape, spec, roi.prediction_layers(),
-                count_macs_params(roi, roi.input_shape)[0], metrics, "roi_")
+                base_roi // roi.proposals, metrics, "roi_")   # per proposal
             roi.put_back(detector)
         if spec.finetune is not None and spec.finetune.epochs > 0:
             res = fit(detector, loaders.train, loaders.val, spec.finetune,

@@ -22,12 +22,13 @@ from deploykit.progress import Table
 from deploykit.recipe import Recipe
 from deploykit.report.html import html_page
 
-__all__ = ["TUNE_FILES", "front_numbers", "study_rows", "write_results"]
+__all__ = ["TUNE_FILES", "front_numbers", "is_feasible", "study_rows", "write_results"]
 
 TUNE_FILES = ("tune.json", "trials.csv", "tune.md", "tune.html", "tune.png")
 
 
-def _feasible(t: Any) -> bool:
+def is_feasible(t: Any) -> bool:
+    """Whether a finished trial met every constraint it recorded (none recorded: no)."""
     return all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1.0}).values())
 
 
@@ -42,7 +43,7 @@ def front_numbers(study: Any, latest: Any = None) -> list[int]:
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
     if latest is not None and latest.state == optuna.trial.TrialState.COMPLETE:
         trials[latest.number] = latest
-    feasible = [t for t in sorted(trials.values(), key=lambda t: t.number) if _feasible(t)]
+    feasible = [t for t in sorted(trials.values(), key=lambda t: t.number) if is_feasible(t)]
 
     def beaten(t: Any) -> bool:
         return any(all(a <= b for a, b in zip(o.values, t.values, strict=True))
@@ -68,7 +69,7 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
                      "params": t.user_attrs.get("params", {}),
                      "config_hash": t.user_attrs.get("config_hash"),
                      "duplicate_of": t.user_attrs.get("duplicate_of"),
-                     "feasible": t.state.name == "COMPLETE" and _feasible(t),
+                     "feasible": t.state.name == "COMPLETE" and is_feasible(t),
                      "on_front": t.number in front, "seconds": t.user_attrs.get("seconds"),
                      "gate_passed": t.user_attrs.get("gate_passed"),
                      "pruned_reason": t.user_attrs.get("pruned_reason"),

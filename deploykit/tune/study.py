@@ -30,6 +30,7 @@ from deploykit.pipeline import run
 from deploykit.progress import log
 from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
 from deploykit.report import Report
+from deploykit.report.model import float_twin
 from deploykit.run_stages import AfterStage
 from deploykit.tune.space import SearchSpace, config_hash
 
@@ -106,7 +107,7 @@ def point_from_report(report: Report, recipe: Recipe) -> TrialPoint:
 
     int8_slow, gain = False, None
     if last.precision == "int8":
-        twin = next((c for c in reversed(report.candidates[:-1]) if c.precision == "fp32"), None)
+        twin = float_twin(report, len(report.candidates) - 1)
         if twin is not None:
             gain = p50(last) / p50(twin)
             int8_slow = gain >= 1.0
@@ -276,13 +277,14 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
         trial.set_user_attr("gate_passed", None if report.gate is None
                             else bool(report.gate["passed"]))
-        trial.set_user_attr("constraints", point.constraints(recipe))
-        for k, v in point.constraints(recipe).items():
+        constraints = point.constraints(recipe)
+        trial.set_user_attr("constraints", constraints)
+        for k, v in constraints.items():
             trial.set_constraint(k, v)
         return point.accuracy_drop, point.latency_ratio
 
     def progress(study: Any, t: Any) -> None:
-        from deploykit.tune.results import front_numbers
+        from deploykit.tune.results import front_numbers, is_feasible
 
         params = json.dumps(t.user_attrs.get("params", {}), default=str)
         point = t.user_attrs.get("point")
@@ -292,7 +294,7 @@ def run_study(recipe: Recipe, space: SearchSpace, out: Path, trials: int,
                 + (f": {str(why).splitlines()[0][:200]}" if why else ""))
             return
         on_front = t.number in front_numbers(study, t)
-        feasible = all(v <= 0 for v in (t.user_attrs.get("constraints") or {"none": 1}).values())
+        feasible = is_feasible(t)
         dup = t.user_attrs.get("duplicate_of")
         log(f"trial {t.number}: {params} -> latency x{point['latency_ratio']:.3f} of baseline, "
             f"accuracy {-point['accuracy_drop']:+.2f} pts"
