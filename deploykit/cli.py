@@ -47,8 +47,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from deploykit.progress import log, print_table
     from deploykit.recipe import load_recipe
     from deploykit.report import summary_table
+    from deploykit.runtimes import check_runtimes
 
     recipe = load_recipe(args.recipe)
+    check_runtimes(recipe, args.recipe)   # before any training or output folder
     distributed.init_from_env()   # under torchrun: join the group; training is data-parallel
     out = distributed.broadcast_object(resolve_output_dir(recipe, args.output, args.resume))
     report = run(recipe, out, args.resume, gate=True)

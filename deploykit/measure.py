@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from deploykit.bench import (
+    GpuPeak,
     check_parity,
     device_p50_ms,
     find_divergence,
@@ -21,7 +22,7 @@ from deploykit.models import count_macs_params, file_size_bytes, layer_widths
 from deploykit.progress import log
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord
-from deploykit.runtimes import Runner, make_runner
+from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners
 from deploykit.state import Candidate
 
 __all__ = ["measure_candidates", "parity_batches"]
@@ -77,18 +78,25 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                               arch={"widths": layer_widths(cand.model), **cand.arch})
         # PyTorch runs an INT8 candidate as its fake-quant simulation: say so in the report
         torch_precision = "int8-simulated" if cand.precision == "int8" else cand.precision
-        cand_runners = {"torch-cpu": make_runner("torch-cpu", cand.model, path, bench.threads,
-                                                 torch_precision),
-                        "onnxruntime-cpu": make_runner("onnxruntime-cpu", cand.model, path,
-                                                       bench.threads, cand.precision)}
+        cand_runners = {("torch-cpu", ""): make_runner("torch-cpu", cand.model, path,
+                                                       bench.threads, torch_precision),
+                        ("onnxruntime-cpu", ""): make_runner("onnxruntime-cpu", cand.model,
+                                                             path, bench.threads,
+                                                             cand.precision)}
         for rt in bench.runtimes:
-            if rt not in cand_runners:   # GPU runtimes: built only when asked for
-                cand_runners[rt] = make_runner(rt, cand.model, path, bench.threads,
-                                               cand.precision, max(bench.batch_sizes))
+            if rt in ("torch-cpu", "onnxruntime-cpu"):
+                continue
+            made = make_runners(rt, cand.model, path, bench.threads, cand.precision,
+                                max(bench.batch_sizes), bench.gpu)
+            if not made:
+                rep.not_timed[rt] = INT8_ON_TORCH_CUDA
+                log(f"[{cand.name}] {rt}: {INT8_ON_TORCH_CUDA}")
+            for runner in made:   # GPU runtimes: built only when asked for, one per set-up
+                cand_runners[(rt, getattr(runner, "setup", ""))] = runner
+        cpu_ref, cpu_ort = cand_runners[("torch-cpu", "")], cand_runners[("onnxruntime-cpu", "")]
         limits = onnx_spec.parity.thresholds(cand.precision)
         try:
-            parity = check_parity(cand_runners["torch-cpu"], cand_runners["onnxruntime-cpu"],
-                                  checks, what=str(path), **limits)
+            parity = check_parity(cpu_ref, cpu_ort, checks, what=str(path), **limits)
         except ParityError as e:
             raise ParityError(f"{e}\n{_locate(cand, path, checks[0], _tolerance(limits))}"
                               ) from None
@@ -99,28 +107,32 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                 "quantization step): its quantization noise compounds, parity cannot tell an "
                 "export error from rounding, and its accuracy against the float model is the "
                 "measure; consider QAT or quantize.keep_float")
-        for rt, runner in cand_runners.items():   # the third (GPU) way, against the same reference
+        for (rt, setup), runner in cand_runners.items():   # the GPU ways, same reference
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
-            gpu_limits = onnx_spec.parity.thresholds(
-                "fp16" if rt == "torch-cuda" and cand.precision == "int8" else cand.precision)
+            gpu_limits = onnx_spec.parity.thresholds(runner.precision)
+            label = f"{rt} ({setup})" if setup else rt
             try:
-                res = check_parity(cand_runners["torch-cpu"], runner, checks,
-                                   what=f"{path} on {rt}", **gpu_limits)
+                res = check_parity(cpu_ref, runner, checks, what=f"{path} on {label}",
+                                   **gpu_limits)
             except ParityError as e:
                 where = (_locate(cand, path, checks[0], _tolerance(gpu_limits), rt)
                          if rt != "torch-cuda" else
                          "(torch-cuda runs the PyTorch model itself: no exported tensors)")
                 raise ParityError(f"{e}\n{where}") from None
-            rep.parity[f"{rt}_max_abs_error"] = res.max_abs_error
-            rep.parity[f"{rt}_top1_agreement"] = res.top1_agreement
+            rep.parity[f"{label}_max_abs_error"] = res.max_abs_error
+            rep.parity[f"{label}_top1_agreement"] = res.top1_agreement
+        timed = {key: r for key, r in cand_runners.items() if key[0] in bench.runtimes}
         if bench.accuracy:
-            for rt in bench.runtimes:
-                acc = runner_accuracy(cand_runners[rt], loaders.val)
+            for rt in bench.runtimes:   # a runtime's first set-up (torch-cuda: 1st precision)
+                runner = next((r for (k, _), r in timed.items() if k == rt), None)
+                if runner is None:
+                    continue
+                acc = runner_accuracy(runner, loaders.val)
                 rep.top1_pct[rt], rep.top5_pct[rt] = acc["top1_pct"], acc["top5_pct"]
             accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items())
             log(f"[{cand.name}] top-1 {accs}")
-        runners[cand.name] = {rt: cand_runners[rt] for rt in bench.runtimes}
+        runners[cand.name] = timed
         reports.append(rep)
     _add_latency(reports, runners, loaders.input_shape, bench, seed)
     base = reports[0].artifact_top1_pct() if reports else None
@@ -131,25 +143,38 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
     return reports
 
 
-def _add_latency(reports: list[CandidateReport], runners: dict[str, dict[str, Runner]],
+def _add_latency(reports: list[CandidateReport],
+                 runners: dict[str, dict[tuple[str, str], Runner]],
                  input_shape: tuple[int, int, int], bench: BenchSpec, seed: int) -> None:
+    """Time every (runtime, set-up) at every batch size, the candidates that run it
+    alternately; GPU rows also get memory, TFLOP/s and the fraction of the GPU's peak."""
     by_name = {r.name: r for r in reports}
     gen = torch.Generator().manual_seed(seed + 7)
-    for rt in bench.runtimes:
+    slots = list(dict.fromkeys(key for rs in runners.values() for key in rs))
+    gpu_peak = GpuPeak(bench.gpu.device)
+    for rt, setup in slots:
         for batch in bench.batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen).numpy()
-            fns = {name: (lambda r=rs[rt], x=x: r(x)) for name, rs in runners.items()}
-            log(f"timing {rt} batch {batch}: {len(fns)} candidate(s), "
-                f"{bench.iterations} runs each")
+            timed = {name: rs[(rt, setup)] for name, rs in runners.items() if (rt, setup) in rs}
+            fns = {name: (lambda r=r, x=x: r(x)) for name, r in timed.items()}
+            log(f"timing {rt}{f' ({setup})' if setup else ''} batch {batch}: {len(fns)} "
+                f"candidate(s), {bench.iterations} runs each")
+            memory = {name: r.peak_memory_mb(x) for name, r in timed.items()
+                      if hasattr(r, "peak_memory_mb")}
             stats = time_alternating(fns, batch, bench.iterations, bench.warmup,
                                      target_rel_ci=bench.target_rel_ci,
                                      max_iterations=bench.max_iterations,
                                      budget_s=bench.time_budget_s)
-            base_p50 = stats[reports[0].name].p50_ms
+            base = stats.get(reports[0].name)
             for name, st in stats.items():
-                r = runners[name][rt]
-                by_name[name].latency.append(LatencyRecord.from_stats(
+                r = timed[name]
+                rec = LatencyRecord.from_stats(
                     st, runtime=r.runtime, device=r.device, precision=r.precision,
-                    threads=r.threads,
-                    speedup_vs_baseline=base_p50 / st.p50_ms if st.p50_ms > 0 else None,
-                    device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup)))
+                    threads=r.threads, setup=setup or None,
+                    speedup_vs_baseline=(base.p50_ms / st.p50_ms
+                                         if base is not None and st.p50_ms > 0 else None),
+                    device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup),
+                    peak_memory_mb=memory.get(name))
+                if r.device == "cuda":
+                    gpu_peak.fill(rec, by_name[name].macs)
+                by_name[name].latency.append(rec)

@@ -27,7 +27,7 @@ from deploykit.resources import MemoryMeter, check_fits, memory_limit_gb, memory
 from deploykit.restore import load_model
 from deploykit.run_stages import AfterStage, run_stages
 from deploykit.runlock import run_lock
-from deploykit.runtimes import OrtRunner, TorchRunner, check_available
+from deploykit.runtimes import OrtRunner, TorchRunner, check_runtimes
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
 from deploykit.train import evaluate, fit, seed_everything
@@ -100,6 +100,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
         >>> report.gate["passed"]  # doctest: +SKIP
         True
     """
+    check_runtimes(recipe, f"recipe {recipe.name!r}")   # a missing GPU: now, writing nothing
     out = resolve_output_dir(recipe, output, resume)
     out.mkdir(parents=True, exist_ok=True)
     limit = memory_limit_gb(recipe)
@@ -125,8 +126,6 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
         return run_detection(recipe, out, resume, gate, meter, after_stage)
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
-    for runtime in recipe.bench.runtimes:   # a missing GPU is found now, not after training
-        check_available(runtime)
     seed_everything(recipe.seed)
     shape = (3, recipe.data.image_size, recipe.data.image_size)
     model, first_last = load_model(recipe.model, shape)

@@ -8,6 +8,7 @@ from deploykit.bench.accuracy import runner_accuracy
 from deploykit.bench.det_parity import DetectionParity, match_detections
 from deploykit.bench.divergence import Divergence, find_divergence, module_outputs
 from deploykit.bench.env import cpu_int8_features, environment
+from deploykit.bench.gpu_rows import GpuPeak, tflops
 from deploykit.bench.latency import (
     LatencyStats,
     device_p50_ms,
@@ -25,6 +26,7 @@ __all__ = [
     "DetectionParity",
     "Divergence",
     "FileBench",
+    "GpuPeak",
     "LatencyProbe",
     "LatencyStats",
     "MapResult",
@@ -43,6 +45,7 @@ __all__ = [
     "retime_pair",
     "runner_accuracy",
     "summarize",
+    "tflops",
     "time_alternating",
     "time_onnx_files",
     "yardstick_ms",

@@ -65,8 +65,11 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     }
     import torch
 
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
+    from deploykit.runtimes.cuda import cuda_api
+
+    api = cuda_api()
+    if api.is_available():
+        env["gpu"] = api.device_name(0)
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
         env["driver"] = _driver_version()

@@ -143,6 +143,6 @@ def device_p50_ms(runner: object, x: np.ndarray, iterations: int, warmup: int) -
     """The median device-only time of a GPU runner (CUDA events, input already on the device),
     reported beside the end-to-end figure; ``None`` for runners without ``device_ms``."""
     device_ms = getattr(runner, "device_ms", None)
-    if device_ms is None:
+    if device_ms is None or getattr(runner, "device", None) == "cpu":
         return None
     return float(np.median(device_ms(x, iterations=iterations, warmup=warmup)))

@@ -33,14 +33,15 @@ class FileBench:
                            "results": self.results}, indent=2) + "\n"
 
     def table(self) -> Table:
-        rows = [(f"{r['runtime']}-{r['device']}", r["precision"], str(r["batch"]),
+        rows = [(f"{r['runtime']}-{r['device']}", r["precision"], r.get("setup") or "-",
+                 str(r["batch"]),
                  f"{r['p50_ms']:.3f}", f"{r['p50_ci_low_ms']:.3f}-{r['p50_ci_high_ms']:.3f}",
                  f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                  f"{r['mean_ms']:.3f} ± {r['std_ms']:.3f}", f"{r['throughput_ips']:.0f}",
                  str(r["iterations"]), r["stop_reason"]) for r in self.results]
         return Table(f"{self.model.name}: {self.threads} CPU threads",
-                     ("runtime", "precision", "batch", "p50 ms", "p50 95% CI", "p90 ms", "p99 ms",
-                      "mean ± std ms", "images/s", "runs", "stopped by"), rows)
+                     ("runtime", "precision", "set-up", "batch", "p50 ms", "p50 95% CI", "p90 ms",
+                      "p99 ms", "mean ± std ms", "images/s", "runs", "stopped by"), rows)
 
 
 def _image_shape(path: Path, threads: int) -> list[int]:
@@ -86,7 +87,7 @@ def bench_onnx_file(path: str | Path, runtimes: list[str], batch_sizes: list[int
                                   budget_s=budget_s)
             out.results.append({"runtime": runner.runtime, "device": runner.device,
                                 "precision": runner.precision, "threads": threads,
-                                **st["model"].to_dict()})
+                                "setup": getattr(runner, "setup", None), **st["model"].to_dict()})
     if json_path is not None:
         write_text(json_path, out.to_json())
     return out

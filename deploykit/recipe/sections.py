@@ -18,6 +18,7 @@ __all__ = [
     "BenchSpec",
     "DataSpec",
     "ExportSpec",
+    "GpuBenchSpec",
     "ModelSpec",
     "OnnxExportSpec",
     "ParitySpec",
@@ -145,6 +146,9 @@ class ParitySpec(Strict):
         if precision == "fp16":
             return {"max_abs_error": self.fp16_max_abs_error, "max_error_vs_range": None,
                     "min_top1_agreement": self.min_top1_agreement}
+        if precision == "bf16":   # 3 fewer mantissa bits than fp16: 8x its rounding
+            return {"max_abs_error": 8 * self.fp16_max_abs_error, "max_error_vs_range": None,
+                    "min_top1_agreement": self.min_top1_agreement}
         return {"max_abs_error": self.max_abs_error, "max_error_vs_range": self.max_error_vs_range,
                 "min_top1_agreement": self.min_top1_agreement}
 
@@ -181,6 +185,33 @@ class ResourcesSpec(Strict):
         "available when the run starts)")
 
 
+class GpuBenchSpec(Strict):
+    """How the GPU runtimes run a candidate. ``precisions``: torch-cuda times a float candidate
+    once per entry (fp32, fp16, bf16), one latency row each; ``channels_last``: NHWC memory
+    format; ``cuda_graphs``: replay one captured graph per batch size (at batch 1 a big GPU is
+    bound by kernel launches, which the graph removes); ``compile``: ``torch.compile`` first
+    (it brings its own graphs, so it excludes ``cuda_graphs``); ``device``: the GPU index.
+    The defaults are what GPU deployments use. ONNX Runtime's TensorRT EP may use FP16 when
+    ``precisions`` holds fp16. INT8 candidates are timed only by INT8 engines (tensorrt,
+    onnxruntime-tensorrt), never as their simulation on torch-cuda."""
+
+    precisions: list[Literal["fp32", "fp16", "bf16"]] = Field(["fp16"], min_length=1)
+    channels_last: bool = True
+    cuda_graphs: bool = True
+    compile: bool = False
+    device: int = Field(0, ge=0, le=63)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GpuBenchSpec:
+        if len(set(self.precisions)) != len(self.precisions):
+            raise ValueError(f"bench.gpu.precisions lists a precision twice: {self.precisions}")
+        if self.compile and self.cuda_graphs:
+            raise ValueError("bench.gpu: compile and cuda_graphs both true; torch.compile "
+                             "captures its own graphs: set cuda_graphs: false to compile, or "
+                             "compile: false to replay CUDA graphs of the eager model")
+        return self
+
+
 class BenchSpec(Strict):
     """What to measure: runtimes, batch sizes, CPU threads, repetitions, accuracy.
 
@@ -203,6 +234,7 @@ class BenchSpec(Strict):
     max_iterations: int = Field(400, ge=5, le=1_000_000)
     time_budget_s: float = Field(20.0, gt=0, le=86_400, description="per runtime and batch size")
     accuracy: bool = True
+    gpu: GpuBenchSpec = GpuBenchSpec()
 
     @model_validator(mode="after")
     def _batches_positive(self) -> BenchSpec:

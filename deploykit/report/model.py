@@ -34,6 +34,10 @@ class LatencyRecord(LatencyStats):
     threads: int
     speedup_vs_baseline: float | None = None
     device_p50_ms: float | None = None  # GPU runtimes: compute alone (CUDA events, input resident)
+    setup: str | None = None            # how it ran, e.g. "fp16, channels_last, CUDA graphs"
+    peak_memory_mb: float | None = None   # GPU: weights + what one forward allocates at peak
+    tflops: float | None = None           # GPU: 2 x MACs x batch / time (device time if known)
+    peak_fraction: float | None = None    # GPU: tflops over the GPU's dense FP16 peak
 
     @classmethod
     def from_stats(cls, stats: LatencyStats, **labels: Any) -> LatencyRecord:
@@ -68,6 +72,7 @@ class CandidateReport:
     map50_pct: dict[str, float] = field(default_factory=dict)
     delta_map50_pts: float | None = None
     network_latency: list[LatencyRecord] = field(default_factory=list)
+    not_timed: dict[str, str] = field(default_factory=dict)   # runtime -> why it was not timed
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CandidateReport:
@@ -156,10 +161,11 @@ class Report:
         return _csv(self)
 
 
-CSV_COLUMNS = ("candidate", "precision", "runtime", "batch", "threads", "top1_artifact_pct",
-               "top1_torch_pct", "delta_top1_pts", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-               "std_ms", "throughput_ips", "speedup_vs_baseline", "macs", "params",
-               "onnx_size_bytes", "layers_kept_float")
+CSV_COLUMNS = ("candidate", "precision", "runtime", "setup", "batch", "threads",
+               "top1_artifact_pct", "top1_torch_pct", "delta_top1_pts", "p50_ms", "p90_ms",
+               "p99_ms", "mean_ms", "std_ms", "throughput_ips", "speedup_vs_baseline", "macs",
+               "params", "onnx_size_bytes", "layers_kept_float", "gpu_memory_mb", "tflops",
+               "fp16_peak_fraction")
 
 
 def _csv(r: Report) -> str:
@@ -179,7 +185,9 @@ def _csv(r: Report) -> str:
         for lr in c.latency or [None]:
             row = dict(common)
             if lr is not None:
-                row.update(runtime=lr.key, batch=lr.batch, threads=lr.threads,
+                row.update(runtime=lr.key, setup=lr.setup, batch=lr.batch, threads=lr.threads,
+                           gpu_memory_mb=lr.peak_memory_mb, tflops=lr.tflops,
+                           fp16_peak_fraction=lr.peak_fraction,
                            p50_ms=lr.p50_ms, p90_ms=lr.p90_ms, p99_ms=lr.p99_ms,
                            mean_ms=lr.mean_ms, std_ms=lr.std_ms,
                            throughput_ips=lr.throughput_ips,
@@ -269,27 +277,9 @@ def report_tables(r: Report) -> list[Table]:
          "layers kept float"),
         cand_rows, note="Top-1 on the validation set, measured on each runtime; Δ is the "
                         "artifact's top-1 minus the baseline's.", numeric_from=2)]
-    lat_rows = []
-    has_device = any(lr.device_p50_ms is not None for c in r.candidates for lr in c.latency)
-    for c in r.candidates:
-        for lr in c.latency:
-            ci = ("-" if lr.p50_ci_low_ms is None else
-                  f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
-            lat_rows.append((c.name, lr.runtime, lr.device, str(lr.batch), str(lr.threads),
-                             f"{lr.p50_ms:.3f}", ci, f"{lr.p90_ms:.3f}", f"{lr.p99_ms:.3f}",
-                             f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
-                             *((_fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
-                             f"{lr.throughput_ips:.0f}",
-                             _fmt(lr.speedup_vs_baseline, ".2f", "x")))
-    tables.append(Table(
-        "Latency",
-        ("candidate", "runtime", "device", "batch", "threads", "p50", "p50 95% CI", "p90", "p99",
-         "mean ± std", *(("device p50",) if has_device else ()), "images/s", "speed-up"),
-        lat_rows, note="Per batch, milliseconds, end to end (host copies included); candidates "
-                       "timed alternately in one process; speed-up is the baseline's p50 over "
-                       "the candidate's on the same runtime and batch."
-                       + (" Device p50: GPU compute alone (CUDA events, input already on the "
-                          "GPU)." if has_device else ""), numeric_from=3))
+    from deploykit.report.latency_table import latency_table
+
+    tables.append(latency_table(r))
     kept = [(c.name, c.precision, ", ".join(c.keep_float)) for c in r.candidates if c.keep_float]
     if kept:
         tables.append(Table("Layers kept in float", ("candidate", "precision", "layers"), kept,

@@ -1,31 +1,48 @@
 """Runtimes: one ``Runner`` interface (a float32 NCHW batch in, logits out) over PyTorch,
 ONNX Runtime's execution providers and TensorRT. The runtime names are
-:data:`deploykit.recipe.RUNTIMES`; GPU runners import their packages lazily."""
+:data:`deploykit.recipe.RUNTIMES`; GPU runners import their packages lazily, and every CUDA call
+goes through :func:`~deploykit.runtimes.cuda.cuda_api` (a fake GPU in CI)."""
 
-from deploykit.runtimes.gpu import (
-    TensorRTRunner,
-    TorchCudaRunner,
+from deploykit.runtimes.availability import check_available, check_runtimes
+from deploykit.runtimes.cuda import (
+    CudaApi,
+    TorchCudaApi,
+    cuda_api,
     cuda_event_ms,
-    engine_cache_key,
+    peak_fp16_tflops,
     require_cuda,
+    use_cuda_api,
 )
+from deploykit.runtimes.gpu import TorchCudaRunner, setup_name
+from deploykit.runtimes.ort import OrtRunner, provider_options
 from deploykit.runtimes.runners import (
-    OrtRunner,
+    INT8_ON_TORCH_CUDA,
     Runner,
     TorchRunner,
-    check_available,
     make_runner,
+    make_runners,
 )
+from deploykit.runtimes.tensorrt import TensorRTRunner, engine_cache_key
 
 __all__ = [
+    "INT8_ON_TORCH_CUDA",
+    "CudaApi",
     "OrtRunner",
     "Runner",
     "TensorRTRunner",
+    "TorchCudaApi",
     "TorchCudaRunner",
     "TorchRunner",
     "check_available",
+    "check_runtimes",
+    "cuda_api",
     "cuda_event_ms",
     "engine_cache_key",
     "make_runner",
+    "make_runners",
+    "peak_fp16_tflops",
+    "provider_options",
     "require_cuda",
+    "setup_name",
+    "use_cuda_api",
 ]

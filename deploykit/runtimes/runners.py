@@ -2,14 +2,16 @@
 
 ``torch-cpu`` runs the PyTorch module; ``onnxruntime-cpu`` runs the exported ONNX file in ONNX
 Runtime's CPU execution provider. Thread counts are fixed per runner and recorded. The GPU
-runtimes are built by :func:`make_runner` from :mod:`deploykit.runtimes.gpu`.
+runtimes (:mod:`~deploykit.runtimes.gpu`, :mod:`~deploykit.runtimes.ort`,
+:mod:`~deploykit.runtimes.tensorrt`) are built by :func:`make_runner` too, in the set-up of the
+recipe's ``bench.gpu`` section.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -17,8 +19,16 @@ from torch import nn
 
 from deploykit.errors import BackendUnavailableError
 from deploykit.recipe import RUNTIMES
+from deploykit.runtimes.ort import ORT_PROVIDERS, OrtRunner
 
-__all__ = ["OrtRunner", "Runner", "TorchRunner", "check_available", "make_runner"]
+if TYPE_CHECKING:
+    from deploykit.recipe import GpuBenchSpec
+
+__all__ = ["INT8_ON_TORCH_CUDA", "Runner", "TorchRunner", "make_runner", "make_runners"]
+
+INT8_ON_TORCH_CUDA = ("not applicable: PyTorch on CUDA has no INT8 engine (it would run the "
+                      "fp32 fake-quant simulation); time INT8 on tensorrt or "
+                      "onnxruntime-tensorrt")
 
 
 class Runner(Protocol):
@@ -44,6 +54,7 @@ class TorchRunner:
 
     def __post_init__(self) -> None:
         self.model = self.model.eval()
+        self.setup = f"eager, {self.threads} threads"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if torch.get_num_threads() != self.threads:  # resizing the pool per call costs ms
@@ -52,79 +63,47 @@ class TorchRunner:
             return self.model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
-class OrtRunner:
-    """An ONNX Runtime session on ``providers`` (CPU by default) with fixed thread counts."""
-
-    def __init__(self, path: str | Path, threads: int = 2, precision: str = "fp32",
-                 provider: str = "CPUExecutionProvider") -> None:
-        import onnxruntime as ort
-
-        if provider not in ort.get_available_providers():
-            raise BackendUnavailableError(
-                f"ONNX Runtime has no {provider} here (available: "
-                f"{', '.join(ort.get_available_providers())}); for CUDA/TensorRT EPs run: "
-                'pip install "deploykit[gpu]"')
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Worker threads still spin between the operators of one run (ONNX Runtime's default,
-        # what a deployed session does), but stop when the run returns. By default they keep
-        # spinning after it, and when several sessions are timed alternately in one process
-        # (time_alternating) the idle sessions' spinning threads take the cores from the one
-        # being timed: on the 2-core machine that made a mobilenet_v2 run 2-4x slower.
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), opts, providers=[provider])
-        self.input_name = self.session.get_inputs()[0].name
-        self.threads, self.precision = threads, precision
-        self.runtime = "onnxruntime"
-        self.device = "cpu" if provider == "CPUExecutionProvider" else "cuda"
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
-
-    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every graph output by name (the divergence search marks intermediate tensors)."""
-        names = [o.name for o in self.session.get_outputs()]
-        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})
-        return dict(zip(names, outs, strict=True))
-
-
-_ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider",
-                  "onnxruntime-cuda": "CUDAExecutionProvider",
-                  "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
-
-
 def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | None = None,
-                threads: int = 2, precision: str = "fp32", max_batch: int = 64) -> Runner:
+                threads: int = 2, precision: str = "fp32", max_batch: int = 64,
+                gpu: GpuBenchSpec | None = None, gpu_precision: str | None = None) -> Runner:
     """Build the runner named ``runtime`` (one of :data:`deploykit.recipe.RUNTIMES`).
 
-    GPU runtimes (``torch-cuda``, ``onnxruntime-cuda``/``-tensorrt`` with onnxruntime-gpu,
-    ``tensorrt`` with the TensorRT package) live in :mod:`deploykit.runtimes.gpu`.
+    ``gpu``: the recipe's ``bench.gpu`` set-up (device index, channels_last, CUDA graphs,
+    compile; defaults when None); ``gpu_precision``: the torch-cuda precision to run a float
+    candidate in (default: the first of ``gpu.precisions``).
 
     Raises:
         BackendUnavailableError: unknown runtime, a missing package or GPU (naming what to
-            install), or the artifact it needs is missing.
+            install), the artifact it needs is missing, or an INT8 candidate on torch-cuda
+            (which would time its simulation).
     """
+    if gpu is None:
+        from deploykit.recipe import GpuBenchSpec
+
+        gpu = GpuBenchSpec()
     if runtime == "torch-cuda":
         if model is None:
             raise BackendUnavailableError("runtime torch-cuda needs the PyTorch model")
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise BackendUnavailableError(f"{precision} on torch-cuda: {INT8_ON_TORCH_CUDA}")
+        import copy
+
         from deploykit.runtimes.gpu import TorchCudaRunner
 
-        torch_precision = "fp16" if precision == "fp16" else "fp32"   # int8: its simulation
-        return TorchCudaRunner(model, torch_precision)
+        # the runner casts and moves its model: a copy, so the CPU runners keep theirs
+        return TorchCudaRunner(copy.deepcopy(model), gpu_precision or gpu.precisions[0],
+                               gpu.channels_last, gpu.cuda_graphs, gpu.compile, gpu.device)
     if runtime in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
         if onnx_path is None:
             raise BackendUnavailableError(f"runtime {runtime} needs an exported ONNX file")
-        return OrtRunner(onnx_path, threads, precision, provider=_ORT_PROVIDERS[runtime])
+        return OrtRunner(onnx_path, threads, precision, provider=ORT_PROVIDERS[runtime],
+                         device_index=gpu.device, fp16="fp16" in gpu.precisions)
     if runtime == "tensorrt":
         if onnx_path is None:
             raise BackendUnavailableError("runtime tensorrt needs an exported ONNX file")
-        from deploykit.runtimes.gpu import TensorRTRunner
+        from deploykit.runtimes.tensorrt import TensorRTRunner
 
-        return TensorRTRunner(onnx_path, precision, max_batch)
+        return TensorRTRunner(onnx_path, precision, max_batch, device_index=gpu.device)
     if runtime == "torch-cpu":
         if model is None:
             raise BackendUnavailableError("runtime torch-cpu needs the PyTorch model")
@@ -136,29 +115,14 @@ def make_runner(runtime: str, model: nn.Module | None = None, onnx_path: Path | 
     raise BackendUnavailableError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
 
 
-def check_available(runtime: str) -> None:
-    """Raise now, before any training, if ``runtime`` cannot run on this machine.
-
-    Raises:
-        BackendUnavailableError: naming the runtime, what is missing and what to install or
-            change (drop it from ``bench.runtimes``).
-    """
-    from deploykit.runtimes.gpu import _import_tensorrt, require_cuda
-
-    where = f"bench.runtimes: {runtime}"
-    if runtime in ("torch-cuda", "tensorrt"):
-        require_cuda(where)
-        if runtime == "tensorrt":
-            _import_tensorrt()
-    elif runtime in _ORT_PROVIDERS:
-        import onnxruntime as ort
-
-        have = ort.get_available_providers()
-        if _ORT_PROVIDERS[runtime] not in have:
-            raise BackendUnavailableError(
-                f"{where} needs ONNX Runtime's {_ORT_PROVIDERS[runtime]}, which this machine "
-                f"does not have (available: {', '.join(have)}). Install onnxruntime-gpu on a "
-                'CUDA machine (pip install "deploykit[gpu]") or remove it from bench.runtimes')
-    elif runtime != "torch-cpu":
-        raise BackendUnavailableError(f"unknown runtime {runtime!r}; available: "
-                                      f"{', '.join(RUNTIMES)}")
+def make_runners(runtime: str, model: nn.Module, onnx_path: Path, threads: int, precision: str,
+                 max_batch: int, gpu: GpuBenchSpec) -> list[Runner]:
+    """The runners that time one candidate on ``runtime``: one per ``gpu.precisions`` entry on
+    torch-cuda (a float candidate; each gets its own latency row), none for an INT8 candidate
+    there (:data:`INT8_ON_TORCH_CUDA`), else the one runner of :func:`make_runner`."""
+    if runtime != "torch-cuda":
+        return [make_runner(runtime, model, onnx_path, threads, precision, max_batch, gpu)]
+    if precision == "int8":
+        return []
+    return [make_runner(runtime, model, onnx_path, threads, precision,
+                        max_batch, gpu, p) for p in gpu.precisions]

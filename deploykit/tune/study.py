@@ -32,6 +32,7 @@ from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
 from deploykit.report import Report
 from deploykit.report.model import float_twin
 from deploykit.run_stages import AfterStage
+from deploykit.runtimes import check_runtimes
 from deploykit.tune.space import SearchSpace, config_hash
 
 __all__ = ["TrialPoint", "baseline_checkpoint", "check_tune", "point_from_report", "run_study"]
@@ -73,6 +74,7 @@ def check_tune(recipe: Recipe, source: str) -> SearchSpace:
 
     Raises:
         RecipeError: naming the key to fix.
+        BackendUnavailableError: a runtime the recipe names cannot run here.
     """
     space = SearchSpace.from_recipe(recipe, source)
     lat = recipe.tune.latency
@@ -83,6 +85,7 @@ def check_tune(recipe: Recipe, source: str) -> SearchSpace:
     if not recipe.stages:
         raise RecipeError(f"{source}: stages: empty; tune searches the settings of a chain "
                           "of stages (prune, distill, quantize, lowrank)")
+    check_runtimes(recipe, source)   # a missing GPU: found before the baseline is trained
     return space
 
 

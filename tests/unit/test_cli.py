@@ -83,7 +83,8 @@ def test_unavailable_runtime_exits_2_before_any_checkpoint(tiny_recipe_dict, wri
     out = tmp_path / "out"
     assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "bench.runtimes: torch-cuda needs a CUDA GPU" in err and "drop this runtime" in err
+    assert "bench.runtimes[1]: runtime torch-cuda needs a CUDA GPU" in err
+    assert "drop this runtime" in err
     assert not list(out.rglob("*.pt")) and not (out / "checkpoints").exists()
 
 

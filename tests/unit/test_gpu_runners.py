@@ -81,11 +81,13 @@ def test_gpu_runtime_without_a_gpu_is_a_clear_error(runtime, model_and_onnx):
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the error raised when TensorRT is missing")
 def test_missing_tensorrt_names_the_extra(monkeypatch, model_and_onnx):
-    from deploykit.runtimes import gpu
+    from fake_gpu import FakeCudaApi
 
-    monkeypatch.setattr(gpu, "require_cuda", lambda what: None)
-    with pytest.raises(BackendUnavailableError, match=r'pip install "deploykit\[tensorrt\]"'):
-        gpu.TensorRTRunner(model_and_onnx[1])
+    from deploykit.runtimes import TensorRTRunner, use_cuda_api
+
+    with (use_cuda_api(FakeCudaApi()),
+          pytest.raises(BackendUnavailableError, match=r'pip install "deploykit\[tensorrt\]"')):
+        TensorRTRunner(model_and_onnx[1])
 
 
 def test_missing_onnxruntime_gpu_provider_names_the_extra(model_and_onnx):

@@ -40,7 +40,7 @@ def test_markdown_has_every_candidate_and_latency_row():
     md = _report().to_markdown()
     assert "| baseline | fp32 | 41.00 | 0.270 | 1.100 |" in md
     assert "| prune |" in md and "-1.50" in md
-    assert "| baseline | onnxruntime | cpu | 1 | 2 | 1.000 |" in md
+    assert "| baseline | onnxruntime-cpu | fp32, 2 threads | 1 | 1.000 |" in md
 
 
 def test_wrong_schema_version_is_rejected():

@@ -1,0 +1,60 @@
+"""The report's latency table: one row per candidate, runtime set-up and batch size; GPU rows
+add memory, TFLOP/s and the fraction of the GPU's FP16 peak, and a runtime that cannot time a
+candidate (INT8 on torch-cuda) gets a row saying why instead of a number."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deploykit.progress import Table
+
+if TYPE_CHECKING:
+    from deploykit.report.model import LatencyRecord, Report
+
+__all__ = ["latency_table", "setup_label"]
+
+
+def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def setup_label(lr: LatencyRecord) -> str:
+    """How the row was run: the runner's set-up, or for older reports its threads."""
+    return lr.setup or f"{lr.precision}, {lr.threads} threads"
+
+
+def latency_table(r: Report) -> Table:
+    records = [lr for c in r.candidates for lr in c.latency]
+    has_device = any(lr.device_p50_ms is not None for lr in records)
+    has_gpu = any(lr.device == "cuda" for lr in records)
+    rows = []
+    for c in r.candidates:
+        for lr in c.latency:
+            ci = ("-" if lr.p50_ci_low_ms is None else
+                  f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
+            gpu = ((_fmt(lr.peak_memory_mb, ".1f"), _fmt(lr.tflops, ".2f"),
+                    _fmt(None if lr.peak_fraction is None else 100 * lr.peak_fraction, ".1f",
+                         "%")) if has_gpu else ())
+            rows.append((c.name, lr.key, setup_label(lr), str(lr.batch), f"{lr.p50_ms:.3f}", ci,
+                         f"{lr.p90_ms:.3f}", f"{lr.p99_ms:.3f}",
+                         f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
+                         *((_fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
+                         f"{lr.throughput_ips:.0f}", *gpu,
+                         _fmt(lr.speedup_vs_baseline, ".2f", "x")))
+        for runtime, why in c.not_timed.items():
+            width = 8 + has_device + 3 * has_gpu
+            rows.append((c.name, runtime, why, *(["-"] * width)))
+    headers = ("candidate", "runtime", "set-up", "batch", "p50", "p50 95% CI", "p90", "p99",
+               "mean ± std", *(("device p50",) if has_device else ()), "images/s",
+               *(("GPU memory (MB)", "TFLOP/s", "of FP16 peak") if has_gpu else ()),
+               "speed-up")
+    note = ("Per batch, milliseconds, end to end (host copies included); candidates timed "
+            "alternately in one process; speed-up is the baseline's p50 over the candidate's "
+            "on the same runtime, set-up and batch.")
+    if has_device:
+        note += " Device p50: GPU compute alone (CUDA events, input already on the GPU)."
+    if has_gpu:
+        note += (" GPU memory: the model's weights plus the peak one forward allocates; "
+                 "TFLOP/s: 2 x MACs x batch over the device p50 (end to end when not measured); "
+                 "of FP16 peak: that rate over the GPU's dense FP16 tensor-core peak.")
+    return Table("Latency", headers, rows, note=note, numeric_from=3)
