@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/tune/results/r20_tune.json")
     ap.add_argument("--study", default="r20-tune")
+    ap.add_argument("--startup-trials", type=int, default=None,
+                    help="TPE's random start-up trials (default: the recipe's)")
     args = ap.parse_args()
     import optuna
 
@@ -63,6 +65,8 @@ def main() -> None:
     recipe["model"]["checkpoint"] = str(r20_baseline_path(0))
     recipe["data"]["root"] = str(CIFAR)
     recipe["data"]["calib_samples"] = 1024
+    if args.startup_trials is not None:
+        recipe["tune"]["startup_trials"] = args.startup_trials
     work = CACHE / "r20-tune"
     work.mkdir(parents=True, exist_ok=True)
     path = work / "recipe.yaml"
