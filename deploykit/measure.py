@@ -78,11 +78,11 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                               arch={"widths": layer_widths(cand.model), **cand.arch})
         # PyTorch runs an INT8 candidate as its fake-quant simulation: say so in the report
         torch_precision = "int8-simulated" if cand.precision == "int8" else cand.precision
-        cand_runners = {("torch-cpu", ""): make_runner("torch-cpu", cand.model, path,
-                                                       bench.threads, torch_precision),
-                        ("onnxruntime-cpu", ""): make_runner("onnxruntime-cpu", cand.model,
-                                                             path, bench.threads,
-                                                             cand.precision)}
+        cpu_ref = make_runner("torch-cpu", cand.model, path, bench.threads, torch_precision)
+        cpu_ort = make_runner("onnxruntime-cpu", cand.model, path, bench.threads,
+                              cand.precision)
+        cand_runners = {(rt, r.setup): r for rt, r in (("torch-cpu", cpu_ref),
+                                                       ("onnxruntime-cpu", cpu_ort))}
         for rt in bench.runtimes:
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
@@ -92,8 +92,7 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                 rep.not_timed[rt] = INT8_ON_TORCH_CUDA
                 log(f"[{cand.name}] {rt}: {INT8_ON_TORCH_CUDA}")
             for runner in made:   # GPU runtimes: built only when asked for, one per set-up
-                cand_runners[(rt, getattr(runner, "setup", ""))] = runner
-        cpu_ref, cpu_ort = cand_runners[("torch-cpu", "")], cand_runners[("onnxruntime-cpu", "")]
+                cand_runners[(rt, runner.setup)] = runner
         limits = onnx_spec.parity.thresholds(cand.precision)
         try:
             parity = check_parity(cpu_ref, cpu_ort, checks, what=str(path), **limits)
@@ -111,7 +110,7 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
             gpu_limits = onnx_spec.parity.thresholds(runner.precision)
-            label = f"{rt} ({setup})" if setup else rt
+            label = f"{rt} ({setup})"
             try:
                 res = check_parity(cpu_ref, runner, checks, what=f"{path} on {label}",
                                    **gpu_limits)
@@ -157,8 +156,8 @@ def _add_latency(reports: list[CandidateReport],
             x = torch.randn(batch, *input_shape, generator=gen).numpy()
             timed = {name: rs[(rt, setup)] for name, rs in runners.items() if (rt, setup) in rs}
             fns = {name: (lambda r=r, x=x: r(x)) for name, r in timed.items()}
-            log(f"timing {rt}{f' ({setup})' if setup else ''} batch {batch}: {len(fns)} "
-                f"candidate(s), {bench.iterations} runs each")
+            log(f"timing {rt} ({setup}) batch {batch}: {len(fns)} candidate(s), "
+                f"{bench.iterations} runs each")
             memory = {name: r.peak_memory_mb(x) for name, r in timed.items()
                       if hasattr(r, "peak_memory_mb")}
             stats = time_alternating(fns, batch, bench.iterations, bench.warmup,
@@ -170,7 +169,7 @@ def _add_latency(reports: list[CandidateReport],
                 r = timed[name]
                 rec = LatencyRecord.from_stats(
                     st, runtime=r.runtime, device=r.device, precision=r.precision,
-                    threads=r.threads, setup=setup or None,
+                    threads=r.threads, setup=setup,
                     speedup_vs_baseline=(base.p50_ms / st.p50_ms
                                          if base is not None and st.p50_ms > 0 else None),
                     device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup),

@@ -167,8 +167,9 @@ def measure(models: dict[str, Callable[[], Any]], size: int = 224, batches=(1, 6
                 _log(f"{name} {row['setup']} b{batch}: float {med['float']:.3f} ms, pruned "
                      f"{med['pruned']:.3f} ms ({row['speedup']:.2f}x)")
                 rows.append(row)
-            del runners
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            del runners   # free this set-up's GPU copies before the next one
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return rows
 
 

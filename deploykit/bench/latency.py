@@ -141,7 +141,8 @@ def time_alternating(fns: dict[str, Callable[[], object]], batch: int, iteration
 
 def device_p50_ms(runner: object, x: np.ndarray, iterations: int, warmup: int) -> float | None:
     """The median device-only time of a GPU runner (CUDA events, input already on the device),
-    reported beside the end-to-end figure; ``None`` for runners without ``device_ms``."""
+    reported beside the end-to-end figure; ``None`` for CPU runners and runners without
+    ``device_ms``."""
     device_ms = getattr(runner, "device_ms", None)
     if device_ms is None or getattr(runner, "device", None) == "cpu":
         return None

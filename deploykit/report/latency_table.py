@@ -7,15 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deploykit.progress import Table
+from deploykit.report.model import _fmt
 
 if TYPE_CHECKING:
     from deploykit.report.model import LatencyRecord, Report
 
 __all__ = ["latency_table", "setup_label"]
-
-
-def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
-    return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
 def setup_label(lr: LatencyRecord) -> str:
@@ -27,6 +24,10 @@ def latency_table(r: Report) -> Table:
     records = [lr for c in r.candidates for lr in c.latency]
     has_device = any(lr.device_p50_ms is not None for lr in records)
     has_gpu = any(lr.device == "cuda" for lr in records)
+    headers = ("candidate", "runtime", "set-up", "batch", "p50", "p50 95% CI", "p90", "p99",
+               "mean ± std", *(("device p50",) if has_device else ()), "images/s",
+               *(("GPU memory (MB)", "TFLOP/s", "of FP16 peak") if has_gpu else ()),
+               "speed-up")
     rows = []
     for c in r.candidates:
         for lr in c.latency:
@@ -42,12 +43,7 @@ def latency_table(r: Report) -> Table:
                          f"{lr.throughput_ips:.0f}", *gpu,
                          _fmt(lr.speedup_vs_baseline, ".2f", "x")))
         for runtime, why in c.not_timed.items():
-            width = 8 + has_device + 3 * has_gpu
-            rows.append((c.name, runtime, why, *(["-"] * width)))
-    headers = ("candidate", "runtime", "set-up", "batch", "p50", "p50 95% CI", "p90", "p99",
-               "mean ± std", *(("device p50",) if has_device else ()), "images/s",
-               *(("GPU memory (MB)", "TFLOP/s", "of FP16 peak") if has_gpu else ()),
-               "speed-up")
+            rows.append((c.name, runtime, why, *(["-"] * (len(headers) - 3))))
     note = ("Per batch, milliseconds, end to end (host copies included); candidates timed "
             "alternately in one process; speed-up is the baseline's p50 over the candidate's "
             "on the same runtime, set-up and batch.")

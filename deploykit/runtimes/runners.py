@@ -32,12 +32,14 @@ INT8_ON_TORCH_CUDA = ("not applicable: PyTorch on CUDA has no INT8 engine (it wo
 
 
 class Runner(Protocol):
-    """Runs a batch; ``runtime``, ``device`` and ``precision`` name what a latency figure means."""
+    """Runs a batch; ``runtime``, ``device``, ``precision`` and ``setup`` (how it runs, e.g.
+    ``CPU EP, 2 threads``) name what a latency figure means."""
 
     runtime: str
     device: str
     precision: str
     threads: int
+    setup: str
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
