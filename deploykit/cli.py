@@ -170,7 +170,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deploykit.recipe import RUNTIMES
+    from deploykit.recipe import RUNTIME_TABLE
 
     p = argparse.ArgumentParser(
         prog="deploykit",
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "std, throughput, run count, and the environment in --json.")
     b.add_argument("model", help="ONNX file, or a recipe YAML whose model is exported first")
     b.add_argument("--runtime", nargs="+", default=["onnxruntime-cpu"],
-                   choices=[r for r in RUNTIMES if not r.startswith("torch")],
+                   choices=[r.name for r in RUNTIME_TABLE if r.runs == "onnx"],
                    help="runtimes (GPU ones need a GPU and the gpu / tensorrt extra)")
     b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="what the ONNX file computes in (a label; TensorRT takes precisions "

@@ -169,7 +169,7 @@ def _add_latency(reports: list[CandidateReport],
                 r = timed[name]
                 rec = LatencyRecord.from_stats(
                     st, runtime=r.runtime, device=r.device, precision=r.precision,
-                    threads=r.threads, setup=setup,
+                    threads=r.threads, setup=setup, name=r.name,
                     speedup_vs_baseline=(base.p50_ms / st.p50_ms
                                          if base is not None and st.p50_ms > 0 else None),
                     device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup),

@@ -157,7 +157,7 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
             for r in reports:
                 rec = LatencyRecord.from_stats(stats[r.name], runtime="onnxruntime",
                                                device="cpu", precision=r.precision,
-                                               threads=bench.threads)
+                                               threads=bench.threads, name=RUNTIME)
                 rec.speedup_vs_baseline = stats[base.name].p50_ms / rec.p50_ms
                 getattr(r, field).append(rec)
     return reports

@@ -10,6 +10,7 @@ from torch import nn
 
 from deploykit.bench.latency import time_alternating
 from deploykit.export import export_onnx
+from deploykit.recipe import runtime_info
 from deploykit.runtimes import OrtRunner, Runner, make_runner
 
 __all__ = ["LatencyProbe", "time_onnx_files"]
@@ -38,7 +39,7 @@ class LatencyProbe:
 
     def _runner(self, model: nn.Module, name: str) -> Runner:
         path = None
-        if self.runtime.startswith("onnxruntime") or self.runtime == "tensorrt":
+        if runtime_info(self.runtime).runs == "onnx":
             path = export_onnx(model, self.shape, self.workdir / f"{name}.onnx")
         return make_runner(self.runtime, model, path, self.threads)
 

@@ -17,8 +17,15 @@ from deploykit.recipe.loader import (
     recipe_to_dict,
     recipe_to_yaml,
 )
-from deploykit.recipe.sections import (
+from deploykit.recipe.runtimes import (
+    RUNTIME_TABLE,
     RUNTIMES,
+    Runtime,
+    RuntimeInfo,
+    legacy_runtime_name,
+    runtime_info,
+)
+from deploykit.recipe.sections import (
     BenchSpec,
     DataSpec,
     DetectionsSpec,
@@ -28,7 +35,6 @@ from deploykit.recipe.sections import (
     OnnxExportSpec,
     ParitySpec,
     ResourcesSpec,
-    Runtime,
 )
 from deploykit.recipe.stages import (
     STAGE_KINDS,
@@ -51,6 +57,7 @@ from deploykit.recipe.stages import (
 __all__ = [
     "ARTIFACT_SECTIONS",
     "RUNTIMES",
+    "RUNTIME_TABLE",
     "STAGE_KINDS",
     "BenchSpec",
     "CalibrationSpec",
@@ -75,6 +82,7 @@ __all__ = [
     "Recipe",
     "ResourcesSpec",
     "Runtime",
+    "RuntimeInfo",
     "SensitivitySpec",
     "SparsitySpec",
     "SpeedCheckSpec",
@@ -84,9 +92,11 @@ __all__ = [
     "TeacherSpec",
     "TrainSpec",
     "check_stage_order",
+    "legacy_runtime_name",
     "load_recipe",
     "parse_recipe",
     "recipe_hash",
     "recipe_to_dict",
     "recipe_to_yaml",
+    "runtime_info",
 ]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from deploykit.recipe.base import Strict
-from deploykit.recipe.sections import Runtime
+from deploykit.recipe.runtimes import Runtime
 
 __all__ = ["GateSpec", "LatencyAt", "MetricAt"]
 

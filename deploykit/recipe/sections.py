@@ -1,20 +1,16 @@
-"""The recipe's sections other than the stages and gates: model, data, export, bench.
-
-Also the one list of runtime names (:data:`RUNTIMES`) that the recipe, the command line and the
-runners all use.
-"""
+"""The recipe's sections other than the stages and gates: model, data, export, bench."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from deploykit.recipe.base import MAX_BATCH, MAX_IMAGE_SIZE, MAX_THREADS, Strict
+from deploykit.recipe.runtimes import Runtime
 
 __all__ = [
-    "RUNTIMES",
     "BenchSpec",
     "DataSpec",
     "ExportSpec",
@@ -23,13 +19,7 @@ __all__ = [
     "OnnxExportSpec",
     "ParitySpec",
     "ResourcesSpec",
-    "Runtime",
 ]
-
-Runtime = Literal["torch-cpu", "onnxruntime-cpu", "torch-cuda", "onnxruntime-cuda",
-                  "onnxruntime-tensorrt", "tensorrt"]
-RUNTIMES: tuple[str, ...] = get_args(Runtime)
-"""Every runtime a candidate can be measured on, ``<engine>-<device>``."""
 
 
 class DetectionsSpec(Strict):

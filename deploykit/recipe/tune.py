@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from deploykit.recipe.base import Strict
-from deploykit.recipe.sections import Runtime
+from deploykit.recipe.runtimes import Runtime
 
 __all__ = ["RangeSpec", "TuneConstraints", "TuneLatency", "TuneSpec"]
 

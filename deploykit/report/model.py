@@ -13,12 +13,13 @@ from typing import Any
 
 from deploykit.bench import LatencyStats
 from deploykit.progress import Table
+from deploykit.recipe import RUNTIME_TABLE, legacy_runtime_name
 
 __all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
            "float_twin", "int8_recommendation", "report_tables", "summary_lines", "summary_table"]
 
 # runtimes that run an INT8 artifact with integer kernels (torch-cpu runs its simulation)
-_INT8_RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt-cuda")
+_INT8_RUNTIMES = tuple(r.name for r in RUNTIME_TABLE if r.int8_native)
 
 SCHEMA_VERSION = 1
 
@@ -26,7 +27,10 @@ SCHEMA_VERSION = 1
 @dataclass(kw_only=True)
 class LatencyRecord(LatencyStats):
     """One latency figure: the timing statistics (:class:`~deploykit.bench.LatencyStats`)
-    labelled with what was timed; always names runtime, device, precision, batch and threads."""
+    labelled with what was timed; always names runtime, device, precision, batch and threads.
+
+    ``name`` is the runtime's name in the runtime table (``onnxruntime-tensorrt``), which
+    gates and ``tune`` look rows up by; ``runtime`` is the engine (``onnxruntime``)."""
 
     runtime: str
     device: str
@@ -38,6 +42,7 @@ class LatencyRecord(LatencyStats):
     peak_memory_mb: float | None = None   # GPU: weights + what one forward allocates at peak
     tflops: float | None = None           # GPU: 2 x MACs x batch / time (device time if known)
     peak_fraction: float | None = None    # GPU: tflops over the GPU's dense FP16 peak
+    name: str | None = None               # the runtime table's name; None in older reports
 
     @classmethod
     def from_stats(cls, stats: LatencyStats, **labels: Any) -> LatencyRecord:
@@ -46,8 +51,9 @@ class LatencyRecord(LatencyStats):
 
     @property
     def key(self) -> str:
-        """``runtime-device``, the name recipes and gates use (e.g. ``onnxruntime-cpu``)."""
-        return f"{self.runtime}-{self.device}"
+        """The runtime's name in the runtime table, which recipes, gates and ``tune`` use
+        (e.g. ``onnxruntime-cpu``, ``tensorrt``); derived for rows of older reports."""
+        return self.name or legacy_runtime_name(self.runtime, self.device, self.setup)
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Runtimes: one ``Runner`` interface (a float32 NCHW batch in, logits out) over PyTorch,
-ONNX Runtime's execution providers and TensorRT. The runtime names are
-:data:`deploykit.recipe.RUNTIMES`; GPU runners import their packages lazily, and every CUDA call
-goes through :func:`~deploykit.runtimes.cuda.cuda_api` (a fake GPU in CI)."""
+"""Runtimes: one ``Runner`` interface (a float32 NCHW batch in, outputs out) over PyTorch,
+ONNX Runtime's execution providers and TensorRT. Each runtime is one row of the runtime table
+(:data:`deploykit.recipe.RUNTIME_TABLE`: its name, device, needs and the factory of its
+runner); GPU runners import their packages lazily, and every CUDA call goes through
+:func:`~deploykit.runtimes.cuda.cuda_api` (a fake GPU in CI)."""
 
 from deploykit.runtimes.availability import check_available, check_runtimes
+from deploykit.runtimes.base import INT8_ON_TORCH_CUDA, Runner, RunnerRequest
 from deploykit.runtimes.cuda import (
     CudaApi,
     TorchCudaApi,
@@ -15,13 +17,7 @@ from deploykit.runtimes.cuda import (
 )
 from deploykit.runtimes.gpu import TorchCudaRunner, setup_name
 from deploykit.runtimes.ort import OrtRunner, provider_options
-from deploykit.runtimes.runners import (
-    INT8_ON_TORCH_CUDA,
-    Runner,
-    TorchRunner,
-    make_runner,
-    make_runners,
-)
+from deploykit.runtimes.runners import TorchRunner, make_runner, make_runners
 from deploykit.runtimes.tensorrt import TensorRTRunner, engine_cache_key
 
 __all__ = [
@@ -29,6 +25,7 @@ __all__ = [
     "CudaApi",
     "OrtRunner",
     "Runner",
+    "RunnerRequest",
     "TensorRTRunner",
     "TorchCudaApi",
     "TorchCudaRunner",

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deploykit.errors import BackendUnavailableError
-from deploykit.recipe import RUNTIMES
+from deploykit.recipe import runtime_info
 from deploykit.runtimes.cuda import require_cuda
-from deploykit.runtimes.ort import ORT_PROVIDERS
 
 if TYPE_CHECKING:
     from deploykit.recipe import Recipe
@@ -17,33 +16,32 @@ __all__ = ["check_available", "check_runtimes"]
 
 
 def check_available(runtime: str, device_index: int = 0) -> None:
-    """Raise now if ``runtime`` cannot run on this machine.
+    """Raise now if ``runtime`` cannot run on this machine: what its row of the runtime table
+    needs (the package, ONNX Runtime's execution provider, a CUDA GPU) is checked.
 
     Raises:
         BackendUnavailableError: naming the runtime, what is missing and what to install or
             change (drop it from ``bench.runtimes``).
     """
-    if runtime in ("torch-cuda", "tensorrt"):
-        require_cuda(f"runtime {runtime}", device_index)
-        if runtime == "tensorrt":
-            from deploykit.runtimes.tensorrt import import_tensorrt
-
-            import_tensorrt()
-    elif runtime in ORT_PROVIDERS:
+    try:
+        info = runtime_info(runtime)
+    except KeyError as e:
+        raise BackendUnavailableError(str(e.args[0])) from None
+    if info.provider is not None:
         import onnxruntime as ort
 
         have = ort.get_available_providers()
-        if ORT_PROVIDERS[runtime] not in have:
+        if info.provider not in have:
             raise BackendUnavailableError(
-                f"runtime {runtime} needs ONNX Runtime's {ORT_PROVIDERS[runtime]}, which this "
+                f"runtime {runtime} needs ONNX Runtime's {info.provider}, which this "
                 f"machine does not have (available: {', '.join(have)}). Install "
-                'onnxruntime-gpu on a CUDA machine (pip install "deploykit[gpu]") or remove '
-                "it from bench.runtimes")
-        if runtime != "onnxruntime-cpu":
-            require_cuda(f"runtime {runtime}", device_index)
-    elif runtime != "torch-cpu":
-        raise BackendUnavailableError(f"unknown runtime {runtime!r}; available: "
-                                      f"{', '.join(RUNTIMES)}")
+                f"{info.install} or remove it from bench.runtimes")
+    if info.device == "cuda":
+        require_cuda(f"runtime {runtime}", device_index)
+    if info.needs == "tensorrt":
+        from deploykit.runtimes.tensorrt import import_tensorrt
+
+        import_tensorrt()
 
 
 def check_runtimes(recipe: Recipe, source: str = "recipe") -> None:

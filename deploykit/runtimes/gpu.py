@@ -8,17 +8,23 @@ against a fake GPU; on a real one the API is ``torch.cuda``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from deploykit.errors import BackendUnavailableError
+from deploykit.runtimes.base import INT8_ON_TORCH_CUDA
 from deploykit.runtimes.cuda import cuda_api, require_cuda
 
-__all__ = ["TORCH_DTYPES", "TorchCudaRunner", "setup_name"]
+if TYPE_CHECKING:
+    from deploykit.recipe import RuntimeInfo
+    from deploykit.runtimes.base import RunnerRequest
+
+__all__ = ["TORCH_DTYPES", "TorchCudaRunner", "setup_name", "torch_cuda"]
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -28,6 +34,20 @@ def setup_name(precision: str, channels_last: bool, cuda_graphs: bool, compile: 
     parts = [precision, "channels_last" if channels_last else "NCHW",
              "CUDA graphs" if cuda_graphs else "eager"]
     return ", ".join(parts + (["torch.compile"] if compile else []))
+
+
+def torch_cuda(info: RuntimeInfo, req: RunnerRequest) -> TorchCudaRunner:
+    """The ``torch-cuda`` row's factory, in the recipe's ``bench.gpu`` set-up.
+
+    Raises:
+        BackendUnavailableError: an INT8 candidate (:data:`INT8_ON_TORCH_CUDA`).
+    """
+    if req.precision not in ("fp32", "fp16", "bf16"):
+        raise BackendUnavailableError(f"{req.precision} on torch-cuda: {INT8_ON_TORCH_CUDA}")
+    gpu = req.gpu
+    # the runner casts and moves its model: a copy, so the CPU runners keep theirs
+    return TorchCudaRunner(copy.deepcopy(req.model), req.gpu_precision or gpu.precisions[0],
+                           gpu.channels_last, gpu.cuda_graphs, gpu.compile, gpu.device)
 
 
 @dataclass
@@ -48,6 +68,7 @@ class TorchCudaRunner:
     device_index: int = 0
     runtime: str = "torch"
     device: str = "cuda"
+    name: str = "torch-cuda"
     threads: int = 1
     _graphs: dict[tuple[int, ...], Any] = field(default_factory=dict, repr=False)
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from deploykit.errors import BackendUnavailableError
+from deploykit.recipe import RUNTIME_TABLE
 
-__all__ = ["ORT_PROVIDERS", "OrtRunner", "provider_options"]
+if TYPE_CHECKING:
+    from deploykit.recipe import RuntimeInfo
+    from deploykit.runtimes.base import RunnerRequest
 
-ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider",
-                 "onnxruntime-cuda": "CUDAExecutionProvider",
-                 "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
+__all__ = ["OrtRunner", "onnxruntime_runner", "provider_options"]
+
+# ONNX Runtime's execution provider -> the runtime table's name for it
+_NAMES = {r.provider: r.name for r in RUNTIME_TABLE if r.provider is not None}
 
 
 def provider_options(provider: str, device_index: int = 0, precision: str = "fp32",
@@ -45,6 +49,12 @@ def provider_options(provider: str, device_index: int = 0, precision: str = "fp3
         trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
                    trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
     return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
+
+
+def onnxruntime_runner(info: RuntimeInfo, req: RunnerRequest) -> OrtRunner:
+    """The factory of the ONNX Runtime rows (one per execution provider)."""
+    return OrtRunner(req.onnx_path, req.threads, req.precision, provider=info.provider,
+                     device_index=req.gpu.device, fp16="fp16" in req.gpu.precisions)
 
 
 class OrtRunner:
@@ -82,6 +92,7 @@ class OrtRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.threads, self.precision = threads, precision
         self.runtime, self.device_index = "onnxruntime", device_index
+        self.name = _NAMES[provider]
         self.device = "cpu" if provider == "CPUExecutionProvider" else "cuda"
         self.setup = {"CPUExecutionProvider": f"CPU EP, {threads} threads",
                       "CUDAExecutionProvider": "CUDA EP, I/O binding for device time",

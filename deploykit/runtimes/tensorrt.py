@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +19,11 @@ import torch
 from deploykit.errors import BackendUnavailableError
 from deploykit.runtimes.cuda import cuda_api, require_cuda
 
-__all__ = ["TensorRTRunner", "engine_cache_key", "import_tensorrt"]
+if TYPE_CHECKING:
+    from deploykit.recipe import RuntimeInfo
+    from deploykit.runtimes.base import RunnerRequest
+
+__all__ = ["TensorRTRunner", "engine_cache_key", "import_tensorrt", "tensorrt_runner"]
 
 
 def engine_cache_key(onnx_bytes: bytes, trt_version: str, gpu: str, max_batch: int) -> str:
@@ -39,6 +43,11 @@ def import_tensorrt() -> Any:
     return trt
 
 
+def tensorrt_runner(info: RuntimeInfo, req: RunnerRequest) -> TensorRTRunner:
+    """The ``tensorrt`` row's factory: an engine for the batch sizes up to ``max_batch``."""
+    return TensorRTRunner(req.onnx_path, req.precision, req.max_batch, device_index=req.gpu.device)
+
+
 class TensorRTRunner:
     """A TensorRT engine built from an exported ONNX file, cached on disk, run from CUDA memory
     allocated once (PyTorch tensors as buffers, one CUDA stream).
@@ -56,7 +65,7 @@ class TensorRTRunner:
         self.api, self.device_index = cuda_api(), device_index
         self.torch_device = self.api.device(device_index)
         self.trt, self.precision, self.threads = trt, precision, 1
-        self.runtime, self.device = "tensorrt", "cuda"
+        self.runtime, self.device, self.name = "tensorrt", "cuda", "tensorrt"
         self.logger = trt.Logger(trt.Logger.WARNING)
         onnx_bytes = Path(onnx_path).read_bytes()
         gpu = self.api.device_name(device_index)

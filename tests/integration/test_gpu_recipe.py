@@ -5,14 +5,17 @@ its set-up and an INT8 candidate is reported "not applicable" there, never timed
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 
 import pytest
-from fake_gpu import FakeCudaApi
+from fake_gpu import FakeCudaApi, fake_onnxruntime_gpu, fake_tensorrt
 
 from deploykit.cli import main
+from deploykit.recipe import load_recipe
 from deploykit.report import Report
 from deploykit.runtimes import use_cuda_api
+from deploykit.tune.study import point_from_report
 
 
 @pytest.mark.parametrize("runtime", ["torch-cuda", "onnxruntime-tensorrt", "tensorrt"])
@@ -87,3 +90,41 @@ def test_on_a_gpu_rows_name_their_setup_and_int8_is_not_applicable(
     if gpu == "fake":
         assert r.environment["gpu"] == "NVIDIA H100 80GB HBM3"
         assert fake.captures   # the graph path ran
+
+
+@pytest.mark.parametrize("runtime", ["tensorrt", "onnxruntime-tensorrt"])
+def test_tensorrt_rows_gates_and_tune_use_the_recipes_runtime_name(
+        tiny_recipe_dict, write_yaml, tmp_path, monkeypatch, runtime):
+    """The recipe's name is the key everywhere: latency rows, gate checks and tune's objective
+    (rows were keyed ``tensorrt-cuda`` / ``onnxruntime-cuda``, so gates and tune found none)."""
+    import onnxruntime
+
+    calls: dict = {}
+    if runtime == "tensorrt":
+        monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(None, 4, calls))
+    else:
+        monkeypatch.setitem(sys.modules, "onnxruntime", fake_onnxruntime_gpu(onnxruntime, calls))
+    recipe = dict(tiny_recipe_dict)
+    recipe["bench"] = {**recipe["bench"], "runtimes": ["onnxruntime-cpu", runtime]}
+    recipe["stages"] = [{"kind": "prune", "target": {"macs_ratio": 0.6}, "finetune": None}]
+    recipe["gates"] = {"min_speedup": {"value": 0.01, "runtime": runtime, "batch": 1},
+                       "max_latency_ms": {"value": 1e6, "runtime": runtime}}
+    recipe["tune"] = {"space": {"prune.target.macs_ratio": {"low": 0.5, "high": 0.9}},
+                      "latency": {"runtime": runtime, "batch": 4}}
+    path, out = write_yaml(recipe), tmp_path / "run"
+    with use_cuda_api(FakeCudaApi(clock=lambda: time.perf_counter() * 1e3)):
+        assert main(["run", str(path), "-o", str(out)]) == 0
+    r = Report.load(out / "report.json")
+    for c in r.candidates:
+        rows = {(lr.key, lr.batch) for lr in c.latency}
+        assert rows == {(rt, b) for rt in ("onnxruntime-cpu", runtime) for b in (1, 4)}
+        assert c.latency_at(runtime, 4).device == "cuda"
+    names = [c["name"] for c in r.gate["checks"]]
+    assert names == [f"min_speedup[{runtime} b1]", f"max_latency_ms[p50 {runtime} b1]",
+                     f"max_latency_ms[p50 {runtime} b4]"], names
+    assert all(c["passed"] and c["measured"] is not None for c in r.gate["checks"])
+    point = point_from_report(r, load_recipe(path))
+    last = r.candidates[-1]
+    assert point.latency_ratio == pytest.approx(
+        last.latency_at(runtime, 4).p50_ms / r.candidates[0].latency_at(runtime, 4).p50_ms)
+    assert calls.get("builds", 0) >= 2 or "providers" in calls   # the fake really ran
