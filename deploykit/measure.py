@@ -128,7 +128,8 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                 if runner is None:
                     continue
                 acc = runner_accuracy(runner, loaders.val)
-                rep.top1_pct[rt], rep.top5_pct[rt] = acc["top1_pct"], acc["top5_pct"]
+                for metric in ("top1_pct", "top5_pct"):
+                    rep.metrics.setdefault(metric, {})[rt] = acc[metric]
             accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items())
             log(f"[{cand.name}] top-1 {accs}")
         runners[cand.name] = timed
@@ -138,7 +139,7 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
     for rep in reports:
         top1 = rep.artifact_top1_pct()
         if base is not None and top1 is not None:
-            rep.delta_top1_pts = top1 - base
+            rep.delta_pts["top1_pct"] = top1 - base
     return reports
 
 

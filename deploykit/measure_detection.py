@@ -136,15 +136,15 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
             name=cand.name, precision=cand.precision, macs=macs, params=params,
             onnx_file=str(path.relative_to(out_dir)), onnx_size_bytes=file_size_bytes(path),
             parity=parity, keep_float=list(cand.keep_float), arch=dict(cand.arch),
-            map_pct={"torch-cpu": m_torch.map_pct, RUNTIME: m_ort.map_pct},
-            map50_pct={"torch-cpu": m_torch.map50_pct, RUNTIME: m_ort.map50_pct}))
+            metrics={"map_pct": {"torch-cpu": m_torch.map_pct, RUNTIME: m_ort.map_pct},
+                     "map50_pct": {"torch-cpu": m_torch.map50_pct, RUNTIME: m_ort.map50_pct}}))
         e2e[cand.name], nets[cand.name] = runner, OrtRunner(net_path, bench.threads)
         if inputs is None:
             batch, _ = model.transform([images[0]])
             inputs = (images[0][None].numpy(), batch.tensors.numpy().astype(np.float32))
     base = reports[0]
     for r in reports:
-        r.delta_map50_pts = r.map50_pct[RUNTIME] - base.map50_pct[RUNTIME]
+        r.delta_pts["map50_pct"] = r.map50_pct[RUNTIME] - base.map50_pct[RUNTIME]
     if bench.iterations and RUNTIME in bench.runtimes:
         for field, runners, x in (("latency", e2e, inputs[0]), ("network_latency", nets,
                                                                    inputs[1])):

@@ -156,7 +156,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
     yardstick = (yardstick + yardstick_ms(recipe.bench.threads)) / 2
     for cand, rep in zip(state.candidates, candidates, strict=True):
         if cand.torch_top1_pct is not None and "torch-cpu" not in rep.top1_pct:
-            rep.top1_pct["torch-cpu"] = cand.torch_top1_pct
+            rep.metrics.setdefault("top1_pct", {})["torch-cpu"] = cand.torch_top1_pct
     report = Report(recipe_name=recipe.name, recipe_hash=recipe_hash(recipe), seed=recipe.seed,
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     environment={**environment(recipe.bench.threads),

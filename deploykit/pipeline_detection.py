@@ -77,7 +77,8 @@ def run_detection(recipe: Recipe, out: Path, resume: bool, gate: bool,
                     environment={**environment(recipe.bench.threads),
                                  "yardstick_ms": round(yardstick, 4)},
                     recipe=recipe_to_dict(recipe),
-                    stages=[vars(r) for r in state.history], candidates=candidates)
+                    stages=[vars(r) for r in state.history], candidates=candidates,
+                    task="detection", primary_metric="map50_pct")
     if gates is not None:
         report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml", out).to_dict()
     write_report_files(report, out)

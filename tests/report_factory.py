@@ -32,12 +32,13 @@ def make_report(cand_top1: float = 90.0, cand_ms: dict[int, float] | None = None
             if b in base_ms else None
         cand_lat.append(rec)
     base = CandidateReport("baseline", "fp32", 40_000_000, 270_000, "baseline.onnx", 1_080_000,
-                           {"onnxruntime-cpu": base_top1, "torch-cpu": base_top1}, {}, 0.0,
-                           {"max_abs_error": 1e-6}, base_lat)
+                           {"top1_pct": {"onnxruntime-cpu": base_top1, "torch-cpu": base_top1}},
+                           {"top1_pct": 0.0}, {"max_abs_error": 1e-6}, base_lat)
     cand = CandidateReport(name, "fp32", 20_000_000, 130_000, f"{name}.onnx", size_bytes,
-                           {"onnxruntime-cpu": cand_top1, "torch-cpu": cand_top1 + 0.01}, {},
-                           cand_top1 - base_top1, {"max_abs_error": 2e-6}, cand_lat,
-                           keep_float=["conv1", "fc"])
+                           {"top1_pct": {"onnxruntime-cpu": cand_top1,
+                                         "torch-cpu": cand_top1 + 0.01}},
+                           {"top1_pct": cand_top1 - base_top1}, {"max_abs_error": 2e-6},
+                           cand_lat, keep_float=["conv1", "fc"])
     return Report("demo", "ab" * 32, 0, "2026-11-23 00:00:00",
                   {"cpu_model": "test cpu", "cpu_cores": 2, "threads": 2, "packages": {}},
                   stages=[{"name": "prune", "params": {}, "metrics": {"macs_ratio": 0.5},

@@ -15,7 +15,7 @@ from deploykit.gate.checks import Check, GateResult, bound, missing, records, wh
 from deploykit.gate.regression import regression_checks
 from deploykit.progress import Table, log, print_table
 from deploykit.recipe import GateSpec, MetricAt
-from deploykit.report import CandidateReport, Report, load_report
+from deploykit.report import CandidateReport, Report, load_report, metric_label
 
 __all__ = ["apply_gate", "evaluate_gates", "gate_report", "gate_spec", "junit_xml",
            "load_baseline", "write_junit"]
@@ -43,14 +43,12 @@ def evaluate_gates(report: Report, spec: GateSpec, baseline: Report | None = Non
     base = report.candidates[0]
     checks: list[Check] = []
 
-    for key, value, what, unit in (("max_accuracy_drop", CandidateReport.artifact_top1_pct,
-                                    "top-1", "%"),
-                                   ("max_map_drop", CandidateReport.artifact_map50_pct,
-                                    "mAP@.5", "")):
-        t = getattr(spec, key)
+    for key, metric, unit in (("max_accuracy_drop", "top1_pct", "%"),
+                              ("max_map_drop", "map50_pct", "")):
+        t, what = getattr(spec, key), metric_label(metric)
         if t is None:
             continue
-        b1, c1 = value(base), value(cand)
+        b1, c1 = base.artifact(metric), cand.artifact(metric)
         if b1 is None or c1 is None:
             checks.append(missing(key, t, "<=", " pts",
                                    f"{what} of {'baseline' if b1 is None else name}"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from deploykit.report.model import CandidateReport, Report, Table
+from deploykit.progress import Table
+from deploykit.report.format import metric_label
+from deploykit.report.model import CandidateReport, Report
 
 __all__ = ["compare_reports"]
 
@@ -19,13 +21,15 @@ def _change(a: float | None, b: float | None, relative: bool) -> str:
     return f"{b - a:+.2f}"
 
 
-def _rows(name: str, a: CandidateReport | None, b: CandidateReport | None) -> list[tuple]:
+def _rows(name: str, a: CandidateReport | None, b: CandidateReport | None,
+          names: list[str]) -> list[tuple]:
     def get(c, fn):
         return None if c is None else fn(c)
 
     size = lambda c: None if c.onnx_size_bytes is None else c.onnx_size_bytes / 1e6  # noqa: E731
-    metrics = [("top-1 artifact (%)", lambda c: c.artifact_top1_pct(), ".2f", False),
-               ("MACs (M)", lambda c: c.macs / 1e6, ".2f", True),
+    metrics = [(f"{metric_label(m)} artifact{' (%)' if m.endswith('_pct') else ''}",
+                lambda c, m=m: c.artifact(m), ".2f", False) for m in names]
+    metrics += [("MACs (M)", lambda c: c.macs / 1e6, ".2f", True),
                ("params (M)", lambda c: c.params / 1e6, ".3f", True),
                ("ONNX size (MB)", size, ".3f", True)]
     keys = []
@@ -51,9 +55,10 @@ def compare_reports(a: Report, b: Report) -> Table:
     names += [c.name for c in b.candidates if c.name not in names]
     by_a = {c.name: c for c in a.candidates}
     by_b = {c.name: c for c in b.candidates}
+    metric_names = list(dict.fromkeys([*a.metric_names, *b.metric_names]))
     rows = []
     for n in names:
-        rows += _rows(n, by_a.get(n), by_b.get(n))
+        rows += _rows(n, by_a.get(n), by_b.get(n), metric_names)
     note = (f"A: {a.recipe_name} ({a.created_utc}, {a.environment.get('cpu_model')}); "
             f"B: {b.recipe_name} ({b.created_utc}, {b.environment.get('cpu_model')})")
     return Table("Comparison", ("candidate", "metric", "A", "B", "change"), rows, note=note,

@@ -4,7 +4,13 @@ float candidate before it."""
 
 from __future__ import annotations
 
-from deploykit.report.model import Report, Table, _fmt
+from typing import TYPE_CHECKING
+
+from deploykit.progress import Table
+from deploykit.report.format import fmt
+
+if TYPE_CHECKING:
+    from deploykit.report.model import Report
 
 __all__ = ["detection_summary", "detection_tables", "detection_verdicts"]
 
@@ -13,10 +19,10 @@ def detection_summary(r: Report) -> Table:
     rows = []
     for c in r.candidates:
         e2e, net = c.latency_at("onnxruntime-cpu", 1), next(iter(c.network_latency), None)
-        rows.append((c.name, f"{c.macs / 1e6:.2f}", _fmt(c.artifact_map50_pct()),
-                     _fmt(c.delta_map50_pts, "+.2f"), _fmt(getattr(net, "p50_ms", None), ".3f"),
-                     _fmt(getattr(e2e, "p50_ms", None), ".3f"),
-                     _fmt(getattr(e2e, "speedup_vs_baseline", None), ".2f", "x")))
+        rows.append((c.name, f"{c.macs / 1e6:.2f}", fmt(c.artifact_map50_pct()),
+                     fmt(c.delta_map50_pts, "+.2f"), fmt(getattr(net, "p50_ms", None), ".3f"),
+                     fmt(getattr(e2e, "p50_ms", None), ".3f"),
+                     fmt(getattr(e2e, "speedup_vs_baseline", None), ".2f", "x")))
     return Table(f"deploykit: {r.recipe_name}",
                  ("candidate", "MACs (M)", "mAP@.5 ORT", "Δ (pts)",
                   "network p50 b1 (ms)", "end-to-end p50 b1 (ms)", "speed-up e2e"), rows)
@@ -48,12 +54,12 @@ def detection_tables(r: Report) -> list[Table]:
     for c in r.candidates:
         size = None if c.onnx_size_bytes is None else c.onnx_size_bytes / 1e6
         rows.append((c.name, c.precision, f"{c.macs / 1e6:.2f}", f"{c.params / 1e6:.3f}",
-                     _fmt(size, ".3f"), _fmt(c.map_pct.get("onnxruntime-cpu")),
-                     _fmt(c.map50_pct.get("onnxruntime-cpu")), _fmt(c.map50_pct.get("torch-cpu")),
-                     _fmt(c.delta_map50_pts, "+.2f"),
-                     _fmt(c.parity.get("matched_fraction"), ".1%"),
-                     _fmt(c.parity.get("min_iou"), ".4f"),
-                     _fmt(c.parity.get("max_score_diff"), ".1e")))
+                     fmt(size, ".3f"), fmt(c.map_pct.get("onnxruntime-cpu")),
+                     fmt(c.map50_pct.get("onnxruntime-cpu")), fmt(c.map50_pct.get("torch-cpu")),
+                     fmt(c.delta_map50_pts, "+.2f"),
+                     fmt(c.parity.get("matched_fraction"), ".1%"),
+                     fmt(c.parity.get("min_iou"), ".4f"),
+                     fmt(c.parity.get("max_score_diff"), ".1e")))
     tables = [Table(
         "Candidates", ("candidate", "precision", "MACs (M)", "params (M)", "ONNX (MB)",
                        "mAP ORT", "mAP@.5 ORT", "mAP@.5 PyTorch", "Δ mAP@.5 (pts)",
@@ -71,7 +77,7 @@ def detection_tables(r: Report) -> list[Table]:
             for lr in recs:
                 lat.append((c.name, what, str(lr.batch), f"{lr.p50_ms:.3f}",
                             f"{lr.p90_ms:.3f}", f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
-                            _fmt(lr.speedup_vs_baseline, ".2f", "x")))
+                            fmt(lr.speedup_vs_baseline, ".2f", "x")))
     tables.append(Table(
         "Latency (ONNX Runtime CPU)", ("candidate", "graph", "batch", "p50", "p90",
                                        "mean ± std", "speed-up"), lat,

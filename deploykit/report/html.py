@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import base64
 from html import escape
+from typing import TYPE_CHECKING
 
-from deploykit.report.model import Report, Table, report_tables, summary_lines
+from deploykit.progress import Table
+from deploykit.report.format import metric_label
+from deploykit.report.tables import report_tables, summary_lines
+
+if TYPE_CHECKING:
+    from deploykit.report.model import Report
 
 __all__ = ["html_page", "to_html"]
 
@@ -55,4 +61,5 @@ def to_html(report: Report, pareto_png: bytes | None = None) -> str:
     """Render ``report`` (and, if given, the PNG bytes of its Pareto plot) as one HTML page."""
     return html_page(f"deploykit report: {report.recipe_name}", summary_lines(report),
                      report_tables(report), pareto_png, "Accuracy vs latency",
-                     "Pareto plot: top-1 against p50 latency per runtime and batch")
+                     f"Pareto plot: {metric_label(report.primary_metric)} against p50 latency "
+                     "per runtime and batch")

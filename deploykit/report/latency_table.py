@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deploykit.progress import Table
-from deploykit.report.model import _fmt
+from deploykit.report.format import fmt
 
 if TYPE_CHECKING:
     from deploykit.report.model import LatencyRecord, Report
@@ -33,15 +33,15 @@ def latency_table(r: Report) -> Table:
         for lr in c.latency:
             ci = ("-" if lr.p50_ci_low_ms is None else
                   f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
-            gpu = ((_fmt(lr.peak_memory_mb, ".1f"), _fmt(lr.tflops, ".2f"),
-                    _fmt(None if lr.peak_fraction is None else 100 * lr.peak_fraction, ".1f",
+            gpu = ((fmt(lr.peak_memory_mb, ".1f"), fmt(lr.tflops, ".2f"),
+                    fmt(None if lr.peak_fraction is None else 100 * lr.peak_fraction, ".1f",
                          "%")) if has_gpu else ())
             rows.append((c.name, lr.key, setup_label(lr), str(lr.batch), f"{lr.p50_ms:.3f}", ci,
                          f"{lr.p90_ms:.3f}", f"{lr.p99_ms:.3f}",
                          f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
-                         *((_fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
+                         *((fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
                          f"{lr.throughput_ips:.0f}", *gpu,
-                         _fmt(lr.speedup_vs_baseline, ".2f", "x")))
+                         fmt(lr.speedup_vs_baseline, ".2f", "x")))
         for runtime, why in c.not_timed.items():
             rows.append((c.name, runtime, why, *(["-"] * (len(headers) - 3))))
     note = ("Per batch, milliseconds, end to end (host copies included); candidates timed "

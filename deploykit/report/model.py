@@ -1,4 +1,5 @@
-"""The run report: plain dataclasses with units in key names, JSON round-trip, Markdown table.
+"""The run report's data: plain dataclasses with units in key names and a JSON round-trip (a
+report of schema 1 is still read). Its views (Markdown, CSV, HTML, plot) are modules beside it.
 
 Its latency records extend the timing statistics of :mod:`deploykit.bench.latency`, so a
 figure goes from the timer to the report without being copied field by field.
@@ -7,21 +8,20 @@ figure goes from the timer to the report without being copied field by field.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from deploykit.bench import LatencyStats
-from deploykit.progress import Table
 from deploykit.recipe import RUNTIME_TABLE, legacy_runtime_name
+from deploykit.report.csvfile import to_csv
+from deploykit.report.markdown import to_markdown
 
-__all__ = ["CSV_COLUMNS", "SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report", "Table",
-           "float_twin", "int8_recommendation", "report_tables", "summary_lines", "summary_table"]
+__all__ = ["SCHEMA_VERSION", "CandidateReport", "LatencyRecord", "Report"]
 
-# runtimes that run an INT8 artifact with integer kernels (torch-cpu runs its simulation)
-_INT8_RUNTIMES = tuple(r.name for r in RUNTIME_TABLE if r.int8_native)
-
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(kw_only=True)
@@ -56,9 +56,45 @@ class LatencyRecord(LatencyStats):
         return self.name or legacy_runtime_name(self.runtime, self.device, self.setup)
 
 
+def _metric_view(metric: str, doc: str) -> property:
+    """``candidate.<metric>``: a read-only view of ``metrics[metric]`` (runtime -> value)."""
+
+    def get(self: CandidateReport) -> Mapping[str, float]:
+        return MappingProxyType(self.metrics.get(metric, {}))
+
+    def put(self: CandidateReport, value: dict[str, float]) -> None:
+        self.metrics[metric] = dict(value)
+
+    return property(get, put, doc=doc)
+
+
+def _delta_view(metric: str) -> property:
+    def get(self: CandidateReport) -> float | None:
+        return self.delta_pts.get(metric)
+
+    def put(self: CandidateReport, value: float | None) -> None:
+        if value is None:
+            self.delta_pts.pop(metric, None)
+        else:
+            self.delta_pts[metric] = value
+
+    return property(get, put, doc=f"``delta_pts['{metric}']``: the artifact's change in points")
+
+
+# runtimes whose figure stands for the deployed artifact, most preferred first (PyTorch last:
+# it runs the model, not the artifact)
+_ARTIFACT_ORDER = ("onnxruntime-cpu", *(r.name for r in RUNTIME_TABLE if r.runs == "onnx"),
+                   "torch-cpu")
+
+
 @dataclass
 class CandidateReport:
-    """Everything measured about one candidate model."""
+    """Everything measured about one candidate model.
+
+    ``metrics`` holds every quality figure as ``metric -> runtime -> value`` (``top1_pct``,
+    ``top5_pct``, ``map50_pct``, ``map_pct``, or whatever a task measures), ``delta_pts`` the
+    artifact's change over the baseline per metric, in points.
+    """
 
     name: str
     precision: str
@@ -66,19 +102,22 @@ class CandidateReport:
     params: int
     onnx_file: str | None = None
     onnx_size_bytes: int | None = None
-    top1_pct: dict[str, float] = field(default_factory=dict)  # runtime -> top-1
-    top5_pct: dict[str, float] = field(default_factory=dict)
-    delta_top1_pts: float | None = None  # artifact top-1 minus the baseline's, in points
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    delta_pts: dict[str, float] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     latency: list[LatencyRecord] = field(default_factory=list)
     keep_float: list[str] = field(default_factory=list)
     arch: dict[str, Any] = field(default_factory=dict)
-    # detectors: mAP per runtime, and the network timed alone (``latency`` is end to end)
-    map_pct: dict[str, float] = field(default_factory=dict)     # COCO mAP@[.5:.95]
-    map50_pct: dict[str, float] = field(default_factory=dict)
-    delta_map50_pts: float | None = None
+    # the network timed alone, where the task exports it apart (``latency`` is end to end)
     network_latency: list[LatencyRecord] = field(default_factory=list)
     not_timed: dict[str, str] = field(default_factory=dict)   # runtime -> why it was not timed
+
+    top1_pct = _metric_view("top1_pct", "top-1 per runtime")
+    top5_pct = _metric_view("top5_pct", "top-5 per runtime")
+    map_pct = _metric_view("map_pct", "COCO mAP@[.5:.95] per runtime")
+    map50_pct = _metric_view("map50_pct", "mAP@.5 per runtime")
+    delta_top1_pts = _delta_view("top1_pct")
+    delta_map50_pts = _delta_view("map50_pct")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CandidateReport:
@@ -87,14 +126,19 @@ class CandidateReport:
         d["network_latency"] = [LatencyRecord(**r) for r in d.get("network_latency", [])]
         return cls(**d)
 
+    def artifact(self, metric: str) -> float | None:
+        """``metric`` of the deployed artifact (ONNX Runtime CPU, else another runtime that
+        runs the exported file), else PyTorch's; ``None`` if not measured."""
+        values = self.metrics.get(metric, {})
+        return next((values[k] for k in (*_ARTIFACT_ORDER, *values) if k in values), None)
+
     @property
     def is_detector(self) -> bool:
-        return bool(self.map50_pct)
+        return "map50_pct" in self.metrics
 
     def artifact_map50_pct(self) -> float | None:
         """mAP@.5 of the deployed artifact (ONNX Runtime) if measured, else PyTorch's."""
-        return next((self.map50_pct[k] for k in ("onnxruntime-cpu", "torch-cpu")
-                     if k in self.map50_pct), None)
+        return self.artifact("map50_pct")
 
     def latency_at(self, runtime: str, batch: int) -> LatencyRecord | None:
         """The record for ``runtime`` (``onnxruntime-cpu`` style key) at ``batch``, if measured."""
@@ -102,15 +146,38 @@ class CandidateReport:
 
     def artifact_top1_pct(self) -> float | None:
         """Top-1 of the deployed artifact (ONNX Runtime) if measured, else PyTorch's."""
-        for key in ("onnxruntime-cpu", "torch-cpu"):
-            if key in self.top1_pct:
-                return self.top1_pct[key]
-        return None
+        return self.artifact("top1_pct")
+
+
+def _from_schema_1(d: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 report (quality figures as ``top1_pct``, ``map50_pct``, ... fields of each
+    candidate) in today's shape, so gates against reports written then keep working."""
+    d = dict(d)
+    cands = []
+    for c in d.get("candidates", []):
+        c = dict(c)
+        c["metrics"] = {m: v for m in ("top1_pct", "top5_pct", "map_pct", "map50_pct")
+                        if (v := c.pop(m, None))}
+        c["delta_pts"] = {m: v for m, key in (("top1_pct", "delta_top1_pts"),
+                                               ("map50_pct", "delta_map50_pts"))
+                          if (v := c.pop(key, None)) is not None}
+        cands.append(c)
+    detection = any("map50_pct" in c["metrics"] for c in cands)
+    d["candidates"] = cands
+    d["task"] = "detection" if detection else "classification"
+    d["primary_metric"] = "map50_pct" if detection else "top1_pct"
+    d["schema_version"] = SCHEMA_VERSION
+    return d
 
 
 @dataclass
 class Report:
-    """A whole run: environment, recipe identity, stages, and one entry per candidate."""
+    """A whole run: environment, recipe identity, stages, and one entry per candidate.
+
+    ``task`` is the recipe's task; ``primary_metric`` the metric the task judges candidates by
+    (a key of every candidate's ``metrics``), which the summary, the Pareto plot, the CSV and
+    ``compare`` lead with.
+    """
 
     recipe_name: str
     recipe_hash: str
@@ -122,6 +189,8 @@ class Report:
     candidates: list[CandidateReport] = field(default_factory=list)
     gate: dict[str, Any] | None = None  # the recipe's gates checked at the end of the run
     recommendation: str | None = None   # e.g. deploy the float twin: INT8 does not pay here
+    task: str = "classification"
+    primary_metric: str = "top1_pct"
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,9 +201,12 @@ class Report:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
+        if d.get("schema_version") == 1:
+            d = _from_schema_1(d)
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"report schema_version {d.get('schema_version')!r} is not "
-                             f"{SCHEMA_VERSION}; regenerate it with this deploykit version")
+                             f"{SCHEMA_VERSION} (or 1, which is still read); regenerate it with "
+                             "this deploykit version")
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["candidates"] = [CandidateReport.from_dict(c) for c in d.get("candidates", [])]
@@ -159,176 +231,17 @@ class Report:
         """The first candidate: the uncompressed model every delta and speed-up refers to."""
         return self.candidates[0] if self.candidates else None
 
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric a candidate has, the primary one first."""
+        seen = dict.fromkeys([self.primary_metric])
+        for c in self.candidates:
+            seen.update(dict.fromkeys(c.metrics))
+        return list(seen)
+
     def to_markdown(self) -> str:
-        return _markdown(self)
+        return to_markdown(self)
 
     def to_csv(self) -> str:
         """One row per candidate and measured (runtime, batch); candidates never timed get one."""
-        return _csv(self)
-
-
-CSV_COLUMNS = ("candidate", "precision", "runtime", "setup", "batch", "threads",
-               "top1_artifact_pct", "top1_torch_pct", "delta_top1_pts", "p50_ms", "p90_ms",
-               "p99_ms", "mean_ms", "std_ms", "throughput_ips", "speedup_vs_baseline", "macs",
-               "params", "onnx_size_bytes", "layers_kept_float", "gpu_memory_mb", "tflops",
-               "fp16_peak_fraction")
-
-
-def _csv(r: Report) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for c in r.candidates:
-        common = {"candidate": c.name, "precision": c.precision,
-                  "top1_artifact_pct": c.artifact_top1_pct(),
-                  "top1_torch_pct": c.top1_pct.get("torch-cpu"),
-                  "delta_top1_pts": c.delta_top1_pts, "macs": c.macs, "params": c.params,
-                  "onnx_size_bytes": c.onnx_size_bytes,
-                  "layers_kept_float": ";".join(c.keep_float)}
-        for lr in c.latency or [None]:
-            row = dict(common)
-            if lr is not None:
-                row.update(runtime=lr.key, setup=lr.setup, batch=lr.batch, threads=lr.threads,
-                           gpu_memory_mb=lr.peak_memory_mb, tflops=lr.tflops,
-                           fp16_peak_fraction=lr.peak_fraction,
-                           p50_ms=lr.p50_ms, p90_ms=lr.p90_ms, p99_ms=lr.p99_ms,
-                           mean_ms=lr.mean_ms, std_ms=lr.std_ms,
-                           throughput_ips=lr.throughput_ips,
-                           speedup_vs_baseline=lr.speedup_vs_baseline)
-            w.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buf.getvalue()
-
-
-def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
-    return "-" if v is None else f"{v:{spec}}{suffix}"
-
-
-def summary_lines(r: Report) -> list[str]:
-    """Run identity and machine, one fact per line."""
-    env = r.environment
-    return [
-        f"created {r.created_utc} UTC; seed {r.seed}; recipe sha256 {r.recipe_hash[:16]}",
-        f"machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores; INT8 features: "
-        f"{', '.join(env.get('cpu_int8_features') or []) or 'unknown'}), threads "
-        f"{env.get('threads')}, GPU {env.get('gpu') or 'none'}; {env.get('os', '')}",
-        "packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
-        *([f"recommendation: {r.recommendation}"] if r.recommendation else []),
-    ]
-
-
-def float_twin(r: Report, i: int) -> CandidateReport | None:
-    """The float32 candidate nearest before candidate ``i`` (an INT8 model's float twin)."""
-    return next((t for t in reversed(r.candidates[:i]) if t.precision == "fp32"), None)
-
-
-def int8_recommendation(r: Report) -> str | None:
-    """When an INT8 candidate is slower than its float twin (the float32 candidate before it)
-    at some measured batch on a runtime that runs INT8 natively, say so and recommend the
-    twin; ``None`` when every INT8 candidate is at least as fast as its twin."""
-    notes = []
-    for i, c in enumerate(r.candidates):
-        twin = float_twin(r, i)
-        if c.precision != "int8" or twin is None:
-            continue
-        slower = [(lr, tw) for lr in c.latency if lr.key in _INT8_RUNTIMES
-                  if (tw := twin.latency_at(lr.key, lr.batch)) is not None
-                  and lr.p50_ms > tw.p50_ms]
-        if slower:
-            where = ", ".join(f"batch {lr.batch} on {lr.key} ({lr.p50_ms:.3f} vs "
-                              f"{tw.p50_ms:.3f} ms)" for lr, tw in slower)
-            notes.append(f"INT8 does not pay on this machine: {c.name} is slower than its "
-                         f"float twin {twin.name} at {where}; deploy {twin.name}")
-    return "; ".join(notes) or None
-
-
-def summary_table(r: Report) -> Table:
-    """One line per candidate: MACs, artifact top-1 and its change, ORT CPU latency at batch 1."""
-    if any(c.is_detector for c in r.candidates):
-        from deploykit.report.detection import detection_summary
-
-        return detection_summary(r)
-    rows = []
-    for c in r.candidates:
-        ort1 = c.latency_at("onnxruntime-cpu", 1)
-        speedup = None if ort1 is None else ort1.speedup_vs_baseline
-        rows.append((c.name, f"{c.macs / 1e6:.2f}", _fmt(c.artifact_top1_pct()),
-                     _fmt(c.delta_top1_pts, "+.2f"), _fmt(getattr(ort1, "p50_ms", None), ".3f"),
-                     _fmt(speedup, ".2f", "x")))
-    return Table(f"deploykit: {r.recipe_name}",
-                 ("candidate", "MACs (M)", "top-1 ORT (%)", "Δ (pts)", "ORT p50 b1 (ms)",
-                  "speed-up b1"), rows)
-
-
-def report_tables(r: Report) -> list[Table]:
-    """The report's content as tables: candidates, latency, layers kept float, stages."""
-    if any(c.is_detector for c in r.candidates):
-        from deploykit.report.detection import detection_tables
-
-        return detection_tables(r) + _stage_tables(r)
-    runtimes = sorted({k for c in r.candidates for k in c.top1_pct})
-    cand_rows = []
-    for c in r.candidates:
-        size = None if c.onnx_size_bytes is None else c.onnx_size_bytes / 1e6
-        cand_rows.append((c.name, c.precision, f"{c.macs / 1e6:.2f}", f"{c.params / 1e6:.3f}",
-                          _fmt(size, ".3f"), *(_fmt(c.top1_pct.get(rt)) for rt in runtimes),
-                          _fmt(c.delta_top1_pts, "+.2f"),
-                          _fmt(c.parity.get("max_abs_error"), ".2e"), str(len(c.keep_float))))
-    tables = [Table(
-        "Candidates",
-        ("candidate", "precision", "MACs (M)", "params (M)", "ONNX (MB)",
-         *(f"top-1 {rt} (%)" for rt in runtimes), "Δ top-1 (pts)", "parity max abs err",
-         "layers kept float"),
-        cand_rows, note="Top-1 on the validation set, measured on each runtime; Δ is the "
-                        "artifact's top-1 minus the baseline's.", numeric_from=2)]
-    from deploykit.report.latency_table import latency_table
-
-    tables.append(latency_table(r))
-    kept = [(c.name, c.precision, ", ".join(c.keep_float)) for c in r.candidates if c.keep_float]
-    if kept:
-        tables.append(Table("Layers kept in float", ("candidate", "precision", "layers"), kept,
-                            numeric_from=3))
-    for c in r.candidates:
-        lp = c.arch.get("layer_precision")
-        if lp:
-            tables.append(Table(f"Layer precision: {c.name}", ("layer", "precision"),
-                                list(lp.items()), numeric_from=2))
-    return tables + _stage_tables(r)
-
-
-def _stage_tables(r: Report) -> list[Table]:
-    tables = []
-    if r.stages:
-        tables.append(Table(
-            "Stages", ("stage", "seconds", "peak memory GiB", "metrics"),
-            [(s["name"], f"{s['seconds']:.1f}",
-              "-" if s.get("peak_rss_gb") is None else f"{s['peak_rss_gb']:.2f}",
-              ", ".join(f"{k}={_short(v)}" for k, v in s.get("metrics", {}).items()))
-             for s in r.stages], note="Wall-clock seconds spent in each stage, and the "
-            "process's peak resident memory during it.", numeric_from=1))
-    return tables
-
-
-def _markdown(r: Report) -> str:
-    lines = [f"# deploykit report: {r.recipe_name}", ""]
-    lines += [f"- {line}" for line in summary_lines(r)]
-    for t in report_tables(r):
-        lines += ["", f"## {t.title}", ""]
-        if t.note:
-            lines += [t.note, ""]
-        lines.append("| " + " | ".join(t.headers) + " |")
-        lines.append("|" + "".join("---:|" if i >= t.numeric_from else "---|"
-                                   for i in range(len(t.headers))))
-        lines += ["| " + " | ".join(row) + " |" for row in t.rows]
-    return "\n".join(lines) + "\n"
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        text = json.dumps(v)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return str(v)
+        return to_csv(self)

@@ -1,4 +1,5 @@
-"""Pareto plot of a report: artifact top-1 against p50 latency, one panel per runtime and batch.
+"""Pareto plot of a report: the artifact's primary metric (top-1, mAP@.5, ...) against p50
+latency, one panel per runtime and batch.
 
 The data behind the figure (:func:`pareto_panels`, :func:`pareto_frontier`) is separate from
 the drawing so tests and other tools can check exactly what is plotted.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.atomic import write_with
+from deploykit.report.format import metric_label
 from deploykit.report.model import Report
 
 __all__ = ["ParetoPoint", "pareto_frontier", "pareto_panels", "render_pareto", "save_pareto"]
@@ -21,18 +23,19 @@ class ParetoPoint:
 
     name: str
     latency_ms: float
-    top1_pct: float
+    top1_pct: float   # the report's primary metric (top-1 for a classifier, mAP@.5 ...)
 
 
 def pareto_panels(report: Report) -> dict[tuple[str, int], list[ParetoPoint]]:
-    """``(runtime, batch) -> points`` for every candidate with both a latency and a top-1.
+    """``(runtime, batch) -> points`` for every candidate with both a latency and a value of
+    the report's primary metric.
 
-    The top-1 is the artifact's (ONNX Runtime when measured), so every panel compares what is
+    The metric is the artifact's (ONNX Runtime when measured), so every panel compares what is
     deployed, and the latency is that runtime's p50 at that batch.
     """
     panels: dict[tuple[str, int], list[ParetoPoint]] = {}
     for c in report.candidates:
-        top1 = c.artifact_map50_pct() if c.is_detector else c.artifact_top1_pct()
+        top1 = c.artifact(report.primary_metric)
         if top1 is None:
             continue
         for lr in c.latency:
@@ -58,7 +61,7 @@ def render_pareto(report: Report):
     from matplotlib.figure import Figure
 
     panels = pareto_panels(report)
-    detector = any(c.is_detector for c in report.candidates)
+    label = metric_label(report.primary_metric)
     n = max(1, len(panels))
     cols = min(n, 2)
     rows = (n + cols - 1) // cols
@@ -86,7 +89,7 @@ def render_pareto(report: Report):
         ax.margins(x=0.15, y=0.12)
         ax.set_title(f"{runtime}, batch {batch}")
         ax.set_xlabel("p50 latency per batch (ms)")
-        ax.set_ylabel("mAP@.5 of the artifact" if detector else "top-1 of the artifact (%)")
+        ax.set_ylabel(f"{label} of the artifact (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{report.recipe_name}: accuracy vs latency (up and left is better)")

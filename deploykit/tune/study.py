@@ -29,8 +29,7 @@ from deploykit.errors import DeployKitError, RecipeError
 from deploykit.pipeline import run
 from deploykit.progress import log
 from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
-from deploykit.report import Report
-from deploykit.report.model import float_twin
+from deploykit.report import Report, float_twin
 from deploykit.run_stages import AfterStage
 from deploykit.runtimes import check_runtimes
 from deploykit.tune.space import SearchSpace, config_hash
@@ -93,10 +92,9 @@ def point_from_report(report: Report, recipe: Recipe) -> TrialPoint:
     """The last candidate against the baseline, both measured in the same run."""
     lat = recipe.tune.latency
     base, last = report.candidates[0], report.candidates[-1]
-    detection = base.is_detector
 
     def acc(c: Any) -> float:
-        v = c.artifact_map50_pct() if detection else c.artifact_top1_pct()
+        v = c.artifact(report.primary_metric)
         if v is None:
             raise DeployKitError(f"candidate {c.name} has no accuracy of its exported artifact")
         return float(v)

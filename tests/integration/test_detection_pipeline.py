@@ -3,10 +3,13 @@ with decode + NMS, parity on matched boxes, mAP in both runtimes, latency, repor
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from deploykit.cli import main
-from deploykit.report import Report
+from deploykit.report import Report, compare_reports
 
 
 def _recipe(**over) -> dict:
@@ -67,6 +70,14 @@ def test_a_detection_recipe_runs_end_to_end(write_yaml, tmp_path):
     assert r.gate["passed"] and {c["name"] for c in r.gate["checks"]} >= {"max_map_drop"}
     md = (out / "report.md").read_text()
     assert "mAP@.5 ORT" in md and "end to end" in md and "than baseline" in md
+    assert r.task == "detection" and r.primary_metric == "map50_pct"
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert float(rows[-1]["map50_artifact_pct"]) == pytest.approx(
+        int8.map50_pct["onnxruntime-cpu"])
+    assert float(rows[-1]["delta_map50_pts"]) == pytest.approx(int8.delta_map50_pts)
+    assert "map_artifact_pct" in rows[0] and "top1_artifact_pct" not in rows[0]
+    compared = compare_reports(r, r)
+    assert ("ptq-int8", "mAP@.5 artifact (%)") in {row[:2] for row in compared.rows}
     assert (out / "checkpoints" / "prune.pt").is_file()
 
 

@@ -142,3 +142,46 @@ def test_every_subpackage_exports_its_public_names():
         assert exported, f"{name} has no __all__"
         missing = [n for n in exported if not hasattr(mod, n)]
         assert not missing, f"{name}.__all__ names what it does not have: {missing}"
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """The deploykit modules ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks left
+    out: they never execute). ``from pkg import name`` counts as importing ``pkg.name`` when
+    that is a module, else ``pkg``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    known = {_module_name(p) for p in _package_files()}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "deploykit":
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                found += [s for s in subs if s in known] or [node.module]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "deploykit"]
+    return found
+
+
+def test_no_import_cycle():
+    """No module reaches itself through the imports that run (at top level or in a function)."""
+    graph = {_module_name(p): set(_runtime_imports(p)) for p in _package_files()}
+    cycles, state = [], {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = "open"
+        for n in sorted(graph.get(m, ())):
+            if n == m or n not in graph:
+                continue
+            if state.get(n) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(n):], n]))
+            elif n not in state:
+                visit(n, [*stack, n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -13,10 +13,10 @@ def _report() -> Report:
                         std_ms=0.1, min_ms=0.9, max_ms=1.6, throughput_ips=1000.0,
                         speedup_vs_baseline=1.0)
     base = CandidateReport("baseline", "fp32", 41_000_000, 270_000, "baseline.onnx", 1_100_000,
-                           {"onnxruntime-cpu": 91.5, "torch-cpu": 91.5}, {}, 0.0,
-                           {"max_abs_error": 1e-6}, [lat])
+                           {"top1_pct": {"onnxruntime-cpu": 91.5, "torch-cpu": 91.5}},
+                           {"top1_pct": 0.0}, {"max_abs_error": 1e-6}, [lat])
     small = CandidateReport("prune", "fp32", 20_000_000, 130_000, "prune.onnx", 550_000,
-                            {"onnxruntime-cpu": 90.0}, {}, -1.5, {}, [])
+                            {"top1_pct": {"onnxruntime-cpu": 90.0}}, {"top1_pct": -1.5}, {}, [])
     return Report("r", "ab" * 32, 0, "2026-11-23 00:00:00", {"cpu_model": "x", "packages": {}},
                   candidates=[base, small])
 
@@ -89,3 +89,68 @@ def test_machine_line_names_the_cpu_int8_features():
     assert "INT8 features: unknown" in summary_lines(r)[1]
     r.environment["cpu_int8_features"] = ["avx2", "avx512_vnni"]
     assert "INT8 features: avx2, avx512_vnni" in summary_lines(r)[1]
+
+
+def _schema_1(r: Report) -> dict:
+    """``r`` as a schema-1 report.json held it: quality figures as candidate fields, latency
+    rows keyed by engine and device alone."""
+    d = r.to_dict()
+    for c in d["candidates"]:
+        for m, values in c.pop("metrics").items():
+            c[m] = values
+        for m, v in c.pop("delta_pts").items():
+            c[{"top1_pct": "delta_top1_pts", "map50_pct": "delta_map50_pts"}[m]] = v
+        for lr in c["latency"]:
+            lr.pop("name")
+    for k in ("task", "primary_metric"):
+        d.pop(k)
+    d["schema_version"] = 1
+    return d
+
+
+def test_a_schema_1_report_is_still_read_and_gated_against(tmp_path):
+    from report_factory import make_report
+
+    from deploykit.gate import apply_gate, load_baseline
+    from deploykit.recipe import GateSpec
+
+    old = make_report()
+    old.candidates[0].latency[0].setup = "TensorRT EP, FP16 allowed"
+    old.candidates[0].latency[0].device = "cuda"
+    d = _schema_1(old)
+    assert "metrics" not in d["candidates"][0] and d["candidates"][0]["top1_pct"]
+    back = Report.from_dict(d)
+    assert back.schema_version == SCHEMA_VERSION and back.primary_metric == "top1_pct"
+    assert back.candidate("prune").top1_pct == old.candidate("prune").top1_pct
+    assert back.candidate("prune").delta_top1_pts == old.candidate("prune").delta_top1_pts
+    assert back.candidates[0].latency[0].key == "onnxruntime-tensorrt"   # was onnxruntime-cuda
+    assert back.candidates[0].latency[1].key == "onnxruntime-cpu"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    spec = GateSpec(max_latency_regression={"value": 50.0, "runtime": "onnxruntime-cpu"},
+                    baseline=path)
+    res = apply_gate(make_report(), spec, load_baseline(spec))
+    assert res.passed and res.checks and all(c.measured is not None for c in res.checks)
+
+
+def test_metrics_are_a_mapping_and_every_view_shows_a_new_tasks_metric():
+    """A metric deploykit has never heard of (a third task's) reaches the CSV, Markdown,
+    compare and the plot's points by its key."""
+    from deploykit.report import compare_reports, pareto_panels
+
+    r = _report()
+    r.task, r.primary_metric = "multilabel", "f1_pct"
+    for c, v in zip(r.candidates, (80.0, 75.5), strict=True):
+        c.metrics = {"f1_pct": {"onnxruntime-cpu": v, "torch-cpu": v}}
+        c.delta_pts = {"f1_pct": v - 80.0}
+    back = Report.from_json(r.to_json())
+    assert back == r and back.candidate("prune").artifact("f1_pct") == 75.5
+    rows = r.to_csv().splitlines()
+    assert rows[0].split(",")[6:9] == ["f1_artifact_pct", "f1_torch_pct", "delta_f1_pts"]
+    assert ",75.5,75.5,-4.5," in rows[-1]
+    assert "| f1_pct onnxruntime-cpu (%) |" in r.to_markdown()
+    assert ("prune", "f1_pct artifact (%)", "75.50", "75.50", "+0.00") in compare_reports(
+        r, r).rows
+    assert [p.top1_pct for p in pareto_panels(r)[("onnxruntime-cpu", 1)]] == [80.0]
+    with pytest.raises(TypeError):   # the old names are read-only views of ``metrics``
+        r.candidates[0].top1_pct["torch-cpu"] = 1.0
