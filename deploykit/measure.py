@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,14 @@ from deploykit.export import export_onnx
 from deploykit.models import count_macs_params, file_size_bytes, layer_widths
 from deploykit.progress import log
 from deploykit.recipe import BenchSpec, ExportSpec
-from deploykit.report import CandidateReport, LatencyRecord
+from deploykit.report import CandidateReport, LatencyRecord, metric_label
 from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners
 from deploykit.state import Candidate
 
-__all__ = ["measure_candidates", "parity_batches"]
+__all__ = ["Score", "measure_candidates", "parity_batches"]
+
+# a task's metrics of an artifact run by a runner on a loader (classification: top-1, top-5)
+Score = Callable[[Runner, Iterable], dict[str, float]]
 
 
 def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[np.ndarray]:
@@ -56,8 +60,13 @@ def _tolerance(limits: dict[str, float | None]) -> float:
 
 
 def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
-                       bench: BenchSpec, out_dir: Path, seed: int = 0) -> list[CandidateReport]:
+                       bench: BenchSpec, out_dir: Path, seed: int = 0,
+                       score: Score = runner_accuracy, metric: str = "top1_pct"
+                       ) -> list[CandidateReport]:
     """Export, check, and measure each candidate; latency is timed alternately across them.
+
+    ``score`` gives the task's metrics of an artifact on a runtime (default: top-1 and
+    top-5), ``metric`` the one each candidate's change over the baseline is reported on.
 
     Raises:
         ParityError: an exported candidate disagrees with its PyTorch model.
@@ -127,19 +136,18 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
                 runner = next((r for (k, _), r in timed.items() if k == rt), None)
                 if runner is None:
                     continue
-                acc = runner_accuracy(runner, loaders.val)
-                for metric in ("top1_pct", "top5_pct"):
-                    rep.metrics.setdefault(metric, {})[rt] = acc[metric]
-            accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.top1_pct.items())
-            log(f"[{cand.name}] top-1 {accs}")
+                for name, value in score(runner, loaders.val).items():
+                    rep.metrics.setdefault(name, {})[rt] = value
+            accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.metrics.get(metric, {}).items())
+            log(f"[{cand.name}] {metric_label(metric)} {accs}")
         runners[cand.name] = timed
         reports.append(rep)
     _add_latency(reports, runners, loaders.input_shape, bench, seed)
-    base = reports[0].artifact_top1_pct() if reports else None
+    base = reports[0].artifact(metric) if reports else None
     for rep in reports:
-        top1 = rep.artifact_top1_pct()
-        if base is not None and top1 is not None:
-            rep.delta_pts["top1_pct"] = top1 - base
+        value = rep.artifact(metric)
+        if base is not None and value is not None:
+            rep.delta_pts[metric] = value - base
     return reports
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import re
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,25 +18,27 @@ from torch import nn
 from deploykit import distributed
 from deploykit.atomic import save_torch
 from deploykit.bench import ParityResult, check_parity, environment, yardstick_ms
-from deploykit.data import Loaders, build_loaders
-from deploykit.errors import DeployKitError
+from deploykit.errors import DeployKitError, RecipeError
 from deploykit.export import export_onnx
 from deploykit.gate import apply_gate, load_baseline
 from deploykit.manifest import check_run_record, write_manifest, write_run_record
-from deploykit.measure import measure_candidates
-from deploykit.models import check_forward, make_checkpoint
-from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, recipe_hash, recipe_to_dict
+from deploykit.models import make_checkpoint
+from deploykit.progress import log
+from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, StageSpec, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
-from deploykit.resources import MemoryMeter, check_fits, memory_limit_gb, memory_watchdog
+from deploykit.resources import MemoryMeter, memory_limit_gb, memory_watchdog
 from deploykit.restore import load_model
-from deploykit.run_stages import AfterStage, run_stages
 from deploykit.runlock import run_lock
 from deploykit.runtimes import OrtRunner, TorchRunner, check_runtimes
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
-from deploykit.train import evaluate, fit, seed_everything
+from deploykit.tasks import Task, get_task
+from deploykit.train import fit, seed_everything
 
-__all__ = ["ExportResult", "export_model", "resolve_output_dir", "run"]
+__all__ = ["AfterStage", "ExportResult", "export_model", "resolve_output_dir", "run"]
+
+AfterStage = Callable[[int, PipelineState], None]
+"""Called as ``after_stage(i, state)`` after stage ``i``; it may raise to stop the run."""
 
 
 def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) -> Path:
@@ -60,18 +66,40 @@ def resolve_output_dir(recipe: Recipe, output: str | Path | None, resume: bool) 
     return Path(pattern.replace("{timestamp}", stamp))
 
 
-def _baseline(recipe: Recipe, model: nn.Module, loaders: Loaders, out: Path, resume: bool
-              ) -> tuple[float, StageRecord | None]:
-    """Train the baseline (or use the loaded checkpoint); return its val top-1 and a record."""
+def _baseline(recipe: Recipe, task: Task, model: nn.Module, loaders: Any, out: Path,
+              resume: bool, meter: MemoryMeter) -> tuple[float | None, StageRecord | None]:
+    """Train the baseline (or use the loaded checkpoint); return its primary metric in PyTorch
+    and a record of the training."""
+    metric = task.primary_metric
     if recipe.model.checkpoint is not None or recipe.train is None:
-        return evaluate(model, loaders.val)["top1_pct"], None
+        return task.evaluate(model, loaders.val)[metric], None
     res = fit(model, loaders.train, loaders.val, recipe.train, out / "checkpoints" / "baseline",
-              resume, desc="baseline")
+              resume, desc="baseline", objective=task.objective)
     save_torch(make_checkpoint(model, meta={"recipe": recipe.name}), out / "baseline.pt")
     rec = StageRecord("train", recipe.train.model_dump(mode="json"),
-                      {"val_top1_pct": res.final, "epochs": recipe.train.epochs},
-                      res.seconds)
+                      {f"val_{metric}": res.final, "epochs": recipe.train.epochs},
+                      res.seconds, round(meter.peak_gb, 2))
     return res.final, rec
+
+
+def _run_stages(modules: Sequence[ModuleType], specs: Sequence[StageSpec], state: PipelineState,
+                loaders: Any, meter: MemoryMeter, after_stage: AfterStage | None = None
+                ) -> PipelineState:
+    """``module.run(state, loaders, spec)`` for each stage, in order; record the process's
+    peak resident memory on the records each adds and log its time; ``after_stage(i, state)``
+    runs after stage ``i`` (it may raise to stop the run early)."""
+    for i, (module, spec) in enumerate(zip(modules, specs, strict=True)):
+        t0, done = time.perf_counter(), len(state.history)
+        log(f"stage {spec.kind}")
+        meter.start(f"stage {spec.kind}")
+        state = module.run(state, loaders, spec)
+        for record in state.history[done:]:
+            record.peak_rss_gb = round(max(meter.peak_gb, meter.sample()), 2)
+        log(f"stage {spec.kind} done in {time.perf_counter() - t0:.1f} s, peak resident memory "
+            f"{meter.peak_gb:.2f} GiB")
+        if after_stage is not None:
+            after_stage(i, state)
+    return state
 
 
 def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
@@ -120,49 +148,49 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
 
 def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
          meter: MemoryMeter, after_stage: AfterStage | None) -> Report | None:
-    if recipe.task == "detection":
-        from deploykit.pipeline_detection import run_detection
-
-        return run_detection(recipe, out, resume, gate, meter, after_stage)
+    task = get_task(recipe.task)
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
     seed_everything(recipe.seed)
-    shape = (3, recipe.data.image_size, recipe.data.image_size)
-    model, first_last = load_model(recipe.model, shape)
-    check_forward(model, shape)
-    check_fits(model, recipe, limit)
-    stages = [get_stage(s.kind) for s in recipe.stages]
+    built = task.build_model(recipe)
+    model, first_last, shape = built.model, built.first_last, built.input_shape
+    task.check_model(built, recipe, limit)
+    unfit = [s.kind for s in recipe.stages if s.kind not in task.stage_kinds]
+    if unfit:
+        raise RecipeError(f"recipe {recipe.name!r}: stages: {unfit[0]} does not run on task "
+                          f"{task.name!r}; it takes {', '.join(task.stage_kinds)}")
+    stages = [get_stage(s.kind, task.drivers.get(s.kind)) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):
             module.check(model, spec, first_last, shape)
-    loaders = build_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
+    loaders = task.loaders(recipe)
 
     meter.start("baseline training")
-    baseline_top1, train_record = _baseline(recipe, model, loaders, out, resume)
-    state = PipelineState.start(model, first_last, shape, out, resume, baseline_top1)
-    state.model_spec = recipe.model
+    baseline_value, train_record = _baseline(recipe, task, model, loaders, out, resume, meter)
+    state = PipelineState.start(model, first_last, shape, out, resume, baseline_value)
+    state.model_spec, state.task = recipe.model, task
     if train_record is not None:
-        train_record.peak_rss_gb = round(meter.peak_gb, 2)
         state.history.append(train_record)
-    state = run_stages(stages, recipe.stages, state, loaders, meter, after_stage)
-    meter.start("measurement (export, parity, accuracy, latency)")
+    state = _run_stages(stages, recipe.stages, state, loaders, meter, after_stage)
+    meter.start("measurement (export, parity, metrics, latency)")
 
     if not distributed.is_main():   # torchrun workers only train; rank 0 measures
         distributed.barrier()
         return None
     yardstick = yardstick_ms(recipe.bench.threads)   # the machine's speed, before and after
-    candidates = measure_candidates(state.candidates, loaders, recipe.export, recipe.bench, out,
-                                    recipe.seed)
+    candidates = task.measure(state.candidates, loaders, recipe, out)
     yardstick = (yardstick + yardstick_ms(recipe.bench.threads)) / 2
+    metric = task.primary_metric
     for cand, rep in zip(state.candidates, candidates, strict=True):
-        if cand.torch_top1_pct is not None and "torch-cpu" not in rep.top1_pct:
-            rep.metrics.setdefault("top1_pct", {})["torch-cpu"] = cand.torch_top1_pct
+        if cand.torch_top1_pct is not None and "torch-cpu" not in rep.metrics.get(metric, {}):
+            rep.metrics.setdefault(metric, {})["torch-cpu"] = cand.torch_top1_pct
     report = Report(recipe_name=recipe.name, recipe_hash=recipe_hash(recipe), seed=recipe.seed,
                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     environment={**environment(recipe.bench.threads),
                                  "yardstick_ms": round(yardstick, 4)},
                     recipe=recipe_to_dict(recipe),
-                    stages=[vars(r) for r in state.history], candidates=candidates)
+                    stages=[vars(r) for r in state.history], candidates=candidates,
+                    task=task.name, primary_metric=metric)
     report.recommendation = int8_recommendation(report)
     if gates is not None:
         report.gate = apply_gate(report, gates, gate_baseline, out / "gate.xml", out).to_dict()

@@ -26,7 +26,9 @@ class Candidate:
     """A model worth measuring: the baseline, or the result of a stage.
 
     ``model`` is the PyTorch module to export; ``precision`` names how the artifact computes
-    (``fp32`` now, ``int8`` after quantization); ``keep_float`` lists layers left in float.
+    (``fp32`` now, ``int8`` after quantization); ``keep_float`` lists layers left in float;
+    ``torch_top1_pct`` is the task's primary metric of the PyTorch model where a stage
+    measured it (top-1 for a classifier).
     """
 
     name: str
@@ -50,6 +52,8 @@ class PipelineState:
         output_dir: the run folder, for stage checkpoints.
         resume: whether stages should continue from their checkpoints.
         model_spec: the recipe's model section (to build teachers from checkpoints).
+        task: the recipe's task (:class:`deploykit.tasks.Task`): what the stage drivers ask
+            for the loss, the evaluation and the metric.
     """
 
     model: nn.Module
@@ -59,6 +63,7 @@ class PipelineState:
     output_dir: Path
     resume: bool = False
     model_spec: Any = None
+    task: Any = None
     candidates: list[Candidate] = field(default_factory=list)
     history: list[StageRecord] = field(default_factory=list)
 

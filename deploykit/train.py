@@ -27,7 +27,7 @@ from deploykit.models import split_outputs
 from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec
 
-__all__ = ["Evaluator", "FitResult", "LossFn", "evaluate", "fit", "seed_everything",
+__all__ = ["Evaluator", "FitResult", "LossFn", "Objective", "evaluate", "fit", "seed_everything",
            "to_device", "train_one_epoch"]
 
 # A loss function returns named terms; "loss" is the one that is minimised. Its inputs and
@@ -36,6 +36,17 @@ __all__ = ["Evaluator", "FitResult", "LossFn", "evaluate", "fit", "seed_everythi
 LossFn = Callable[[nn.Module, Any, Any], dict[str, torch.Tensor]]
 # An evaluator measures a model on a loader: named metrics, one of which fit() tracks.
 Evaluator = Callable[[nn.Module, Iterable, torch.device], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task trains for: its loss (``None``: cross-entropy with the recipe's label
+    smoothing), the evaluator that measures a model on a loader (``None``: :func:`evaluate`,
+    top-1 and top-5) and the evaluator's metric (higher is better) that picks the best epoch."""
+
+    loss_fn: LossFn | None = None
+    evaluator: Evaluator | None = None
+    metric: str = "top1_pct"
 
 
 def to_device(batch: Any, device: str | torch.device) -> Any:
@@ -192,7 +203,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         after_backward: Callable[[nn.Module], None] | None = None,
         extra_modules: nn.Module | None = None,
         on_epoch_start: Callable[[int], None] | None = None,
-        evaluator: Evaluator | None = None, metric: str = "top1_pct") -> FitResult:
+        objective: Objective | None = None) -> FitResult:
     """Train ``model`` for ``spec.epochs`` epochs, evaluating after each.
 
     Args:
@@ -201,7 +212,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         spec: optimizer, schedule and epochs.
         checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; ``None`` disables checkpoints.
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
-        loss_fn: named loss terms (default: cross-entropy).
+        loss_fn: named loss terms, instead of the objective's (distillation's own loss).
         keep_best: load the best validation weights at the end.
         after_backward: hook between backward and optimizer step.
         extra_modules: trainable modules outside ``model`` (e.g. distillation adapters) that
@@ -209,8 +220,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
         device: where to train (default from ``spec.device``); the model returns to the CPU.
         on_epoch_start: called with the 0-based epoch before it trains (also after a resume),
             e.g. to freeze BatchNorm statistics or quantization ranges after N epochs.
-        evaluator: measures the model on ``val_loader`` (default: :func:`evaluate`, top-1);
-        metric: the evaluator's value (higher is better) that picks the best epoch.
+        objective: the task's loss, evaluator and tracked metric (default: classification:
+            cross-entropy, :func:`evaluate`, top-1).
 
     Returns:
         A :class:`FitResult`.
@@ -218,7 +229,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
     Raises:
         CheckpointError: a resume checkpoint is corrupt or does not fit.
     """
-    loss_fn = loss_fn or cross_entropy_loss(spec.label_smoothing, spec.aux_weight)
+    objective = objective or Objective()
+    metric = objective.metric
+    loss_fn = loss_fn or objective.loss_fn or cross_entropy_loss(spec.label_smoothing,
+                                                                 spec.aux_weight)
     device = resolve_device(spec) if device is None else torch.device(device)
     trainable = nn.ModuleDict({"model": model}) if extra_modules is None else \
         nn.ModuleDict({"model": model, "extra": extra_modules})
@@ -226,7 +240,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, spec: Tr
     optimizer = make_optimizer(trainable, spec)
     steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
     scheduler = make_scheduler(optimizer, spec, steps)
-    evaluator = evaluator or evaluate
+    evaluator = objective.evaluator or evaluate
     result = FitResult(metric=metric)
     start_epoch = 0
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None

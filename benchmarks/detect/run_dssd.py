@@ -50,6 +50,7 @@ from deploykit.models.detection import (  # noqa: E402
 from deploykit.progress import log  # noqa: E402
 from deploykit.prune import prune_to_macs  # noqa: E402
 from deploykit.recipe import DataSpec, PruneSpec, TrainSpec  # noqa: E402
+from deploykit.tasks import get_task  # noqa: E402
 from deploykit.train import fit, seed_everything  # noqa: E402
 
 CACHE = ROOT / "results" / "cache"
@@ -84,8 +85,7 @@ def teacher(args, loaders, results):
     spec = TrainSpec(epochs=args.teacher_epochs, optimizer="adamw", lr=args.lr,
                      weight_decay=5e-4, schedule="cosine", device="cpu")
     res = fit(model, loaders.train, loaders.val, spec, CACHE / "dssd_teacher_ck", resume=True,
-              loss_fn=detector_loss, evaluator=evaluate_detector, metric="map50_pct",
-              desc="D-SSD teacher")
+              objective=get_task("detection").objective, desc="D-SSD teacher")
     save_torch(model.state_dict(), path)
     results["teacher"] = {**evaluate(model, loaders), "epochs": args.teacher_epochs,
                           "train_images": args.train_images, "seconds": res.seconds,
@@ -129,7 +129,7 @@ def recover(args, name, terms, student0, teacher_model, seed, results):
     spec = TrainSpec(epochs=args.recover_epochs, optimizer="adamw", lr=args.recover_lr,
                      weight_decay=5e-4, schedule="cosine", device="cpu")
     res = fit(student, loaders.train, loaders.val, spec, CACHE / f"dssd_{name}_s{seed}",
-              resume=True, loss_fn=loss, evaluator=evaluate_detector, metric="map50_pct",
+              resume=True, loss_fn=loss, objective=get_task("detection").objective,
               desc=f"recover {key}", extra_modules=adapter)
     torch.save(student, path)
     results["rows"] = [r for r in results["rows"] if r["key"] != key]

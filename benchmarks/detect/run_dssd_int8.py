@@ -28,18 +28,20 @@ from common import save_results, stamp  # noqa: E402
 from run_dssd import CACHE, CLASSES, MODEL, SIZE, WIDTH, data  # noqa: E402
 
 from deploykit.bench import environment  # noqa: E402
-from deploykit.measure_detection import measure_detectors  # noqa: E402
 from deploykit.models.detection import build_detector  # noqa: E402
 from deploykit.progress import log  # noqa: E402
 from deploykit.recipe import BenchSpec, ExportSpec, QuantizeSpec  # noqa: E402
 from deploykit.stages import det_quantize  # noqa: E402
 from deploykit.state import Candidate, PipelineState  # noqa: E402
+from deploykit.tasks import get_task  # noqa: E402
+from deploykit.tasks.detect.measure import measure_detectors  # noqa: E402
 
 OUT = ROOT / "results" / "dssd_int8.json"
 
 
 def int8(model, loaders, spec: QuantizeSpec, out: Path) -> Candidate:
     state = PipelineState.start(model, ("", ""), (3, SIZE, SIZE), out, False)
+    state.task = get_task("detection")
     state = det_quantize.run(state, loaders, spec)
     cand = state.candidates[-1]
     cand.arch["quantize_metrics"] = {k: v for k, v in state.history[-1].metrics.items()

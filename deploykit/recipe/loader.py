@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -34,6 +34,7 @@ from deploykit.recipe.reading import (
 )
 from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
 from deploykit.recipe.stages import STAGE_KINDS, candidate_names
+from deploykit.recipe.task_names import task_names
 from deploykit.recipe.tune import TuneSpec
 
 __all__ = [
@@ -57,9 +58,8 @@ class Recipe(Strict):
     name: str = Field("recipe", pattern=NAME_PATTERN, description="names the run folder: "
                       "letters, digits, '.', '_' and '-', starting with a letter or digit")
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    task: Literal["classification", "detection"] = Field(
-        "classification", description="detection: a torchvision detector on box-annotated "
-        "data (data.kind shapes or coco), measured on mAP")
+    task: str = Field("classification", description="classification, detection, or a task "
+                      "registered with deploykit.tasks.register_task")
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
     train: TrainSpec | None = TrainSpec()
@@ -70,6 +70,13 @@ class Recipe(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     tune: TuneSpec | None = Field(None, description="what deploykit tune searches")
     output: str = "runs/{recipe}-{timestamp}"
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in task_names():
+            raise ValueError(f"unknown task {v!r}; available: {', '.join(task_names())}")
+        return v
 
     @field_validator("output")
     @classmethod

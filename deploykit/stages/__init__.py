@@ -13,18 +13,26 @@ from types import ModuleType
 
 from deploykit.errors import RecipeError
 from deploykit.recipe import STAGE_KINDS
+from deploykit.state import PipelineState
+from deploykit.tasks import Task, get_task
 
-__all__ = ["get_stage"]
+__all__ = ["get_stage", "task_of"]
 
 
-def get_stage(kind: str) -> ModuleType:
-    """Return the module of stage ``kind``: ``run(state, loaders, spec)`` and optionally
-    ``check(model, spec, first_last, input_shape)``, which validates the spec against the model
-    before any training.
+def task_of(state: PipelineState) -> Task:
+    """The task a stage works for: the pipeline's, or classification for a state built without
+    one (a stage driven directly, as in the benchmarks)."""
+    return state.task if state.task is not None else get_task("classification")
+
+
+def get_stage(kind: str, driver: str | None = None) -> ModuleType:
+    """Return the module of stage ``kind`` (``driver``, a module name, where the task names
+    its own): ``run(state, loaders, spec)`` and optionally ``check(model, spec, first_last,
+    input_shape)``, which validates the spec against the model before any training.
 
     Raises:
         RecipeError: no such stage.
     """
     if kind not in STAGE_KINDS:
         raise RecipeError(f"unknown stage {kind!r}; available: {', '.join(STAGE_KINDS)}")
-    return importlib.import_module(f"deploykit.stages.{kind}")
+    return importlib.import_module(driver or f"deploykit.stages.{kind}")

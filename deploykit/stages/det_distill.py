@@ -26,6 +26,7 @@ from deploykit.errors import RecipeError
 from deploykit.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -69,8 +70,7 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec,
     res = fit(student, loaders.train, loaders.val, spec.train,
               state.output_dir / "checkpoints" / f"distill{index}", state.resume,
               loss_fn=loss, desc=f"distill ({', '.join(active) or 'plain fine-tuning'})",
-              keep_best=True, extra_modules=adapter, evaluator=evaluate_detector,
-              metric="map50_pct")
+              keep_best=True, extra_modules=adapter, objective=task_of(state).objective)
     metrics = {"val_map50_pct": res.final, "best_val_map50_pct": res.best,
                "student_map50_before_pct": before, "terms": active or ["plain"],
                "epochs": res.epochs_run, "seconds_per_epoch":

@@ -21,7 +21,6 @@ from deploykit import distributed
 from deploykit.atomic import save_torch
 from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
-from deploykit.distill.det_objective import detector_loss
 from deploykit.errors import RecipeError
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.models.detection import (
@@ -40,6 +39,7 @@ from deploykit.prune import (
 )
 from deploykit.recipe import PruneSpec
 from deploykit.restore import replay_detector_pruning
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -114,8 +114,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         if spec.finetune is not None and spec.finetune.epochs > 0:
             res = fit(detector, loaders.train, loaders.val, spec.finetune,
                       state.output_dir / "checkpoints" / "prune-finetune", state.resume,
-                      loss_fn=detector_loss, evaluator=evaluate_detector, metric="map50_pct",
-                      desc="prune fine-tune")
+                      desc="prune fine-tune", objective=task_of(state).objective)
             metrics["finetune_map50_pct"] = res.final
         if distributed.is_main():
             save_torch(make_checkpoint(detector, arch, {"metrics": metrics}), ckpt)

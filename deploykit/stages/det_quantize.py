@@ -23,7 +23,6 @@ from torch import nn
 
 from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
-from deploykit.distill.det_objective import detector_loss
 from deploykit.errors import ModelError
 from deploykit.export.detection import fixed_input_size
 from deploykit.models.detection import DetectorNetwork, is_two_stage
@@ -44,6 +43,7 @@ from deploykit.quant.detector import (
 )
 from deploykit.recipe import QuantizeSpec, SensitivitySpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -141,8 +141,8 @@ def _qat(qdet: nn.Module, qm: QuantizedModel, loaders: Loaders, spec: QuantizeSp
         qm.set_observers(epoch < q.freeze_observers_after)
 
     res = fit(qdet, loaders.train, loaders.val, q, state.output_dir / "checkpoints" / "qat",
-              state.resume, loss_fn=detector_loss, desc="qat", keep_best=True,
-              on_epoch_start=on_epoch_start, evaluator=evaluate_detector, metric="map50_pct")
+              state.resume, desc="qat", keep_best=True, on_epoch_start=on_epoch_start,
+              objective=task_of(state).objective)
     qm.set_bn_frozen(True)
     qm.set_observers(False)
     qdet.eval()

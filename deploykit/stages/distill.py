@@ -20,8 +20,9 @@ from deploykit.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.restore import load_model
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.train import evaluate, fit
+from deploykit.train import fit
 
 __all__ = ["check", "run"]
 
@@ -62,14 +63,15 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec) -> PipelineSt
     objective = build_objective(student, teacher, spec, loaders)
     for note in objective.notes:
         log(f"distill: {note}")
+    task = task_of(state)
     before = prev.torch_top1_pct
     if before is None:
-        before = evaluate(student, loaders.val)["top1_pct"]
+        before = task.evaluate(student, loaders.val)[task.primary_metric]
     index = sum(1 for r in state.history if r.name == "distill")
     res = fit(student, loaders.train, loaders.val, spec.train,
               state.output_dir / "checkpoints" / f"distill{index}", state.resume,
               loss_fn=objective.loss, desc=f"distill ({spec.mode})", keep_best=True,
-              extra_modules=objective)
+              extra_modules=objective, objective=task.objective)
     top1 = res.final
     teacher_top1 = state.candidates[0].torch_top1_pct if not spec.teacher.checkpoints else None
     metrics = {"val_top1_pct": top1, "best_val_top1_pct": res.best,

@@ -19,8 +19,9 @@ from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.progress import Table, log, print_table
 from deploykit.recipe import LowRankSpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.train import evaluate, fit
+from deploykit.train import fit
 
 __all__ = ["check", "run"]
 
@@ -42,6 +43,8 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
     base_macs, base_params = count_macs_params(model, shape)
     ckpt_path = state.output_dir / "lowrank.pt"
     metrics: dict = {}
+    task = task_of(state)
+    metric = task.primary_metric
     if state.resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
         record = ck["arch"]["lowrank"]
@@ -52,12 +55,12 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
     else:
         plans = lowrank.factorise(model, spec, shape, state.first_last)
         record = [p.to_dict() for p in plans]
-        metrics["factorised_top1_pct"] = evaluate(model, loaders.val)["top1_pct"]
+        metrics[f"factorised_{metric}"] = task.evaluate(model, loaders.val)[metric]
         if spec.finetune is not None:
             res = fit(model, loaders.train, loaders.val, spec.finetune,
                       state.output_dir / "checkpoints" / "lowrank", state.resume,
-                      desc="lowrank fine-tune")
-            metrics.update(finetune_top1_pct=res.final, finetune_seconds=res.seconds)
+                      desc="lowrank fine-tune", objective=task.objective)
+            metrics.update({f"finetune_{metric}": res.final, "finetune_seconds": res.seconds})
     macs, params = count_macs_params(model, shape)
     want = spec.target.macs_ratio
     if want is not None and abs(macs / base_macs - want) > 0.02:
@@ -72,7 +75,7 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
     save_torch(make_checkpoint(model, arch, {"metrics": metrics}), ckpt_path)
     state.history.append(StageRecord("lowrank", spec.model_dump(mode="json"), metrics,
                                      time.perf_counter() - t0))
-    top1 = metrics.get("finetune_top1_pct", metrics.get("factorised_top1_pct"))
+    top1 = metrics.get(f"finetune_{metric}", metrics.get(f"factorised_{metric}"))
     name = stage_candidates(spec, state.candidates[-1].name)[-1]
     state.add_candidate(Candidate(name, model, torch_top1_pct=top1, arch=arch))
     rows = [[p["name"], p["method"], "x".join(map(str, p["ranks"])) or "-",
@@ -83,6 +86,6 @@ def run(state: PipelineState, loaders: Loaders, spec: LowRankSpec) -> PipelineSt
     print_table(Table("lowrank: per layer", ("layer", "method", "rank", "full", "MMACs before",
                                              "MMACs after", "weight error", "status"), rows))
     log(f"lowrank ({spec.method}): MACs {base_macs / 1e6:.2f} M -> {macs / 1e6:.2f} M "
-        f"({macs / base_macs:.3f}x), top-1 after factorising "
-        f"{metrics['factorised_top1_pct']:.2f}%")
+        f"({macs / base_macs:.3f}x), {metric} after factorising "
+        f"{metrics[f'factorised_{metric}']:.2f}")
     return state

@@ -38,6 +38,7 @@ from deploykit.prune import (
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
@@ -95,7 +96,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
     save_torch(make_checkpoint(model, arch, {"metrics": metrics}), ckpt_path)
     state.history.append(StageRecord("prune", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
-    top1 = metrics.get("finetune_top1_pct")
+    top1 = metrics.get(f"finetune_{task_of(state).primary_metric}")
     name = stage_candidates(spec, state.candidates[-1].name)[-1]
     state.add_candidate(Candidate(name, model, torch_top1_pct=top1, arch=arch))
     log(f"prune: MACs {base_macs / 1e6:.2f} M -> {macs / 1e6:.2f} M ({macs / base_macs:.3f}x), "
@@ -147,10 +148,11 @@ def _prune(state: PipelineState, model: nn.Module, loaders: Loaders, spec: Prune
                 metrics[f"round{k}_probes"] = probes
             history.append(hist)
             if spec.finetune is not None and spec.finetune.epochs > 0:
+                task = task_of(state)
                 res = fit(model, loaders.train, loaders.val, spec.finetune,
                           state.output_dir / "checkpoints" / f"prune-round{k}", state.resume,
-                          desc=f"prune fine-tune {k}/{spec.steps}")
-                metrics["finetune_top1_pct"] = res.final
+                          desc=f"prune fine-tune {k}/{spec.steps}", objective=task.objective)
+                metrics[f"finetune_{task.primary_metric}"] = res.final
                 metrics["finetune_seconds"] = metrics.get("finetune_seconds", 0.0) + res.seconds
             if distributed.is_main():
                 save_torch(make_checkpoint(model, {"pruning_history": history},
@@ -184,8 +186,10 @@ def _sparsity_train(state: PipelineState, model: nn.Module, loaders: Loaders, sp
     pruner = make_pruner(model, torch.zeros(1, *state.input_shape), spec,
                          [model.get_submodule(n) for n in ignored], 0.0, reg=sp.reg)
     train = TrainSpec(epochs=sp.epochs, lr=sp.lr, schedule="cosine")
+    task = task_of(state)
     res = fit(model, loaders.train, loaders.val, train,
               state.output_dir / "checkpoints" / "prune-sparsity", state.resume,
-              desc="sparsity training", after_backward=pruner.regularize)
+              desc="sparsity training", after_backward=pruner.regularize,
+              objective=task.objective)
     log(f"prune: sparsity training ({spec.importance}, lambda {sp.reg:g}) -> "
-        f"val top-1 {res.final:.2f}%")
+        f"val {task.primary_metric} {res.final:.2f}")

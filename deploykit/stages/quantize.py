@@ -34,8 +34,8 @@ from deploykit.quant import (
 )
 from deploykit.recipe import QuantizeSpec, SensitivitySpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.train import evaluate
 
 __all__ = ["check", "run"]
 
@@ -66,8 +66,10 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     float_model = copy.deepcopy(state.model).eval()
     keep = resolve_keep_float(float_model, spec.keep_float, state.first_last)
     calib = [x for x, _ in loaders.calib]
-    float_top1 = evaluate(float_model, loaders.val)["top1_pct"]
-    metrics: dict = {"float_top1_pct": float_top1, "target": spec.target,
+    task = task_of(state)
+    metric = task.primary_metric
+    float_top1 = task.evaluate(float_model, loaders.val)[metric]
+    metrics: dict = {f"float_{metric}": float_top1, "target": spec.target,
                      "calibration": spec.calibration.method,
                      "calib_images": sum(len(x) for x in calib)}
 
@@ -104,10 +106,10 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     if spec.mode == "qat":
         qm, qat_metrics = _qat(qm, float_model, loaders, spec, state)
         metrics.update(qat_metrics)
-    top1 = evaluate(qm, loaders.val)["top1_pct"]
-    metrics["int8_torch_top1_pct"] = top1
+    top1 = task.evaluate(qm, loaders.val)[metric]
+    metrics[f"int8_torch_{metric}"] = top1
     metrics["keep_float"] = list(keep)
-    log(f"quantize: {spec.mode} int8 top-1 {top1:.2f}% (float {float_top1:.2f}%), "
+    log(f"quantize: {spec.mode} int8 {metric} {top1:.2f} (float {float_top1:.2f}), "
         f"{len(keep)} layer(s) kept float: {', '.join(keep)}")
 
     *fp16_name, int8_name = stage_candidates(spec, state.candidates[-1].name)
@@ -170,6 +172,7 @@ def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec,
 def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,
          state: PipelineState) -> tuple[QuantizedModel, dict]:
     res = qat_finetune(qm, teacher, loaders, spec.qat,
-                       state.output_dir / "checkpoints" / "qat", state.resume)
+                       state.output_dir / "checkpoints" / "qat", state.resume,
+                       task_of(state).objective)
     return qm, {"qat_epochs": res.epochs_run, "qat_seconds": res.seconds,
                 "qat_history": res.history}

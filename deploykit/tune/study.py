@@ -26,11 +26,10 @@ from typing import Any
 
 from deploykit.bench.probe import LatencyProbe
 from deploykit.errors import DeployKitError, RecipeError
-from deploykit.pipeline import run
+from deploykit.pipeline import AfterStage, run
 from deploykit.progress import log
 from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
 from deploykit.report import Report, float_twin
-from deploykit.run_stages import AfterStage
 from deploykit.runtimes import check_runtimes
 from deploykit.tune.space import SearchSpace, config_hash
 

@@ -25,9 +25,9 @@ LAYERS: list[set[str]] = [
     {"runtimes"},
     {"bench"},
     {"report"},
-    {"restore", "measure", "measure_detection", "gate", "placement", "run_stages"},
-    {"stages"},
-    {"pipeline_detection"},
+    {"restore", "measure", "gate", "placement"},
+    {"tasks"},                       # a task's parts: model, data, loss, metric, measurement
+    {"stages"},                      # drivers: receive the task in the pipeline state
     {"pipeline"},
     {"tune"},                        # trials are pipeline runs
     {"cli"},

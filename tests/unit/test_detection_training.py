@@ -119,18 +119,17 @@ def test_chen_terms_need_an_ssd_teacher_with_the_same_anchors():
 def test_fit_tracks_map_and_resumes(tmp_path):
     from deploykit.bench.mean_ap import evaluate_detector
     from deploykit.recipe import TrainSpec
-    from deploykit.train import fit
+    from deploykit.train import Objective, fit
 
     loaders = build_detection_loaders(_spec(limit_train=32), 0, 5)
     torch.manual_seed(0)
     model = build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=0.25)
     spec = TrainSpec(epochs=2, optimizer="adamw", lr=3e-3, schedule="cosine", device="cpu")
-    res = fit(model, loaders.train, loaders.val, spec, tmp_path, loss_fn=detector_loss,
-              evaluator=evaluate_detector, metric="map50_pct")
+    objective = Objective(detector_loss, evaluate_detector, "map50_pct")
+    res = fit(model, loaders.train, loaders.val, spec, tmp_path, objective=objective)
     assert res.metric == "map50_pct" and len(res.history) == 2
     assert {"val_map_pct", "val_map50_pct", "train_classification"} <= set(res.history[0])
     assert res.final == pytest.approx(res.history[-1]["val_map50_pct"])
     again = fit(build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=0.25),
-                loaders.train, loaders.val, spec, tmp_path, resume=True,
-                loss_fn=detector_loss, evaluator=evaluate_detector, metric="map50_pct")
+                loaders.train, loaders.val, spec, tmp_path, resume=True, objective=objective)
     assert again.epochs_run == 0 and again.best == res.best

@@ -127,12 +127,13 @@ def test_every_bundled_recipe_loads_and_its_stages_check(path):
 
     r = load_recipe(path, check_paths=False)
     if r.task == "detection":
-        from deploykit.pipeline_detection import detection_stage
         from deploykit.restore import load_detector
+        from deploykit.tasks import get_task
 
         model = load_detector(r.model, r.data.image_size)
+        drivers = get_task("detection").drivers
         for spec in r.stages:
-            detection_stage(spec.kind).check(model, spec, ("", ""))
+            get_stage(spec.kind, drivers.get(spec.kind)).check(model, spec, ("", ""))
         return
     model = build_model(r.model)
     first_last = find_first_last(model, (3, r.data.image_size, r.data.image_size))

@@ -35,7 +35,7 @@ from deploykit.report import CandidateReport, LatencyRecord
 from deploykit.runtimes import OrtRunner
 from deploykit.state import Candidate
 
-__all__ = ["PARITY_IMAGES", "measure_detectors"]
+__all__ = ["PARITY_IMAGES", "measure_detectors", "runner_detections"]
 
 PARITY_IMAGES = 16
 RUNTIME = "onnxruntime-cpu"
@@ -50,7 +50,8 @@ def _torch_detections(model: torch.nn.Module, images: list[torch.Tensor]) -> lis
     return out
 
 
-def _ort_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]:
+def runner_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]:
+    """An end-to-end artifact's detections on each image (batch of one), as tensors."""
     out = []
     for im in images:
         d = runner.run_all(im[None].numpy())
@@ -124,7 +125,7 @@ def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: Exp
         cand.onnx_path = path
         runner = OrtRunner(path, bench.threads)
         ref = _torch_detections(model, images)
-        got = _ort_detections(runner, images)
+        got = runner_detections(runner, images)
         parity = _parity(cand.name, ref[:PARITY_IMAGES], got[:PARITY_IMAGES], model, export,
                          cand.precision)
         m_torch = mean_average_precision(ref, targets)

@@ -1,0 +1,51 @@
+"""Tasks: what differs between classification, detection and the tasks to come, behind one
+interface (:class:`~deploykit.tasks.base.Task`), one folder per task, registered by the
+recipe's ``task:`` name.
+
+Example:
+    >>> from deploykit.tasks import get_task
+    >>> get_task("detection").primary_metric
+    'map50_pct'
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from deploykit.errors import RecipeError
+from deploykit.recipe.task_names import add_task_name, task_names
+from deploykit.tasks.base import Task, TaskModel
+
+__all__ = ["Task", "TaskModel", "get_task", "register_task"]
+
+# deploykit's own tasks, imported when first asked for
+_BUILTIN = {"classification": "deploykit.tasks.classify:ClassifyTask",
+            "detection": "deploykit.tasks.detect:DetectTask"}
+_REGISTERED: dict[str, Task] = {}
+
+
+def register_task(task: Task, description: str = "") -> Task:
+    """Make ``task`` the one recipes name with ``task: <task.name>``.
+
+    Raises:
+        ValueError: the name is taken (deploykit's own or registered before).
+    """
+    if task.name in _BUILTIN or task.name in _REGISTERED:
+        raise ValueError(f"task {task.name!r} is already registered")
+    _REGISTERED[task.name] = task
+    add_task_name(task.name, description or f"registered task {task.name}")
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name``.
+
+    Raises:
+        RecipeError: no such task, listing the ones there are.
+    """
+    if name not in _REGISTERED and name in _BUILTIN:
+        module, _, cls = _BUILTIN[name].partition(":")
+        _REGISTERED[name] = getattr(importlib.import_module(module), cls)()
+    if name not in _REGISTERED:
+        raise RecipeError(f"unknown task {name!r}; available: {', '.join(task_names())}")
+    return _REGISTERED[name]

@@ -1,0 +1,5 @@
+"""Image classification: the recipe's ``task: classification`` (the default)."""
+
+from deploykit.tasks.classify.task import ClassifyTask
+
+__all__ = ["ClassifyTask"]
