@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from deploykit.atomic import save_torch, write_text
 from deploykit.bench import time_onnx_files
 from deploykit.data import build_loaders
 from deploykit.models import build_model, load_checkpoint, make_checkpoint
 from deploykit.recipe import DataSpec, ModelSpec, TrainSpec
+from deploykit.runfiles.atomic import save_torch, write_text
 from deploykit.train import evaluate, fit, seed_everything
 
 ROOT = Path(__file__).resolve().parent

@@ -14,8 +14,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploykit.crashlog import write_crash_log
 from deploykit.errors import DeployKitError
+from deploykit.runfiles.crashlog import write_crash_log
 
 __all__ = ["main"]
 
@@ -42,9 +42,9 @@ EXIT_BUG = 3
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from deploykit import distributed
+    from deploykit.host import distributed
+    from deploykit.host.progress import log, print_table
     from deploykit.pipeline import resolve_output_dir, run
-    from deploykit.progress import log, print_table
     from deploykit.recipe import load_recipe
     from deploykit.report import summary_table
     from deploykit.runtimes import check_runtimes
@@ -88,7 +88,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from deploykit.progress import log
+    from deploykit.host.progress import log
     from deploykit.report import rewrite_report_files
 
     paths = rewrite_report_files(args.report, args.output)
@@ -97,7 +97,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deploykit.manifest import MANIFEST, verify_manifest
+    from deploykit.runfiles.manifest import MANIFEST, verify_manifest
 
     out = Path(args.run)
     if not out.is_dir():
@@ -115,7 +115,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from deploykit.progress import print_table
+    from deploykit.host.progress import print_table
     from deploykit.report import compare_reports, load_report
 
     table = compare_reports(load_report(args.a, "report A"), load_report(args.b, "report B"))
@@ -124,8 +124,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from deploykit.host.progress import log
     from deploykit.pipeline import export_model
-    from deploykit.progress import log
     from deploykit.recipe import load_recipe
 
     res = export_model(load_recipe(args.recipe, check_paths=False), args.output, args.checkpoint)
@@ -135,7 +135,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from deploykit.bench import bench_onnx_file
-    from deploykit.progress import print_table
+    from deploykit.host.progress import print_table
 
     path = Path(args.model)
     if path.suffix in (".yaml", ".yml"):   # a recipe: export its model (checkpoint) first
@@ -160,8 +160,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         print(recipe_to_yaml(load_recipe(target, check_paths=False)), end="")
         return 0
+    from deploykit.host.progress import print_table
     from deploykit.models import parse_model_ref, summarize_model
-    from deploykit.progress import print_table
 
     summary = summarize_model(parse_model_ref(target, args.num_classes), args.image_size)
     print_table(summary.table())

@@ -19,8 +19,8 @@ from deploykit.bench import (
 from deploykit.data import Loaders
 from deploykit.errors import ParityError
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes, layer_widths
-from deploykit.progress import log
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord, metric_label
 from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners

@@ -15,24 +15,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit import distributed
-from deploykit.atomic import save_torch
 from deploykit.bench import ParityResult, check_parity, environment, yardstick_ms
 from deploykit.errors import DeployKitError, RecipeError
 from deploykit.export import export_onnx
 from deploykit.gate import apply_gate, load_baseline
-from deploykit.manifest import check_run_record, write_manifest, write_run_record
+from deploykit.host import distributed
+from deploykit.host.progress import log
+from deploykit.host.resources import MemoryMeter, memory_limit_gb, memory_watchdog
 from deploykit.models import make_checkpoint
-from deploykit.progress import log
 from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, StageSpec, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
-from deploykit.resources import MemoryMeter, memory_limit_gb, memory_watchdog
-from deploykit.restore import load_model
-from deploykit.runlock import run_lock
+from deploykit.runfiles.atomic import save_torch
+from deploykit.runfiles.lock import run_lock
+from deploykit.runfiles.manifest import check_run_record, write_manifest, write_run_record
 from deploykit.runtimes import OrtRunner, TorchRunner, check_runtimes
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
 from deploykit.tasks import Task, get_task
+from deploykit.tasks.restore import load_model
 from deploykit.train import fit, seed_everything
 
 __all__ = ["AfterStage", "ExportResult", "export_model", "resolve_output_dir", "run"]

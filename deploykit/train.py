@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit import distributed as dist
-from deploykit.atomic import save_torch
 from deploykit.errors import BackendUnavailableError, CheckpointError
+from deploykit.host import distributed as dist
+from deploykit.host.progress import log, make_progress
 from deploykit.models import split_outputs
-from deploykit.progress import log, make_progress
 from deploykit.recipe import TrainSpec
+from deploykit.runfiles.atomic import save_torch
 
 __all__ = ["Evaluator", "FitResult", "LossFn", "Objective", "evaluate", "fit", "seed_everything",
            "to_device", "train_one_epoch"]

@@ -11,8 +11,8 @@ import sys
 import torch
 from torch import nn
 
-from deploykit import distributed
 from deploykit.data import TensorLoader
+from deploykit.host import distributed
 from deploykit.recipe import TrainSpec
 from deploykit.train import fit
 

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT.parent))
 
 from common import save_results, stamp  # noqa: E402
 
-from deploykit.atomic import save_torch  # noqa: E402
 from deploykit.bench.mean_ap import evaluate_detector  # noqa: E402
 from deploykit.data.detect import build_detection_loaders  # noqa: E402
 from deploykit.distill.det_objective import (  # noqa: E402
@@ -40,6 +39,7 @@ from deploykit.distill.det_objective import (  # noqa: E402
     detector_loss,
     hint_adapter,
 )
+from deploykit.host.progress import log  # noqa: E402
 from deploykit.models import count_macs_params  # noqa: E402
 from deploykit.models.detection import (  # noqa: E402
     DetectorNetwork,
@@ -47,9 +47,9 @@ from deploykit.models.detection import (  # noqa: E402
     prediction_layers,
     with_network,
 )
-from deploykit.progress import log  # noqa: E402
 from deploykit.prune import prune_to_macs  # noqa: E402
 from deploykit.recipe import DataSpec, PruneSpec, TrainSpec  # noqa: E402
+from deploykit.runfiles.atomic import save_torch  # noqa: E402
 from deploykit.tasks import get_task  # noqa: E402
 from deploykit.train import fit, seed_everything  # noqa: E402
 

@@ -28,8 +28,8 @@ from common import save_results, stamp  # noqa: E402
 from run_dssd import CACHE, CLASSES, MODEL, SIZE, WIDTH, data  # noqa: E402
 
 from deploykit.bench import environment  # noqa: E402
+from deploykit.host.progress import log  # noqa: E402
 from deploykit.models.detection import build_detector  # noqa: E402
-from deploykit.progress import log  # noqa: E402
 from deploykit.recipe import BenchSpec, ExportSpec, QuantizeSpec  # noqa: E402
 from deploykit.stages import det_quantize  # noqa: E402
 from deploykit.state import Candidate, PipelineState  # noqa: E402

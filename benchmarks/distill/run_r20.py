@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common
 
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params
-from deploykit.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.train import seed_everything
 

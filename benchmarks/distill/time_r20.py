@@ -36,8 +36,8 @@ from run_r20 import VARIANTS, spec_for
 
 from deploykit.bench import environment
 from deploykit.distill import DistillObjective, Teacher
+from deploykit.host.progress import log
 from deploykit.models import build_model, count_macs_params
-from deploykit.progress import log
 from deploykit.recipe import ModelSpec
 from deploykit.train import make_optimizer, seed_everything, train_one_epoch
 

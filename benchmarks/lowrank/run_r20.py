@@ -28,9 +28,9 @@ import common
 
 from deploykit.bench import runner_accuracy
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.lowrank import factorise
 from deploykit.models import count_macs_params
-from deploykit.progress import log
 from deploykit.recipe import DistillSpec, LowRankSpec
 from deploykit.runtimes import OrtRunner
 from deploykit.train import seed_everything

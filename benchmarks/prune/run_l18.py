@@ -21,8 +21,8 @@ from common import ort_latency, save_results, stamp
 
 from deploykit.bench import LatencyProbe
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import build_model, count_macs_params, find_first_last
-from deploykit.progress import log
 from deploykit.prune import macs_for_latency, prune_to_macs
 from deploykit.recipe import ModelSpec, PruneSpec
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import RECOVERY_TRAIN, ort_latency, r20_setup, save_results, stamp, top1
 
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params
-from deploykit.progress import log
 from deploykit.prune import prune_to_macs
 from deploykit.recipe import PruneSpec
 from deploykit.train import fit, seed_everything

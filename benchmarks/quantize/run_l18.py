@@ -28,8 +28,8 @@ from common import ort_latency, save_results, stamp
 
 from deploykit.bench import environment
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import build_model, count_macs_params, file_size_bytes, find_first_last
-from deploykit.progress import log
 from deploykit.prune import prune_to_macs
 from deploykit.quant import build_quantized
 from deploykit.recipe import ModelSpec, PruneSpec, QuantizeSpec

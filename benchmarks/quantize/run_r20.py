@@ -26,8 +26,8 @@ from common import RECOVERY_TRAIN, cifar_loaders, ort_latency, r20_baseline, sav
 from deploykit.bench import environment, runner_accuracy
 from deploykit.distill import kd_loss_fn
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes, find_first_last
-from deploykit.progress import log
 from deploykit.prune import prune_to_macs
 from deploykit.quant import build_quantized, qat_finetune
 from deploykit.recipe import PruneSpec, QuantizeSpec

@@ -59,8 +59,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/deploykit-kill"))
     args = ap.parse_args()
 
-    from deploykit.manifest import verify_manifest
     from deploykit.report import Report
+    from deploykit.runfiles.manifest import verify_manifest
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

@@ -26,9 +26,9 @@ from common import prune_l1, save_results, stamp
 
 from deploykit.bench import environment, time_alternating
 from deploykit.export import export_onnx
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params
 from deploykit.models.cifar_resnet import resnet20
-from deploykit.progress import log
 from deploykit.quant import build_quantized
 from deploykit.recipe import QuantizeSpec
 from deploykit.runtimes import OrtRunner, TorchRunner

@@ -26,10 +26,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import CACHE, CIFAR, cifar_loaders, r20_baseline, r20_baseline_path
 
-from deploykit.atomic import write_text
 from deploykit.bench import environment
-from deploykit.progress import log
+from deploykit.host.progress import log
 from deploykit.report import Report
+from deploykit.runfiles.atomic import write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 HAND_WRITTEN = {"prune.target.macs_ratio": 0.7, "prune.importance": "l1", "prune.round_to": 16,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit.progress import log
+from deploykit.host.progress import log
 from deploykit.runtimes.cuda import cuda_api, measure_matmul_tflops, peak_fp16_tflops
 
 __all__ = ["GpuPeak", "tflops"]

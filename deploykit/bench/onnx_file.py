@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.atomic import write_text
 from deploykit.bench.env import environment
 from deploykit.bench.latency import time_alternating
 from deploykit.errors import DeployKitError
-from deploykit.progress import Table
+from deploykit.host.progress import Table
+from deploykit.runfiles.atomic import write_text
 from deploykit.runtimes import OrtRunner, make_runner
 
 __all__ = ["FileBench", "bench_onnx_file"]

@@ -166,7 +166,7 @@ def _corrupt(spec: DataSpec, bad: dict[Path, str], total: int) -> None:
         raise DataError(f"data.root: {len(bad)} of {total} images cannot be decoded (first: "
                         f"{first}: {why}). Fix: replace or remove them, or set "
                         "data.skip_corrupt: true to skip them (the count is reported)")
-    from deploykit.progress import log
+    from deploykit.host.progress import log
 
     log(f"data: skipping {len(bad)} of {total} images that cannot be decoded (first: {first}: "
         f"{why})")

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from deploykit.atomic import write_text
 from deploykit.data.images import decode_images
 from deploykit.errors import DataError
+from deploykit.runfiles.atomic import write_text
 
 __all__ = ["CocoDetection", "load_coco", "write_coco"]
 

@@ -20,7 +20,7 @@ from deploykit.data.classify import Loaders
 from deploykit.data.coco import load_coco
 from deploykit.data.shapes import CLASSES, ShapesDetection
 from deploykit.errors import DataError
-from deploykit.progress import log
+from deploykit.host.progress import log
 
 __all__ = ["DEFAULT_SHAPES_TRAIN", "DEFAULT_SHAPES_VAL", "DetectionLoader",
            "build_detection_loaders"]

@@ -16,7 +16,7 @@ def decode_images(paths: list[Path], size: int | None, desc: str
     that only checks); return the images and the files that fail, with why."""
     from PIL import Image
 
-    from deploykit.progress import progress_iter
+    from deploykit.host.progress import progress_iter
 
     out = None if size is None else torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     bad = {}

@@ -27,9 +27,9 @@ import torch
 from onnx import compose
 from torch import nn
 
-from deploykit.atomic import atomic_path
 from deploykit.export.onnx import ExportError, export_onnx, quiet_export
 from deploykit.models.detection import backbone_features
+from deploykit.runfiles.atomic import atomic_path
 
 __all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_detector_split",
            "export_network", "fixed_input_size"]

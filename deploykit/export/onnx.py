@@ -18,8 +18,8 @@ import onnx
 import torch
 from torch import nn
 
-from deploykit.atomic import atomic_path
 from deploykit.errors import DeployKitError
+from deploykit.runfiles.atomic import atomic_path
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "ExportError", "export_onnx"]
 

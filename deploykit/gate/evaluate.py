@@ -9,13 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
 from deploykit.gate.checks import Check, GateResult, bound, missing, records, where
 from deploykit.gate.regression import regression_checks
-from deploykit.progress import Table, log, print_table
+from deploykit.host.progress import Table, log, print_table
 from deploykit.recipe import GateSpec, MetricAt
 from deploykit.report import CandidateReport, Report, load_report, metric_label
+from deploykit.runfiles.atomic import write_text
 
 __all__ = ["apply_gate", "evaluate_gates", "gate_report", "gate_spec", "junit_xml",
            "load_baseline", "write_junit"]

@@ -1,7 +1,7 @@
 """Models: building them from a recipe, checkpoints, cost (MACs, params, size), the CIFAR nets.
 
 Restoring a *compressed* checkpoint (replaying its pruning or factorisation) needs the
-technique packages, so it lives one layer up, in :func:`deploykit.restore.load_model`.
+technique packages, so it lives one layer up, in :func:`deploykit.tasks.restore.load_model`.
 """
 
 from deploykit.models.build import BUILTIN_MODELS, build_model, parse_model_ref

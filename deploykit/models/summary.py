@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from deploykit.host.progress import Table
 from deploykit.models.build import build_model
 from deploykit.models.cost import count_macs_params
 from deploykit.models.layers import compute_layers_in_order
-from deploykit.progress import Table
 from deploykit.recipe import ModelSpec
 
 __all__ = ["ModelSummary", "summarize_model"]

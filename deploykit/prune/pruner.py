@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.errors import DeployKitError, ModelError, RecipeError
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params
-from deploykit.progress import log
 from deploykit.prune.groups import GroupsDoNotClose, bounded_groups, group_limit
 from deploykit.prune.history import HistoryRound, fix_pruned_attributes
 from deploykit.prune.opaque import (

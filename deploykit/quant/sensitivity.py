@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from deploykit.progress import log, progress_iter
+from deploykit.host.progress import log, progress_iter
 from deploykit.quant.prepare import QuantizedModel
 
 __all__ = ["LayerSensitivity", "accuracy_on", "keep_sensitive_float", "layer_sensitivity",

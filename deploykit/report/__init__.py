@@ -1,7 +1,7 @@
 """The run report: its data (JSON round-trip), its views (Markdown, CSV, HTML, Pareto plot),
 writing them into a run folder, and comparing two reports."""
 
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.report.compare import compare_reports
 from deploykit.report.csvfile import CSV_COLUMNS, csv_columns
 from deploykit.report.files import (

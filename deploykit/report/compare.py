@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.report.format import metric_label
 from deploykit.report.model import CandidateReport, Report
 

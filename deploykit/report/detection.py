@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.report.format import fmt
 
 if TYPE_CHECKING:

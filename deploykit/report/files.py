@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
 from deploykit.report.html import to_html
 from deploykit.report.model import Report
 from deploykit.report.plot import save_pareto
+from deploykit.runfiles.atomic import write_text
 
 __all__ = ["REPORT_FILES", "load_report", "rewrite_report_files", "write_report_files"]
 
@@ -63,7 +63,7 @@ def rewrite_report_files(report: str | Path, output: str | Path | None = None) -
     Raises:
         DeployKitError: the report is missing or unreadable.
     """
-    from deploykit.manifest import refresh_manifest
+    from deploykit.runfiles.manifest import refresh_manifest
 
     src = Path(report)
     loaded = load_report(src)

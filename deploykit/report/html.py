@@ -10,7 +10,7 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING
 
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.report.format import metric_label
 from deploykit.report.tables import report_tables, summary_lines
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit.atomic import write_with
 from deploykit.report.format import metric_label
 from deploykit.report.model import Report
+from deploykit.runfiles.atomic import write_with
 
 __all__ = ["ParetoPoint", "pareto_frontier", "pareto_panels", "render_pareto", "save_pareto"]
 

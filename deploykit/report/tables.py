@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.report.detection import detection_summary, detection_tables
 from deploykit.report.format import fmt, metric_label, short
 from deploykit.report.latency_table import latency_table

@@ -77,7 +77,7 @@ class TensorRTRunner:
             self.cache_hit = True
         else:
             serialized = self._build(onnx_bytes, max_batch, workspace_gb)
-            from deploykit.atomic import write_with
+            from deploykit.runfiles.atomic import write_with
 
             write_with(self.engine_path, lambda p: p.write_bytes(serialized))
             self.cache_hit = False

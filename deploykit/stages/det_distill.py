@@ -23,7 +23,7 @@ from deploykit.distill.det_objective import (
     hint_adapter,
 )
 from deploykit.errors import RecipeError
-from deploykit.progress import log
+from deploykit.host.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.stages import task_of

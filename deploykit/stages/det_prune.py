@@ -17,11 +17,11 @@ import time
 import torch
 from torch import nn
 
-from deploykit import distributed
-from deploykit.atomic import save_torch
 from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
 from deploykit.errors import RecipeError
+from deploykit.host import distributed
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.models.detection import (
     DetectorNetwork,
@@ -30,7 +30,6 @@ from deploykit.models.detection import (
     roi_cost,
     with_network,
 )
-from deploykit.progress import log
 from deploykit.prune import (
     check_traceable,
     ignored_layer_names,
@@ -38,9 +37,10 @@ from deploykit.prune import (
     prune_to_macs,
 )
 from deploykit.recipe import PruneSpec
-from deploykit.restore import replay_detector_pruning
+from deploykit.runfiles.atomic import save_torch
 from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks.restore import replay_detector_pruning
 from deploykit.train import fit
 
 __all__ = ["check", "run"]

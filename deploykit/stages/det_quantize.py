@@ -25,8 +25,8 @@ from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
 from deploykit.export.detection import fixed_input_size
+from deploykit.host.progress import log
 from deploykit.models.detection import DetectorNetwork, is_two_stage
-from deploykit.progress import log
 from deploykit.quant import (
     QuantizedModel,
     build_quantized,

@@ -16,12 +16,12 @@ from torch import nn
 from deploykit.data import Loaders
 from deploykit.distill import DistillObjective, Teacher, resolve_taps
 from deploykit.errors import RecipeError
-from deploykit.progress import log
+from deploykit.host.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.recipe.stages import stage_candidates
-from deploykit.restore import load_model
 from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks.restore import load_model
 from deploykit.train import fit
 
 __all__ = ["check", "run"]

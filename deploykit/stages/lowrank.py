@@ -12,13 +12,13 @@ import time
 from torch import nn
 
 from deploykit import lowrank
-from deploykit.atomic import save_torch
 from deploykit.data import Loaders
 from deploykit.errors import RecipeError
+from deploykit.host.progress import Table, log, print_table
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
-from deploykit.progress import Table, log, print_table
 from deploykit.recipe import LowRankSpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.runfiles.atomic import save_torch
 from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit

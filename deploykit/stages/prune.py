@@ -18,13 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit import distributed
-from deploykit.atomic import save_torch
 from deploykit.bench import LatencyProbe
 from deploykit.data import Loaders
 from deploykit.errors import RecipeError
+from deploykit.host import distributed
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params, layer_widths, load_checkpoint, make_checkpoint
-from deploykit.progress import log
 from deploykit.prune import (
     check_traceable,
     explain_macs_miss,
@@ -38,6 +37,7 @@ from deploykit.prune import (
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.runfiles.atomic import save_torch
 from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit

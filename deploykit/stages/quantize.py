@@ -14,12 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from deploykit import distributed
-from deploykit.atomic import write_text
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
-from deploykit.placement import Placement, candidate_placements, check_speed
-from deploykit.progress import log
+from deploykit.host import distributed
+from deploykit.host.progress import log
 from deploykit.quant import (
     SCHEMES,
     Fp16Model,
@@ -34,7 +32,9 @@ from deploykit.quant import (
 )
 from deploykit.recipe import QuantizeSpec, SensitivitySpec
 from deploykit.recipe.stages import stage_candidates
+from deploykit.runfiles.atomic import write_text
 from deploykit.stages import task_of
+from deploykit.stages.placement import Placement, candidate_placements, check_speed
 from deploykit.state import Candidate, PipelineState, StageRecord
 
 __all__ = ["check", "run"]

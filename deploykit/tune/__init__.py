@@ -24,7 +24,7 @@ def tune(recipe_path: str | Path, trials: int | None = None, storage: str | None
         RecipeError: a bad recipe, tune section or storage, before any training.
     """
     from deploykit.errors import RecipeError
-    from deploykit.progress import log
+    from deploykit.host.progress import log
     from deploykit.recipe import load_recipe
     from deploykit.recipe.reading import shown_path
     from deploykit.tune.results import write_results

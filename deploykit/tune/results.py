@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from deploykit.atomic import write_text, write_with
-from deploykit.progress import Table
+from deploykit.host.progress import Table
 from deploykit.recipe import Recipe
 from deploykit.report.html import html_page
+from deploykit.runfiles.atomic import write_text, write_with
 
 __all__ = ["TUNE_FILES", "front_numbers", "is_feasible", "study_rows", "write_results"]
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from deploykit.bench.probe import LatencyProbe
 from deploykit.errors import DeployKitError, RecipeError
+from deploykit.host.progress import log
 from deploykit.pipeline import AfterStage, run
-from deploykit.progress import log
 from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
 from deploykit.report import Report, float_twin
 from deploykit.runtimes import check_runtimes

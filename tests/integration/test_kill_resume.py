@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from deploykit.manifest import verify_manifest
 from deploykit.report import Report
+from deploykit.runfiles.manifest import verify_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from deploykit.cli import main
 from deploykit.models import build_model, find_first_last
 from deploykit.recipe import ModelSpec
 from deploykit.report import Report
-from deploykit.restore import restore_checkpoint
+from deploykit.tasks.restore import restore_checkpoint
 
 
 def test_lowrank_then_distill_in_a_recipe(tiny_recipe_dict, write_yaml, tmp_path):

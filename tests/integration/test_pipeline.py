@@ -6,8 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 
 from deploykit.cli import main
-from deploykit.manifest import verify_manifest
 from deploykit.report import REPORT_FILES, Report
+from deploykit.runfiles.manifest import verify_manifest
 
 
 def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, capsys):

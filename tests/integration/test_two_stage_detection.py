@@ -65,7 +65,7 @@ def test_faster_rcnn_prunes_fine_tunes_exports_and_restores(write_yaml, tmp_path
     assert metrics["network_macs_ratio"] == pytest.approx(0.5, abs=0.05)
 
     # restore: both pruning histories replay on a fresh detector and the weights fit
-    from deploykit.restore import load_detector
+    from deploykit.tasks.restore import load_detector
 
     recipe = load_recipe(path)
     model = load_detector(recipe.model, 64, out / "checkpoints" / "prune.pt").eval()

@@ -16,16 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "deploykit"
 
 LAYERS: list[set[str]] = [
-    {"errors", "atomic", "progress", "distributed", "crashlog"},
+    {"errors"},
     {"recipe"},
-    {"models", "data", "state", "resources", "runlock", "manifest"},
+    {"host"},                        # progress, torchrun ranks, memory limits
+    {"runfiles"},                    # atomic writes, manifest, lock, crash log
+    {"models", "data", "state"},
     {"train"},
     {"prune", "lowrank", "distill", "export"},
     {"quant"},                       # QAT trains with distill's KD loss
     {"runtimes"},
     {"bench"},
     {"report"},
-    {"restore", "measure", "gate", "placement"},
+    {"measure", "gate"},
     {"tasks"},                       # a task's parts: model, data, loss, metric, measurement
     {"stages"},                      # drivers: receive the task in the pipeline state
     {"pipeline"},
@@ -35,6 +37,7 @@ LAYERS: list[set[str]] = [
 ]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 350
+MAX_ROOT_MODULES = 12
 
 
 def _unit(module: str) -> str:
@@ -70,6 +73,13 @@ def _package_files() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+def test_the_package_root_holds_at_most_a_dozen_modules():
+    """Modules belong in the package of their concept; the root keeps the entry points and the
+    few modules every concept shares."""
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"{len(root)} modules at the root: {root}"
+
+
 def test_every_unit_of_the_package_has_a_layer():
     units = {_unit(_module_name(p)) for p in _package_files()}
     assert units <= set(RANK), f"give these a layer in LAYERS: {sorted(units - set(RANK))}"
@@ -81,7 +91,7 @@ def test_imports_only_point_down_the_layers():
         me = _unit(_module_name(path))
         for line, module, names in _imports(path):
             targets = [module]
-            if module == "deploykit":   # `from deploykit import distributed` names a unit
+            if module == "deploykit":   # `from deploykit.host import distributed` names a unit
                 targets = [f"deploykit.{n}" for n in names]
             for target in targets:
                 them = _unit(target)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploykit import distributed
+from deploykit.host import distributed
 
 
 def test_two_process_torchrun_gives_the_single_process_weights(tmp_path):

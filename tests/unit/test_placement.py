@@ -9,11 +9,11 @@ import torch
 from report_factory import latency, make_report
 from torch import nn
 
-from deploykit import placement as placement_mod
-from deploykit.placement import Placement, candidate_placements, check_speed
 from deploykit.quant import SCHEMES, build_quantized
 from deploykit.recipe import QuantizeSpec, SpeedCheckSpec
 from deploykit.report import int8_recommendation
+from deploykit.stages import placement as placement_mod
+from deploykit.stages.placement import Placement, candidate_placements, check_speed
 
 SHAPE = (3, 16, 16)
 

@@ -19,9 +19,9 @@ from deploykit.models import (
 )
 from deploykit.prune import prune_to_macs, replay_pruning
 from deploykit.recipe import ModelSpec, PruneSpec, parse_recipe
-from deploykit.restore import restore_checkpoint
 from deploykit.runtimes import OrtRunner, TorchRunner
 from deploykit.stages.prune import check
+from deploykit.tasks.restore import restore_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import torchvision
 
 from deploykit.cli import main
 from deploykit.errors import RecipeError, ResourceError
+from deploykit.host.resources import memory_watchdog, rss_gb, training_memory_gb
 from deploykit.recipe import parse_recipe
-from deploykit.resources import memory_watchdog, rss_gb, training_memory_gb
 
 
 def test_training_memory_counts_weights_state_copies_and_activations():

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from deploykit.runlock import LOCK_NAME, RunLockedError, run_lock
+from deploykit.runfiles.lock import LOCK_NAME, RunLockedError, run_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from deploykit.runlock import run_lock
+from deploykit.runfiles.lock import run_lock
 with run_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)

@@ -12,11 +12,11 @@ from torch import nn
 
 from deploykit.bench import runner_accuracy
 from deploykit.data import Loaders, build_loaders
+from deploykit.host.resources import check_fits
 from deploykit.measure import measure_candidates
 from deploykit.models import check_forward
-from deploykit.resources import check_fits
-from deploykit.restore import load_model
 from deploykit.tasks.base import TaskModel
+from deploykit.tasks.restore import load_model
 from deploykit.train import Objective, evaluate
 
 if TYPE_CHECKING:

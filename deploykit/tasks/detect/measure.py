@@ -26,9 +26,9 @@ from deploykit.data import Loaders
 from deploykit.errors import ParityError
 from deploykit.export import export_detector, export_network
 from deploykit.export.detection import export_detector_split, fixed_input_size
+from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes
 from deploykit.models.detection import DetectorNetwork, roi_cost
-from deploykit.progress import log
 from deploykit.quant.detector import counting_network, runtime_network
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord

@@ -14,9 +14,9 @@ from torch import nn
 from deploykit.bench.mean_ap import evaluate_detector, mean_average_precision
 from deploykit.data.detect import build_detection_loaders
 from deploykit.distill.det_objective import detector_loss
-from deploykit.restore import load_detector
 from deploykit.tasks.base import TaskModel
 from deploykit.tasks.detect.measure import measure_detectors, runner_detections
+from deploykit.tasks.restore import load_detector
 from deploykit.train import Objective
 
 if TYPE_CHECKING:

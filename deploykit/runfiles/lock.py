@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.errors import DeployKitError
-from deploykit.progress import log
+from deploykit.host.progress import log
 
 __all__ = ["LOCK_NAME", "RunLockedError", "run_lock"]
 

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deploykit.atomic import write_text
 from deploykit.errors import DeployKitError
+from deploykit.runfiles.atomic import write_text
 
 __all__ = ["MANIFEST", "RUN_RECORD", "check_run_record", "folder_files", "refresh_manifest",
            "verify_manifest", "write_manifest", "write_run_record"]

@@ -21,7 +21,7 @@ from torch import nn
 
 from deploykit.bench import time_onnx_files
 from deploykit.export import export_onnx
-from deploykit.progress import log
+from deploykit.host.progress import log
 from deploykit.quant import QuantizedModel, accuracy_on
 from deploykit.recipe import SpeedCheckSpec
 
