@@ -31,26 +31,26 @@ sys.path.insert(0, str(ROOT.parent))
 
 from common import save_results, stamp  # noqa: E402
 
-from deploykit.bench.mean_ap import evaluate_detector  # noqa: E402
-from deploykit.data.detect import build_detection_loaders  # noqa: E402
-from deploykit.distill.det_objective import (  # noqa: E402
+from deploykit.host.progress import log  # noqa: E402
+from deploykit.models import count_macs_params  # noqa: E402
+from deploykit.prune import prune_to_macs  # noqa: E402
+from deploykit.recipe import DataSpec, PruneSpec, TrainSpec  # noqa: E402
+from deploykit.runfiles.atomic import save_torch  # noqa: E402
+from deploykit.tasks import get_task  # noqa: E402
+from deploykit.tasks.detect.data import build_detection_loaders  # noqa: E402
+from deploykit.tasks.detect.loss import (  # noqa: E402
     ChenTerms,
     chen_loss,
     detector_loss,
     hint_adapter,
 )
-from deploykit.host.progress import log  # noqa: E402
-from deploykit.models import count_macs_params  # noqa: E402
-from deploykit.models.detection import (  # noqa: E402
+from deploykit.tasks.detect.metric import evaluate_detector  # noqa: E402
+from deploykit.tasks.detect.models import (  # noqa: E402
     DetectorNetwork,
     build_detector,
     prediction_layers,
     with_network,
 )
-from deploykit.prune import prune_to_macs  # noqa: E402
-from deploykit.recipe import DataSpec, PruneSpec, TrainSpec  # noqa: E402
-from deploykit.runfiles.atomic import save_torch  # noqa: E402
-from deploykit.tasks import get_task  # noqa: E402
 from deploykit.train import fit, seed_everything  # noqa: E402
 
 CACHE = ROOT / "results" / "cache"

@@ -29,12 +29,12 @@ from run_dssd import CACHE, CLASSES, MODEL, SIZE, WIDTH, data  # noqa: E402
 
 from deploykit.bench import environment  # noqa: E402
 from deploykit.host.progress import log  # noqa: E402
-from deploykit.models.detection import build_detector  # noqa: E402
 from deploykit.recipe import BenchSpec, ExportSpec, QuantizeSpec  # noqa: E402
-from deploykit.stages import det_quantize  # noqa: E402
 from deploykit.state import Candidate, PipelineState  # noqa: E402
 from deploykit.tasks import get_task  # noqa: E402
+from deploykit.tasks.detect import quantize as det_quantize  # noqa: E402
 from deploykit.tasks.detect.measure import measure_detectors  # noqa: E402
+from deploykit.tasks.detect.models import build_detector  # noqa: E402
 
 OUT = ROOT / "results" / "dssd_int8.json"
 

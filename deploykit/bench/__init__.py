@@ -1,11 +1,10 @@
 """Measurement: latency (warm-up, alternating timing, percentiles), parity, accuracy through any
-runner, COCO mAP of detections, the first diverging layer, the environment, a latency probe
+runner, the first diverging layer, the environment, a latency probe
 (``LatencyProbe``), and the references that make latencies from different runs comparable
 (re-timing, a yardstick).
 May use ``export`` and ``runtimes``; never the reverse."""
 
 from deploykit.bench.accuracy import runner_accuracy
-from deploykit.bench.det_parity import DetectionParity, match_detections
 from deploykit.bench.divergence import Divergence, find_divergence, module_outputs
 from deploykit.bench.env import cpu_int8_features, environment
 from deploykit.bench.gpu_rows import GpuPeak, tflops
@@ -16,20 +15,17 @@ from deploykit.bench.latency import (
     summarize,
     time_alternating,
 )
-from deploykit.bench.mean_ap import MapResult, mean_average_precision
 from deploykit.bench.onnx_file import FileBench, bench_onnx_file
 from deploykit.bench.parity import ParityResult, check_parity, compare_outputs
 from deploykit.bench.probe import LatencyProbe, time_onnx_files
 from deploykit.bench.reference import retime_pair, yardstick_ms
 
 __all__ = [
-    "DetectionParity",
     "Divergence",
     "FileBench",
     "GpuPeak",
     "LatencyProbe",
     "LatencyStats",
-    "MapResult",
     "ParityResult",
     "bench_onnx_file",
     "check_parity",
@@ -38,8 +34,6 @@ __all__ = [
     "device_p50_ms",
     "environment",
     "find_divergence",
-    "match_detections",
-    "mean_average_precision",
     "median_ci",
     "module_outputs",
     "retime_pair",

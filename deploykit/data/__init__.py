@@ -1,6 +1,5 @@
-"""Data: classification sets and loaders (:mod:`.classify`); detection sets: the generated
-shapes (:mod:`.shapes`) and COCO-format folders (:mod:`.coco`); decoding checks
-(:mod:`.images`)."""
+"""Data: classification sets and loaders (:mod:`.classify`) and image decoding checks
+(:mod:`.images`). A task's own data (a detector's boxes) lives with the task."""
 
 from deploykit.data.classify import (
     IMAGENET_MEAN,

@@ -13,16 +13,8 @@ from types import ModuleType
 
 from deploykit.errors import RecipeError
 from deploykit.recipe import STAGE_KINDS
-from deploykit.state import PipelineState
-from deploykit.tasks import Task, get_task
 
-__all__ = ["get_stage", "task_of"]
-
-
-def task_of(state: PipelineState) -> Task:
-    """The task a stage works for: the pipeline's, or classification for a state built without
-    one (a stage driven directly, as in the benchmarks)."""
-    return state.task if state.task is not None else get_task("classification")
+__all__ = ["get_stage"]
 
 
 def get_stage(kind: str, driver: str | None = None) -> ModuleType:

@@ -19,8 +19,8 @@ from deploykit.errors import RecipeError
 from deploykit.host.progress import log
 from deploykit.recipe import DistillSpec
 from deploykit.recipe.stages import stage_candidates
-from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
 from deploykit.tasks.restore import load_model
 from deploykit.train import fit
 

@@ -19,8 +19,8 @@ from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
 from deploykit.recipe import LowRankSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.runfiles.atomic import save_torch
-from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
 from deploykit.train import fit
 
 __all__ = ["check", "run"]

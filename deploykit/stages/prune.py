@@ -38,8 +38,8 @@ from deploykit.prune import (
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.runfiles.atomic import save_torch
-from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
 from deploykit.train import fit
 
 __all__ = ["check", "run"]

@@ -33,9 +33,9 @@ from deploykit.quant import (
 from deploykit.recipe import QuantizeSpec, SensitivitySpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.runfiles.atomic import write_text
-from deploykit.stages import task_of
 from deploykit.stages.placement import Placement, candidate_placements, check_speed
 from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
 
 __all__ = ["check", "run"]
 

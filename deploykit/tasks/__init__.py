@@ -11,16 +11,17 @@ Example:
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from deploykit.errors import RecipeError
 from deploykit.recipe.task_names import add_task_name, task_names
 from deploykit.tasks.base import Task, TaskModel
 
-__all__ = ["Task", "TaskModel", "get_task", "register_task"]
+__all__ = ["Task", "TaskModel", "get_task", "register_task", "task_of"]
 
 # deploykit's own tasks, imported when first asked for
-_BUILTIN = {"classification": "deploykit.tasks.classify:ClassifyTask",
-            "detection": "deploykit.tasks.detect:DetectTask"}
+_BUILTIN = {"classification": "deploykit.tasks.classify.task:ClassifyTask",
+            "detection": "deploykit.tasks.detect.task:DetectTask"}
 _REGISTERED: dict[str, Task] = {}
 
 
@@ -49,3 +50,9 @@ def get_task(name: str) -> Task:
     if name not in _REGISTERED:
         raise RecipeError(f"unknown task {name!r}; available: {', '.join(task_names())}")
     return _REGISTERED[name]
+
+
+def task_of(state: Any, default: str = "classification") -> Task:
+    """The task a stage works for: the pipeline state's, or task ``default`` for a state
+    built without one (a stage driven directly, as the benchmarks do)."""
+    return state.task if state.task is not None else get_task(default)

@@ -16,11 +16,10 @@ from torch import nn
 from deploykit.errors import CheckpointError
 from deploykit.lowrank import rebuild
 from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights
-from deploykit.models.detection import DetectorNetwork, RoiBoxNetwork, detector_from_spec
 from deploykit.prune import replay_pruning
 from deploykit.recipe import ModelSpec
 
-__all__ = ["load_detector", "load_model", "replay_detector_pruning", "restore_checkpoint"]
+__all__ = ["load_model", "restore_checkpoint"]
 
 
 def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
@@ -75,40 +74,3 @@ def load_model(spec: ModelSpec, input_shape: tuple[int, int, int],
     if path is not None:
         restore_checkpoint(model, path, spec.num_classes, first_last, input_shape)
     return model, first_last
-
-
-def replay_detector_pruning(model: nn.Module, arch: dict, input_shape: tuple[int, int, int]
-                            ) -> nn.Module:
-    """Replay a pruned detector's recorded histories on ``model`` (in place): its network's
-    (``pruning_history``) and, on a two-stage detector, its box head's
-    (``roi_pruning_history``)."""
-    replay_pruning(DetectorNetwork(model), arch["pruning_history"], input_shape)
-    if arch.get("roi_pruning_history"):
-        roi = RoiBoxNetwork(model)
-        replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
-    return model
-
-
-def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | None = None
-                  ) -> nn.Module:
-    """Build the recipe's detector at ``image_size`` and restore ``checkpoint`` (default
-    ``spec.checkpoint``): a pruned detector's history is replayed on its network first.
-
-    Raises:
-        ModelError: the detector cannot be built.
-        CheckpointError: the checkpoint is corrupt or does not fit.
-    """
-    model = detector_from_spec(spec, image_size)
-    path = checkpoint if checkpoint is not None else spec.checkpoint
-    if path is None:
-        return model
-    ck = load_checkpoint(path)
-    arch = ck.get("arch", {})
-    if arch.get("pruning_history"):
-        try:
-            replay_detector_pruning(model, arch, (3, image_size, image_size))
-        except Exception as e:
-            raise CheckpointError(f"{path}: its pruning history does not apply to this "
-                                  f"detector ({type(e).__name__}: {e}); was it pruned from a "
-                                  "different model.name or width_mult?") from None
-    return load_weights(model, ck["state_dict"], str(path), spec.num_classes)

@@ -19,7 +19,7 @@ from deploykit.data import IMAGENET_MEAN, IMAGENET_STD, Loaders, TensorLoader
 from deploykit.recipe.task_names import task_names
 from deploykit.report import Report
 from deploykit.tasks import get_task, register_task
-from deploykit.tasks.classify import ClassifyTask
+from deploykit.tasks.classify.task import ClassifyTask
 from deploykit.train import Objective
 
 MARKS = 4

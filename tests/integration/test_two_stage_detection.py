@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from deploykit.cli import main
-from deploykit.models.detection import DetectorNetwork, RoiBoxNetwork, build_detector, roi_cost
 from deploykit.recipe import load_recipe
 from deploykit.report import Report
+from deploykit.tasks.detect.models import DetectorNetwork, RoiBoxNetwork, build_detector, roi_cost
 
 NAME = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
@@ -65,7 +65,7 @@ def test_faster_rcnn_prunes_fine_tunes_exports_and_restores(write_yaml, tmp_path
     assert metrics["network_macs_ratio"] == pytest.approx(0.5, abs=0.05)
 
     # restore: both pruning histories replay on a fresh detector and the weights fit
-    from deploykit.tasks.restore import load_detector
+    from deploykit.tasks.detect.checkpoint import load_detector
 
     recipe = load_recipe(path)
     model = load_detector(recipe.model, 64, out / "checkpoints" / "prune.pt").eval()

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from deploykit.data.coco import load_coco, write_coco
-from deploykit.data.shapes import CLASSES, ShapesDetection
 from deploykit.errors import DataError
+from deploykit.tasks.detect.coco import load_coco, write_coco
+from deploykit.tasks.detect.shapes import CLASSES, ShapesDetection
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit.bench.det_parity import match_detections
-from deploykit.data.shapes import ShapesDetection
 from deploykit.export import ExportError
-from deploykit.export.detection import DETECTION_INPUT, DETECTION_OUTPUTS, export_detector
-from deploykit.models.detection import build_detector
+from deploykit.tasks.detect.export import DETECTION_INPUT, DETECTION_OUTPUTS, export_detector
+from deploykit.tasks.detect.models import build_detector
+from deploykit.tasks.detect.parity import match_detections
+from deploykit.tasks.detect.shapes import ShapesDetection
 
 
 def _dets(boxes, scores, labels):

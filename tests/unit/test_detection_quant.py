@@ -7,11 +7,10 @@ import onnx
 import pytest
 import torch
 
-from deploykit.bench.det_parity import match_detections
 from deploykit.errors import ModelError
-from deploykit.models.detection import DetectorNetwork, build_detector
 from deploykit.quant import SCHEMES, prepare, sqnr_db
-from deploykit.quant.detector import (
+from deploykit.tasks.detect.models import DetectorNetwork, build_detector
+from deploykit.tasks.detect.network_quant import (
     counting_network,
     detector_keep_float,
     head_keys,
@@ -21,6 +20,7 @@ from deploykit.quant.detector import (
     quantized_network,
     runtime_network,
 )
+from deploykit.tasks.detect.parity import match_detections
 
 SIZE = 64
 
@@ -82,7 +82,7 @@ def test_the_int8_detector_runs_the_fake_quant_network_inside_the_float_detector
     f_macs = count_macs_params(counting_network(detector), (3, SIZE, SIZE))[0]
     assert 0.8 * f_macs < q_macs <= f_macs
     # train mode: the detector's own losses, with gradients into the quantized layers (QAT)
-    from deploykit.data.shapes import ShapesDetection
+    from deploykit.tasks.detect.shapes import ShapesDetection
 
     ds = ShapesDetection(2, size=SIZE)
     qdet.train()
@@ -97,7 +97,7 @@ def test_the_int8_detector_runs_the_fake_quant_network_inside_the_float_detector
 def test_the_split_export_matches_pytorch_for_float_and_int8(detector, tmp_path):
     import onnxruntime as ort
 
-    from deploykit.export.detection import export_detector, export_detector_split
+    from deploykit.tasks.detect.export import export_detector, export_detector_split
 
     qdet, _, _ = _int8(detector)
     images = _images(4, seed=3)
@@ -128,7 +128,7 @@ def test_the_split_export_matches_pytorch_for_float_and_int8(detector, tmp_path)
 
 def test_a_two_stage_detector_is_refused_before_training():
     from deploykit.recipe import QuantizeSpec
-    from deploykit.stages import det_quantize
+    from deploykit.tasks.detect import quantize as det_quantize
 
     frcnn = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", 5, SIZE)
     with pytest.raises(ModelError, match=r"INT8 of two-stage detectors .* is not built"):
@@ -142,9 +142,9 @@ def test_detectors_that_keep_the_aspect_ratio_go_int8_at_a_fixed_size(name, tmp_
     a fixed square, and its decoding takes the head outputs split per feature level."""
     import onnxruntime as ort
 
-    from deploykit.export.detection import export_detector_split, fixed_input_size
     from deploykit.recipe import QuantizeSpec
-    from deploykit.stages import det_quantize
+    from deploykit.tasks.detect import quantize as det_quantize
+    from deploykit.tasks.detect.export import export_detector_split, fixed_input_size
 
     size = 80                        # padded to 96 inside: network input != image size
     torch.manual_seed(0)

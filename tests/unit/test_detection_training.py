@@ -8,17 +8,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from deploykit.data.detect import DetectionLoader, build_detection_loaders
-from deploykit.data.shapes import ShapesDetection
-from deploykit.distill.det_objective import (
+from deploykit.errors import DataError, ModelError
+from deploykit.tasks.detect.data import DetectionLoader, build_detection_loaders
+from deploykit.tasks.detect.loss import (
     ChenTerms,
     chen_loss,
     detector_loss,
     hint_adapter,
     ssd_pass,
 )
-from deploykit.errors import DataError, ModelError
-from deploykit.models.detection import build_detector
+from deploykit.tasks.detect.models import build_detector
+from deploykit.tasks.detect.shapes import ShapesDetection
 
 
 def _spec(**kw):
@@ -117,8 +117,8 @@ def test_chen_terms_need_an_ssd_teacher_with_the_same_anchors():
 
 @pytest.mark.slow
 def test_fit_tracks_map_and_resumes(tmp_path):
-    from deploykit.bench.mean_ap import evaluate_detector
     from deploykit.recipe import TrainSpec
+    from deploykit.tasks.detect.metric import evaluate_detector
     from deploykit.train import Objective, fit
 
     loaders = build_detection_loaders(_spec(limit_train=32), 0, 5)

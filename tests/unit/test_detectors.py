@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit.data.shapes import ShapesDetection
 from deploykit.errors import ModelError
-from deploykit.models.detection import build_detector
+from deploykit.tasks.detect.models import build_detector
+from deploykit.tasks.detect.shapes import ShapesDetection
 
 
 def test_ssdlite_at_a_small_width_and_size_trains_and_detects_the_recipe_classes():
@@ -44,9 +44,9 @@ def test_unknown_detectors_and_widths_are_clear_errors():
 @pytest.mark.slow
 def test_pruning_the_network_halves_its_macs_keeps_the_head_shapes_and_the_detector_trains():
     from deploykit.models import count_macs_params
-    from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
     from deploykit.prune import prune_to_macs
     from deploykit.recipe import PruneSpec
+    from deploykit.tasks.detect.models import DetectorNetwork, prediction_layers, with_network
 
     torch.manual_seed(0)
     det = build_detector("ssdlite320_mobilenet_v3_large", 5, 64, width_mult=0.5)
@@ -74,8 +74,8 @@ def test_pruning_the_network_halves_its_macs_keeps_the_head_shapes_and_the_detec
 
 
 def test_the_recipe_sets_what_every_candidate_keeps_after_decoding():
-    from deploykit.models.detection import detector_from_spec
     from deploykit.recipe import DetectionsSpec, ModelSpec
+    from deploykit.tasks.detect.models import detector_from_spec
 
     spec = ModelSpec(source="torchvision", name="ssdlite320_mobilenet_v3_large", num_classes=5,
                      width_mult=0.25, detections={"score_thresh": 0.2, "detections_per_img": 7})
@@ -98,9 +98,9 @@ def test_retinanet_prunes_with_its_head_shapes_kept():
     """torch-pruning's issue 110 reports RetinaNet's dependency graph as broken; traced as
     the backbone + head network with the prediction convs ignored, it prunes."""
     from deploykit.models import count_macs_params
-    from deploykit.models.detection import DetectorNetwork, prediction_layers, with_network
     from deploykit.prune import prune_to_macs
     from deploykit.recipe import PruneSpec
+    from deploykit.tasks.detect.models import DetectorNetwork, prediction_layers, with_network
 
     torch.manual_seed(0)
     det = build_detector("retinanet_resnet50_fpn_v2", 5, 64).eval()

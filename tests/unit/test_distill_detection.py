@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deploykit.distill.detection import HintAdapter, det_bounded_reg, det_hint, det_soft_ce
+from deploykit.tasks.detect.chen import HintAdapter, det_bounded_reg, det_hint, det_soft_ce
 
 
 def test_soft_ce_weighs_the_background_class_and_matches_a_hand_computation():

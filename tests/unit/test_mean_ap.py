@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit.bench.mean_ap import mean_average_precision
-from deploykit.data.shapes import render_scene
 from deploykit.errors import DataError
+from deploykit.tasks.detect.metric import mean_average_precision
+from deploykit.tasks.detect.shapes import render_scene
 
 
 def _targets(n: int = 20) -> list[dict[str, torch.Tensor]]:

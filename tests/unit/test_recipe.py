@@ -128,7 +128,7 @@ def test_every_bundled_recipe_loads_and_its_stages_check(path):
     r = load_recipe(path, check_paths=False)
     if r.task == "detection":
         from deploykit.tasks import get_task
-        from deploykit.tasks.restore import load_detector
+        from deploykit.tasks.detect.checkpoint import load_detector
 
         model = load_detector(r.model, r.data.image_size)
         drivers = get_task("detection").drivers

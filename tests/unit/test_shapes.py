@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deploykit.data.shapes import CLASSES, ShapesDetection, render_scene
+from deploykit.tasks.detect.shapes import CLASSES, ShapesDetection, render_scene
 
 
 def test_the_same_seed_draws_the_same_scene_and_another_seed_another():

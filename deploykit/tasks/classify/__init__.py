@@ -1,5 +1,4 @@
-"""Image classification: the recipe's ``task: classification`` (the default)."""
+"""Image classification: the recipe's ``task: classification`` (the default;
+:class:`.task.ClassifyTask`). Importing this package imports nothing else."""
 
-from deploykit.tasks.classify.task import ClassifyTask
-
-__all__ = ["ClassifyTask"]
+__all__: list[str] = []

@@ -1,5 +1,12 @@
-"""Object detection: the recipe's ``task: detection``."""
+"""Object detection: the recipe's ``task: detection`` (:class:`.task.DetectTask`).
 
-from deploykit.tasks.detect.task import DetectTask
+Its parts, each for detectors alone: torchvision detectors built without downloads and the
+network the techniques work on (:mod:`.models`), box data (:mod:`.data`, :mod:`.shapes`,
+:mod:`.coco`), the training loss and Chen et al.'s distillation terms (:mod:`.loss`,
+:mod:`.chen`), INT8 of the network (:mod:`.network_quant`), end-to-end export
+(:mod:`.export`), parity on matched boxes (:mod:`.parity`), mAP (:mod:`.metric`), the
+measurement (:mod:`.measure`) and the stage drivers it runs (:mod:`.prune`,
+:mod:`.quantize`, :mod:`.distill`). Importing this package imports none of them.
+"""
 
-__all__ = ["DetectTask"]
+__all__: list[str] = []

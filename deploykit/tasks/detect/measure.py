@@ -20,20 +20,24 @@ import numpy as np
 import torch
 
 from deploykit.bench import time_alternating
-from deploykit.bench.det_parity import match_detections
-from deploykit.bench.mean_ap import mean_average_precision
 from deploykit.data import Loaders
 from deploykit.errors import ParityError
-from deploykit.export import export_detector, export_network
-from deploykit.export.detection import export_detector_split, fixed_input_size
 from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes
-from deploykit.models.detection import DetectorNetwork, roi_cost
-from deploykit.quant.detector import counting_network, runtime_network
 from deploykit.recipe import BenchSpec, ExportSpec
 from deploykit.report import CandidateReport, LatencyRecord
 from deploykit.runtimes import OrtRunner
 from deploykit.state import Candidate
+from deploykit.tasks.detect.export import (
+    export_detector,
+    export_detector_split,
+    export_network,
+    fixed_input_size,
+)
+from deploykit.tasks.detect.metric import mean_average_precision
+from deploykit.tasks.detect.models import DetectorNetwork, roi_cost
+from deploykit.tasks.detect.network_quant import counting_network, runtime_network
+from deploykit.tasks.detect.parity import match_detections
 
 __all__ = ["PARITY_IMAGES", "measure_detectors", "runner_detections"]
 

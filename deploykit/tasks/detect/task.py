@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from deploykit.bench.mean_ap import evaluate_detector, mean_average_precision
-from deploykit.data.detect import build_detection_loaders
-from deploykit.distill.det_objective import detector_loss
 from deploykit.tasks.base import TaskModel
+from deploykit.tasks.detect.checkpoint import load_detector
+from deploykit.tasks.detect.data import build_detection_loaders
+from deploykit.tasks.detect.loss import detector_loss
 from deploykit.tasks.detect.measure import measure_detectors, runner_detections
-from deploykit.tasks.restore import load_detector
+from deploykit.tasks.detect.metric import evaluate_detector, mean_average_precision
 from deploykit.train import Objective
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class DetectTask:
     name = "detection"
     primary_metric = "map50_pct"
     stage_kinds: tuple[str, ...] = ("prune", "distill", "quantize")
-    drivers: dict[str, str] = {k: f"deploykit.stages.det_{k}" for k in stage_kinds}
+    drivers: dict[str, str] = {k: f"deploykit.tasks.detect.{k}" for k in stage_kinds}
 
     @property
     def objective(self) -> Objective:

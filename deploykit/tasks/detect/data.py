@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from deploykit.data.classify import Loaders
-from deploykit.data.coco import load_coco
-from deploykit.data.shapes import CLASSES, ShapesDetection
 from deploykit.errors import DataError
 from deploykit.host.progress import log
+from deploykit.tasks.detect.coco import load_coco
+from deploykit.tasks.detect.shapes import CLASSES, ShapesDetection
 
 __all__ = ["DEFAULT_SHAPES_TRAIN", "DEFAULT_SHAPES_VAL", "DetectionLoader",
            "build_detection_loaders"]

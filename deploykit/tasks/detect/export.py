@@ -28,8 +28,8 @@ from onnx import compose
 from torch import nn
 
 from deploykit.export.onnx import ExportError, export_onnx, quiet_export
-from deploykit.models.detection import backbone_features
 from deploykit.runfiles.atomic import atomic_path
+from deploykit.tasks.detect.models import backbone_features
 
 __all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_detector_split",
            "export_network", "fixed_input_size"]
@@ -97,7 +97,7 @@ def export_detector(model: nn.Module, examples: Sequence[torch.Tensor], path: st
 
 def export_network(network: nn.Module, input_hw: int | tuple[int, int], path: str | Path,
                    opset: int = 17) -> Path:
-    """Export a detector's network alone (:class:`~deploykit.models.detection.DetectorNetwork`:
+    """Export a detector's network alone (:class:`~deploykit.tasks.detect.models.DetectorNetwork`:
     the resized, normalised batch in, the head's outputs out) with a dynamic batch axis, to
     time it apart from the resize, decoding and NMS around it. ``input_hw``: the height and
     width of the batch the detector's resize gives (padded to its size divisor), or one
@@ -196,7 +196,7 @@ def export_detector_split(model: nn.Module, network: nn.Module, examples: Sequen
     Args:
         model: the detector (float or INT8; eval mode is set and restored).
         network: what runs between resize and decoding: the resized batch in, the head
-            outputs out (``deploykit.quant.detector.runtime_network(model)``).
+            outputs out (``deploykit.tasks.detect.network_quant.runtime_network(model)``).
         examples: ``(3, H, W)`` images in 0..1; the first that yields detections is traced.
         opset: ONNX opset of all three parts (18 or newer: the dynamo exporter's minimum).
 

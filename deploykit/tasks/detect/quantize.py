@@ -1,5 +1,5 @@
 """The ``quantize`` stage on a detector: the network (backbone, neck and heads) to INT8, the
-resize, anchors, box decoding and NMS float (see ``deploykit.quant.detector``).
+resize, anchors, box decoding and NMS float (see ``deploykit.tasks.detect.network_quant``).
 
 The first conv and the heads' prediction convs stay float by default (``keep_float: [first,
 last]``). With ``max_map_drop``, the other layers are ranked by how much quantizing them
@@ -21,12 +21,9 @@ import time
 
 from torch import nn
 
-from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
 from deploykit.errors import ModelError
-from deploykit.export.detection import fixed_input_size
 from deploykit.host.progress import log
-from deploykit.models.detection import DetectorNetwork, is_two_stage
 from deploykit.quant import (
     QuantizedModel,
     build_quantized,
@@ -34,17 +31,20 @@ from deploykit.quant import (
     keep_sensitive_float,
     layer_sensitivity,
 )
-from deploykit.quant.detector import (
+from deploykit.recipe import QuantizeSpec, SensitivitySpec
+from deploykit.recipe.stages import stage_candidates
+from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
+from deploykit.tasks.detect.export import fixed_input_size
+from deploykit.tasks.detect.metric import evaluate_detector
+from deploykit.tasks.detect.models import DetectorNetwork, is_two_stage
+from deploykit.tasks.detect.network_quant import (
     detector_keep_float,
     head_keys,
     heads_only,
     network_batches,
     quantized_detector,
 )
-from deploykit.recipe import QuantizeSpec, SensitivitySpec
-from deploykit.recipe.stages import stage_candidates
-from deploykit.stages import task_of
-from deploykit.state import Candidate, PipelineState, StageRecord
 from deploykit.train import fit
 
 __all__ = ["check", "run"]
@@ -142,7 +142,7 @@ def _qat(qdet: nn.Module, qm: QuantizedModel, loaders: Loaders, spec: QuantizeSp
 
     res = fit(qdet, loaders.train, loaders.val, q, state.output_dir / "checkpoints" / "qat",
               state.resume, desc="qat", keep_best=True, on_epoch_start=on_epoch_start,
-              objective=task_of(state).objective)
+              objective=task_of(state, "detection").objective)
     qm.set_bn_frozen(True)
     qm.set_observers(False)
     qdet.eval()

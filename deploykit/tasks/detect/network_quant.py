@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from deploykit.models.detection import DetectorNetwork, backbone_features, prediction_layers
 from deploykit.quant.prepare import QuantizedModel, compute_layers, resolve_keep_float
+from deploykit.tasks.detect.models import DetectorNetwork, backbone_features, prediction_layers
 
 __all__ = ["HeadOutputs", "QuantNetworkBackbone", "counting_network", "detector_keep_float",
            "head_keys", "heads_only", "network_batches", "quantized_detector", "quantized_network",

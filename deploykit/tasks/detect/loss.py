@@ -16,7 +16,7 @@ Where the terms act:
 - ``det_bounded_reg`` on the positive anchors' box encodings, added to the smooth-L1 loss
   with weight ``bounded_weight``;
 - ``det_hint`` between one backbone feature map of student and teacher through a
-  :class:`~deploykit.distill.detection.HintAdapter`, per element (divided by the teacher
+  :class:`~deploykit.tasks.detect.chen.HintAdapter`, per element (divided by the teacher
   map's size, so the weight does not depend on the layer), with weight ``hint_weight``.
 """
 
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.distill.detection import HintAdapter, det_bounded_reg, det_hint, det_soft_ce
 from deploykit.errors import ModelError
-from deploykit.models.detection import backbone_features
+from deploykit.tasks.detect.chen import HintAdapter, det_bounded_reg, det_hint, det_soft_ce
+from deploykit.tasks.detect.models import backbone_features
 
 __all__ = ["ChenTerms", "SsdPass", "check_chen_model", "chen_loss", "detector_loss",
            "hint_adapter", "ssd_pass"]

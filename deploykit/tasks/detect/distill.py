@@ -13,21 +13,21 @@ import time
 
 from torch import nn
 
-from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
-from deploykit.distill.det_objective import (
+from deploykit.errors import RecipeError
+from deploykit.host.progress import log
+from deploykit.recipe import DistillSpec
+from deploykit.recipe.stages import stage_candidates
+from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks import task_of
+from deploykit.tasks.detect.loss import (
     ChenTerms,
     check_chen_model,
     chen_loss,
     detector_loss,
     hint_adapter,
 )
-from deploykit.errors import RecipeError
-from deploykit.host.progress import log
-from deploykit.recipe import DistillSpec
-from deploykit.recipe.stages import stage_candidates
-from deploykit.stages import task_of
-from deploykit.state import Candidate, PipelineState, StageRecord
+from deploykit.tasks.detect.metric import evaluate_detector
 from deploykit.train import fit
 
 __all__ = ["check", "chen_terms", "run"]
@@ -70,7 +70,8 @@ def run(state: PipelineState, loaders: Loaders, spec: DistillSpec,
     res = fit(student, loaders.train, loaders.val, spec.train,
               state.output_dir / "checkpoints" / f"distill{index}", state.resume,
               loss_fn=loss, desc=f"distill ({', '.join(active) or 'plain fine-tuning'})",
-              keep_best=True, extra_modules=adapter, objective=task_of(state).objective)
+              keep_best=True, extra_modules=adapter,
+              objective=task_of(state, "detection").objective)
     metrics = {"val_map50_pct": res.final, "best_val_map50_pct": res.best,
                "student_map50_before_pct": before, "terms": active or ["plain"],
                "epochs": res.epochs_run, "seconds_per_epoch":

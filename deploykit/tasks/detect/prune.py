@@ -6,7 +6,7 @@ FPN and proposal head, with the FPN's output convs whole (the ROI heads read the
 box head that each proposal runs through (two wide linear layers: most of the parameters
 and, over its proposals, most of the MACs) is pruned to the same target as a second graph,
 its predictors whole. The pruning history is stored in ``checkpoints/prune.pt`` and
-replayed on resume and by ``restore``.
+replayed on resume and by :func:`.checkpoint.load_detector`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ import time
 import torch
 from torch import nn
 
-from deploykit.bench.mean_ap import evaluate_detector
 from deploykit.data import Loaders
 from deploykit.errors import RecipeError
 from deploykit.host import distributed
 from deploykit.host.progress import log
 from deploykit.models import count_macs_params, load_checkpoint, make_checkpoint
-from deploykit.models.detection import (
-    DetectorNetwork,
-    RoiBoxNetwork,
-    prediction_layers,
-    roi_cost,
-    with_network,
-)
 from deploykit.prune import (
     check_traceable,
     ignored_layer_names,
@@ -38,9 +30,17 @@ from deploykit.prune import (
 )
 from deploykit.recipe import PruneSpec
 from deploykit.runfiles.atomic import save_torch
-from deploykit.stages import task_of
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.tasks.restore import replay_detector_pruning
+from deploykit.tasks import task_of
+from deploykit.tasks.detect.checkpoint import replay_detector_pruning
+from deploykit.tasks.detect.metric import evaluate_detector
+from deploykit.tasks.detect.models import (
+    DetectorNetwork,
+    RoiBoxNetwork,
+    prediction_layers,
+    roi_cost,
+    with_network,
+)
 from deploykit.train import fit
 
 __all__ = ["check", "run"]
@@ -114,7 +114,7 @@ def run(state: PipelineState, loaders: Loaders, spec: PruneSpec) -> PipelineStat
         if spec.finetune is not None and spec.finetune.epochs > 0:
             res = fit(detector, loaders.train, loaders.val, spec.finetune,
                       state.output_dir / "checkpoints" / "prune-finetune", state.resume,
-                      desc="prune fine-tune", objective=task_of(state).objective)
+                      desc="prune fine-tune", objective=task_of(state, "detection").objective)
             metrics["finetune_map50_pct"] = res.final
         if distributed.is_main():
             save_torch(make_checkpoint(detector, arch, {"metrics": metrics}), ckpt)
