@@ -35,6 +35,7 @@ class RuntimeInfo:
             which is never reported as INT8 latency).
         runner: ``module:function`` that builds its runner (see ``deploykit.runtimes``).
         provider: ONNX Runtime's execution provider, for ONNX Runtime's rows.
+        label: how report tables head its columns.
     """
 
     name: str
@@ -45,23 +46,26 @@ class RuntimeInfo:
     int8_native: bool
     runner: str
     provider: str | None = None
+    label: str = ""
 
 
 RUNTIME_TABLE: tuple[RuntimeInfo, ...] = (
     RuntimeInfo("torch-cpu", "cpu", "module", "torch", "pip install deploykit", False,
-                "deploykit.runtimes.runners:torch_cpu"),
+                "deploykit.runtimes.runners:torch_cpu", label="PyTorch CPU"),
     RuntimeInfo("onnxruntime-cpu", "cpu", "onnx", "onnxruntime", "pip install deploykit", True,
-                "deploykit.runtimes.ort:onnxruntime_runner", "CPUExecutionProvider"),
+                "deploykit.runtimes.ort:onnxruntime_runner", "CPUExecutionProvider", "ORT CPU"),
     RuntimeInfo("torch-cuda", "cuda", "module", "torch", "a CUDA build of PyTorch on a machine "
-                "with an NVIDIA GPU", False, "deploykit.runtimes.gpu:torch_cuda"),
+                "with an NVIDIA GPU", False, "deploykit.runtimes.gpu:torch_cuda",
+                label="PyTorch CUDA"),
     RuntimeInfo("onnxruntime-cuda", "cuda", "onnx", "onnxruntime",
                 'pip install "deploykit[gpu]" (onnxruntime-gpu) on a CUDA machine', True,
-                "deploykit.runtimes.ort:onnxruntime_runner", "CUDAExecutionProvider"),
+                "deploykit.runtimes.ort:onnxruntime_runner", "CUDAExecutionProvider", "ORT CUDA"),
     RuntimeInfo("onnxruntime-tensorrt", "cuda", "onnx", "onnxruntime",
                 'pip install "deploykit[gpu]" (onnxruntime-gpu) on a CUDA machine', True,
-                "deploykit.runtimes.ort:onnxruntime_runner", "TensorrtExecutionProvider"),
+                "deploykit.runtimes.ort:onnxruntime_runner", "TensorrtExecutionProvider",
+                "ORT TensorRT"),
     RuntimeInfo("tensorrt", "cuda", "onnx", "tensorrt", 'pip install "deploykit[tensorrt]"',
-                True, "deploykit.runtimes.tensorrt:tensorrt_runner"),
+                True, "deploykit.runtimes.tensorrt:tensorrt_runner", label="TensorRT"),
 )
 
 RUNTIMES: tuple[str, ...] = tuple(r.name for r in RUNTIME_TABLE)

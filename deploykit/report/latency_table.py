@@ -21,36 +21,48 @@ def setup_label(lr: LatencyRecord) -> str:
 
 
 def latency_table(r: Report) -> Table:
-    records = [lr for c in r.candidates for lr in c.latency]
+    """Every latency row; where a task timed its network alone beside the artifact (a
+    detector), a "graph" column tells the network rows from the end-to-end ones."""
+    records = [lr for c in r.candidates for lr in (*c.latency, *c.network_latency)]
     has_device = any(lr.device_p50_ms is not None for lr in records)
     has_gpu = any(lr.device == "cuda" for lr in records)
-    headers = ("candidate", "runtime", "set-up", "batch", "p50", "p50 95% CI", "p90", "p99",
-               "mean ± std", *(("device p50",) if has_device else ()), "images/s",
+    graphs = any(c.network_latency for c in r.candidates)
+    headers = ("candidate", *(("graph",) if graphs else ()), "runtime", "set-up", "batch", "p50",
+               "p50 95% CI", "p90", "p99", "mean ± std",
+               *(("device p50",) if has_device else ()), "images/s",
                *(("GPU memory (MB)", "TFLOP/s", "of FP16 peak") if has_gpu else ()),
                "speed-up")
     rows = []
     for c in r.candidates:
-        for lr in c.latency:
-            ci = ("-" if lr.p50_ci_low_ms is None else
-                  f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
-            gpu = ((fmt(lr.peak_memory_mb, ".1f"), fmt(lr.tflops, ".2f"),
-                    fmt(None if lr.peak_fraction is None else 100 * lr.peak_fraction, ".1f",
-                         "%")) if has_gpu else ())
-            rows.append((c.name, lr.key, setup_label(lr), str(lr.batch), f"{lr.p50_ms:.3f}", ci,
-                         f"{lr.p90_ms:.3f}", f"{lr.p99_ms:.3f}",
-                         f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
-                         *((fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
-                         f"{lr.throughput_ips:.0f}", *gpu,
-                         fmt(lr.speedup_vs_baseline, ".2f", "x")))
+        parts = (("network", c.network_latency), ("end to end", c.latency)) if graphs else \
+            (("", c.latency),)
+        for graph, recs in parts:
+            for lr in recs:
+                ci = ("-" if lr.p50_ci_low_ms is None else
+                      f"{lr.p50_ci_low_ms:.3f}–{lr.p50_ci_high_ms:.3f}")
+                gpu = ((fmt(lr.peak_memory_mb, ".1f"), fmt(lr.tflops, ".2f"),
+                        fmt(None if lr.peak_fraction is None else 100 * lr.peak_fraction,
+                            ".1f", "%")) if has_gpu else ())
+                rows.append((c.name, *((graph,) if graphs else ()), lr.key, setup_label(lr),
+                             str(lr.batch), f"{lr.p50_ms:.3f}", ci, f"{lr.p90_ms:.3f}",
+                             f"{lr.p99_ms:.3f}", f"{lr.mean_ms:.3f} ± {lr.std_ms:.3f}",
+                             *((fmt(lr.device_p50_ms, ".3f"),) if has_device else ()),
+                             f"{lr.throughput_ips:.0f}", *gpu,
+                             fmt(lr.speedup_vs_baseline, ".2f", "x")))
         for runtime, why in c.not_timed.items():
-            rows.append((c.name, runtime, why, *(["-"] * (len(headers) - 3))))
+            lead = (c.name, *(("",) if graphs else ()), runtime, why)
+            rows.append((*lead, *(["-"] * (len(headers) - len(lead)))))
     note = ("Per batch, milliseconds, end to end (host copies included); candidates timed "
             "alternately in one process; speed-up is the baseline's p50 over the candidate's "
             "on the same runtime, set-up and batch.")
+    if graphs:
+        note += (" Network: the network alone (resized, normalised input to its outputs); end "
+                 "to end: the artifact (image to final outputs, e.g. resize, network, decode, "
+                 "NMS).")
     if has_device:
         note += " Device p50: GPU compute alone (CUDA events, input already on the GPU)."
     if has_gpu:
         note += (" GPU memory: the model's weights plus the peak one forward allocates; "
                  "TFLOP/s: 2 x MACs x batch over the device p50 (end to end when not measured); "
                  "of FP16 peak: that rate over the GPU's dense FP16 tensor-core peak.")
-    return Table("Latency", headers, rows, note=note, numeric_from=3)
+    return Table("Latency", headers, rows, note=note, numeric_from=3 + graphs)

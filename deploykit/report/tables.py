@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deploykit.host.progress import Table
-from deploykit.report.detection import detection_summary, detection_tables
+from deploykit.recipe import runtime_info
 from deploykit.report.format import fmt, metric_label, short
 from deploykit.report.latency_table import latency_table
+from deploykit.report.verdicts import step_verdicts
 
 if TYPE_CHECKING:
     from deploykit.report.model import Report
@@ -30,30 +31,50 @@ def summary_lines(r: Report) -> list[str]:
     ]
 
 
+# parity figures a candidate may carry, as the table shows them (a task's other keys stay in
+# report.json)
+_PARITY = (("max_abs_error", "parity max abs err", ".2e"),
+           ("matched_fraction", "parity matched", ".1%"),
+           ("min_iou", "parity min IoU", ".4f"),
+           ("max_score_diff", "parity max score diff", ".1e"))
+
+
+def _runtime_label(name: str) -> str:
+    try:
+        return runtime_info(name).label or name
+    except KeyError:   # a runtime an older deploykit had
+        return name
+
+
 def summary_table(r: Report) -> Table:
     """One line per candidate: MACs, the artifact's primary metric and its change, ORT CPU
-    latency at batch 1."""
-    if r.task == "detection":
-        return detection_summary(r)
+    latency at batch 1 (end to end, and the network alone where the task timed it)."""
     m = r.primary_metric
+    network = any(c.network_latency for c in r.candidates)
     rows = []
     for c in r.candidates:
         ort1 = c.latency_at("onnxruntime-cpu", 1)
-        speedup = None if ort1 is None else ort1.speedup_vs_baseline
+        net1 = next((lr for lr in c.network_latency if lr.batch == 1), None)
         rows.append((c.name, f"{c.macs / 1e6:.2f}", fmt(c.artifact(m)),
-                     fmt(c.delta_pts.get(m), "+.2f"), fmt(getattr(ort1, "p50_ms", None), ".3f"),
-                     fmt(speedup, ".2f", "x")))
+                     fmt(c.delta_pts.get(m), "+.2f"),
+                     *((fmt(getattr(net1, "p50_ms", None), ".3f"),) if network else ()),
+                     fmt(getattr(ort1, "p50_ms", None), ".3f"),
+                     fmt(getattr(ort1, "speedup_vs_baseline", None), ".2f", "x")))
+    timed = ("network p50 b1 (ms)", "end-to-end p50 b1 (ms)", "speed-up e2e") if network else \
+        ("ORT p50 b1 (ms)", "speed-up b1")
     return Table(f"deploykit: {r.recipe_name}",
-                 ("candidate", "MACs (M)", f"{metric_label(m)} ORT (%)", "Δ (pts)",
-                  "ORT p50 b1 (ms)", "speed-up b1"), rows)
+                 ("candidate", "MACs (M)", f"{metric_label(m)} ORT (%)", "Δ (pts)", *timed),
+                 rows)
 
 
 def report_tables(r: Report) -> list[Table]:
-    """The report's content as tables: candidates, latency, layers kept float, stages."""
-    if r.task == "detection":
-        return detection_tables(r) + _stage_tables(r)
+    """The report's content as tables: candidates with every metric, latency, whether each
+    step paid, layers kept float, stages."""
     m, label = r.primary_metric, metric_label(r.primary_metric)
     runtimes = sorted({k for c in r.candidates for k in c.metrics.get(m, {})})
+    others = [x for x in r.metric_names[1:] if any(c.artifact(x) is not None
+                                                   for c in r.candidates)]
+    parity = [p for p in _PARITY if any(p[0] in c.parity for c in r.candidates)]
     cand_rows = []
     for c in r.candidates:
         size = None if c.onnx_size_bytes is None else c.onnx_size_bytes / 1e6
@@ -61,16 +82,24 @@ def report_tables(r: Report) -> list[Table]:
                           fmt(size, ".3f"), *(fmt(c.metrics.get(m, {}).get(rt))
                                               for rt in runtimes),
                           fmt(c.delta_pts.get(m), "+.2f"),
-                          fmt(c.parity.get("max_abs_error"), ".2e"), str(len(c.keep_float))))
+                          *(fmt(c.artifact(x)) for x in others),
+                          *(fmt(c.parity.get(key), spec) for key, _, spec in parity),
+                          str(len(c.keep_float))))
     tables = [Table(
         "Candidates",
         ("candidate", "precision", "MACs (M)", "params (M)", "ONNX (MB)",
-         *(f"{label} {rt} (%)" for rt in runtimes), f"Δ {label} (pts)", "parity max abs err",
-         "layers kept float"),
-        cand_rows, note=f"{label.capitalize()} on the validation set, measured on each "
-                        f"runtime; Δ is the artifact's {label} minus the baseline's.",
-        numeric_from=2)]
+         *(f"{label} {_runtime_label(rt)} (%)" for rt in runtimes), f"Δ {label} (pts)",
+         *(f"{metric_label(x)} artifact (%)" for x in others),
+         *(head for _, head, _ in parity), "layers kept float"),
+        cand_rows, note=f"{label} on the validation set, measured on each runtime (the "
+                        "artifact's in ONNX Runtime, the model's in PyTorch); Δ is the "
+                        f"artifact's {label} minus the baseline's, in points. MACs per image "
+                        "of the network the techniques work on.", numeric_from=2)]
     tables.append(latency_table(r))
+    verdicts = step_verdicts(r)
+    if verdicts:
+        tables.append(Table("Smaller and faster than the candidate before it?", ("verdict",),
+                            [(v,) for v in verdicts], numeric_from=1))
     kept = [(c.name, c.precision, ", ".join(c.keep_float)) for c in r.candidates if c.keep_float]
     if kept:
         tables.append(Table("Layers kept in float", ("candidate", "precision", "layers"), kept,

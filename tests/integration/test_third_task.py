@@ -128,7 +128,7 @@ def test_a_task_defined_in_a_test_runs_through_the_one_pipeline(task, write_yaml
         pruned.artifact("f1_pct") - base.artifact("f1_pct"))
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert {"f1_artifact_pct", "delta_f1_pts", "exact_artifact_pct"} <= set(rows[0])
-    assert "f1_pct onnxruntime-cpu (%)" in (out / "report.md").read_text()
+    assert "f1_pct ORT CPU (%)" in (out / "report.md").read_text()
 
 
 def test_a_registered_task_refuses_stages_it_does_not_support(task, write_yaml, tmp_path,

@@ -148,7 +148,7 @@ def test_metrics_are_a_mapping_and_every_view_shows_a_new_tasks_metric():
     rows = r.to_csv().splitlines()
     assert rows[0].split(",")[6:9] == ["f1_artifact_pct", "f1_torch_pct", "delta_f1_pts"]
     assert ",75.5,75.5,-4.5," in rows[-1]
-    assert "| f1_pct onnxruntime-cpu (%) |" in r.to_markdown()
+    assert "| f1_pct ORT CPU (%) |" in r.to_markdown()
     assert ("prune", "f1_pct artifact (%)", "75.50", "75.50", "+0.00") in compare_reports(
         r, r).rows
     assert [p.top1_pct for p in pareto_panels(r)[("onnxruntime-cpu", 1)]] == [80.0]
