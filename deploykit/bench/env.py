@@ -8,24 +8,12 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from deploykit.host.cpu import cpu_int8_features, cpuinfo
+
 __all__ = ["cpu_int8_features", "environment"]
 
 _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxruntime-gpu",
              "onnxscript", "numpy", "tensorrt", "tensorly", "deploykit")
-
-
-# CPU features that decide how fast INT8 runs: ONNX Runtime's integer kernels use VNNI or AMX
-# where present. The same INT8 model measured 1.31x over float on an AVX2 AMD EPYC and 1.74x
-# on an AVX-512 VNNI Intel Xeon (R20, batch 64), so results must say which one ran them.
-_INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return f.readlines()
-    except OSError:
-        return []
 
 
 def _cpu_model(lines: list[str]) -> str:
@@ -33,15 +21,6 @@ def _cpu_model(lines: list[str]) -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def cpu_int8_features(lines: list[str]) -> list[str]:
-    """Which of the INT8-relevant instruction-set features the first CPU's flags list."""
-    for line in lines:
-        if line.startswith(("flags", "Features")):
-            flags = set(line.split(":", 1)[1].split())
-            return [f for f in _INT8_ISA if f in flags]
-    return []
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:
@@ -52,7 +31,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    lines = _cpuinfo()
+    lines = cpuinfo()
     env: dict[str, Any] = {
         "cpu_model": _cpu_model(lines),
         "cpu_int8_features": cpu_int8_features(lines),

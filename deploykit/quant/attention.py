@@ -20,6 +20,7 @@ from torch import nn
 
 from deploykit.errors import ModelError
 from deploykit.quant.modules import ActQuant, QuantLayer
+from deploykit.quant.scheme import WEIGHT_QMAX
 
 __all__ = ["QuantAttention", "splittable"]
 
@@ -49,18 +50,18 @@ class QuantAttention(nn.Module):
     """
 
     def __init__(self, mha: nn.MultiheadAttention, make_quant: Callable[[], ActQuant],
-                 per_channel: bool = True):
+                 per_channel: bool = True, qmax: int = WEIGHT_QMAX):
         super().__init__()
         e = mha.embed_dim
         w, b = mha.in_proj_weight.detach(), mha.in_proj_bias
         parts = [(w[i * e:(i + 1) * e], None if b is None else b.detach()[i * e:(i + 1) * e])
                  for i in range(3)]
-        self.q, self.k, self.v = (QuantLayer(_linear(*p), per_channel=per_channel)
+        self.q, self.k, self.v = (QuantLayer(_linear(*p), per_channel=per_channel, qmax=qmax)
                                   for p in parts)
         self.out_proj = QuantLayer(_linear(mha.out_proj.weight.detach(),
                                            None if mha.out_proj.bias is None
                                            else mha.out_proj.bias.detach()),
-                                   per_channel=per_channel)
+                                   per_channel=per_channel, qmax=qmax)
         self.num_heads = mha.num_heads
         self.batch_first = mha.batch_first
         # inputs (one quantizer when query, key and value are the same tensor), the outputs

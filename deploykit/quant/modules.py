@@ -19,7 +19,7 @@ from torch import nn
 
 from deploykit.errors import ModelError
 from deploykit.quant.calib import Calibrator
-from deploykit.quant.scheme import WEIGHT_QMAX, WEIGHT_QMIN, QuantScheme, act_qparams
+from deploykit.quant.scheme import WEIGHT_QMAX, QuantScheme, act_qparams
 
 __all__ = ["ActQuant", "QuantLayer", "qdq_export", "weight_scales"]
 
@@ -110,13 +110,14 @@ class ActQuant(nn.Module):
                 f"zero_point={int(self.zero_point)}")
 
 
-def weight_scales(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
-    """Symmetric scales, one per output channel: max |w| over each channel / 127, or with
-    ``per_channel=False`` the same per-tensor scale (max |w| / 127) for every channel."""
+def weight_scales(w: torch.Tensor, per_channel: bool = True, qmax: int = WEIGHT_QMAX
+                  ) -> torch.Tensor:
+    """Symmetric scales, one per output channel: max |w| over each channel / ``qmax`` (127),
+    or with ``per_channel=False`` the same per-tensor scale for every channel."""
     amax = w.detach().abs().flatten(1).amax(dim=1)
     if not per_channel:
         amax = amax.max().expand_as(amax)
-    return (amax / WEIGHT_QMAX).clamp_min(1e-12)
+    return (amax / qmax).clamp_min(1e-12)
 
 
 class QuantLayer(nn.Module):
@@ -131,9 +132,9 @@ class QuantLayer(nn.Module):
     """
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | None = None,
-                 per_channel: bool = True):
+                 per_channel: bool = True, qmax: int = WEIGHT_QMAX):
         super().__init__()
-        self.per_channel = per_channel
+        self.per_channel, self.qmax = per_channel, qmax
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             raise TypeError(f"QuantLayer wraps Conv2d or Linear, not {type(layer).__name__}")
         self.layer = layer
@@ -166,11 +167,11 @@ class QuantLayer(nn.Module):
             w_int8, scales, b = self._frozen_w
             if self.per_channel:
                 zeros = torch.zeros_like(scales, dtype=torch.int8)
-                w = q.dequantize_per_channel(w_int8, scales, zeros, 0, WEIGHT_QMIN,
-                                             WEIGHT_QMAX, torch.int8)
+                w = q.dequantize_per_channel(w_int8, scales, zeros, 0, -self.qmax,
+                                             self.qmax, torch.int8)
             else:   # one scalar scale (a python constant): a per-tensor DequantizeLinear
-                w = q.dequantize_per_tensor(w_int8, self._tensor_scale, 0, WEIGHT_QMIN,
-                                            WEIGHT_QMAX, torch.int8)
+                w = q.dequantize_per_tensor(w_int8, self._tensor_scale, 0, -self.qmax,
+                                            self.qmax, torch.int8)
             return self._compute(x, w, b)
         if self.bn is not None and self.training and not self.bn_frozen:
             with torch.no_grad():  # update the running statistics from a float pass
@@ -179,19 +180,19 @@ class QuantLayer(nn.Module):
                 F.batch_norm(y, bn.running_mean, bn.running_var, None, None, True,
                              bn.momentum if bn.momentum is not None else 0.1, bn.eps)
         w, b = self.folded()
-        scales = weight_scales(w, self.per_channel)
+        scales = weight_scales(w, self.per_channel, self.qmax)
         wq = torch.fake_quantize_per_channel_affine(
-            w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, WEIGHT_QMIN, WEIGHT_QMAX)
+            w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, -self.qmax, self.qmax)
         return self._compute(x, wq, b)
 
     def freeze_for_export(self) -> None:
         """Compute the int8 weights, their scales and the folded bias as constants."""
         with torch.no_grad():
             w, b = self.folded()
-            scales = weight_scales(w, self.per_channel)
+            scales = weight_scales(w, self.per_channel, self.qmax)
             shape = (-1, *([1] * (w.dim() - 1)))
-            w_int8 = torch.clamp(torch.round(w / scales.reshape(shape)), WEIGHT_QMIN,
-                                 WEIGHT_QMAX).to(torch.int8)
+            w_int8 = torch.clamp(torch.round(w / scales.reshape(shape)), -self.qmax,
+                                 self.qmax).to(torch.int8)
             self._frozen_w = (w_int8, scales.float(), None if b is None else b.detach().clone())
             self._tensor_scale = float(scales[0])
 

@@ -228,7 +228,8 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
             float_ = any(p in keep for p in parts)
             if not float_:
                 model.set_submodule(name, QuantAttention(mod, new_quant,
-                                                          scheme.per_channel_weights))
+                                                          scheme.per_channel_weights,
+                                                          scheme.weight_qmax))
             precision.update(dict.fromkeys(parts, "fp32" if float_ else "int8"))
     gm = _trace(model)
     graph = gm.graph
@@ -252,7 +253,8 @@ def prepare(model: nn.Module, scheme: QuantScheme, keep_float: Iterable[str],
             bn = _module(gm, bn_node)
             bn_node.replace_all_uses_with(node)
             graph.erase_node(bn_node)
-        gm.add_submodule(name, QuantLayer(mod, bn, scheme.per_channel_weights))  # in place
+        gm.add_submodule(name, QuantLayer(mod, bn, scheme.per_channel_weights,  # in place
+                                          scheme.weight_qmax))
         precision[name] = "int8"
 
     # 2. quantizers on the inputs of quantized layers and of residual additions, one per tensor

@@ -70,6 +70,7 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     metric = task.primary_metric
     float_top1 = task.evaluate(float_model, loaders.val)[metric]
     metrics: dict = {f"float_{metric}": float_top1, "target": spec.target,
+                     "weight_bits": SCHEMES[spec.target].weight_bits,
                      "calibration": spec.calibration.method,
                      "calib_images": sum(len(x) for x in calib)}
 

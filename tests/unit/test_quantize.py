@@ -424,3 +424,34 @@ def test_transformer_projections_are_int8_and_run_as_integer_matmuls(tmp_path):
     prec = kept.layer_precision
     assert prec["encoder.layers.encoder_layer_0.self_attention.v"] == "fp32"
     assert prec["encoder.layers.encoder_layer_1.self_attention.v"] == "int8"
+
+
+def test_onnxruntime_cpu_weights_are_7_bit_where_its_u8s8_kernels_saturate(tmp_path):
+    """x86 without VNNI adds pairs of uint8 x int8 products in 16 bits (vpmaddubsw): 7-bit
+    weights can never overflow there; VNNI, AMX and ARM dot products need no such cut."""
+    import dataclasses
+
+    from deploykit.host.cpu import u8s8_saturates
+    from deploykit.quant.scheme import scheme_for
+
+    assert u8s8_saturates(["avx2"]) and u8s8_saturates(["avx2", "avx512f"])
+    assert not any(u8s8_saturates(f) for f in (["avx2", "avx512f", "avx512_vnni"],
+                                               ["avx2", "avx_vnni"], ["asimddp", "i8mm"], []))
+    assert scheme_for("onnxruntime-cpu", ["avx2"]).weight_bits == 7
+    assert scheme_for("onnxruntime-cpu", ["avx2", "avx512_vnni"]).weight_bits == 8
+    assert scheme_for("tensorrt", ["avx2"]).weight_bits == 8
+    assert SCHEMES["onnxruntime-cpu"] == scheme_for("onnxruntime-cpu")   # this machine's
+    model = _model("resnet20")
+    reduced = dataclasses.replace(SCHEMES["onnxruntime-cpu"], weight_qmax=63)
+    spec = QuantizeSpec(calibration={"method": "minmax"})
+    qm = build_quantized(model, spec, [], _calib(), reduced)
+    g, path = _graph(qm, tmp_path)
+    prod, inits = _producers(g), _inits(g)
+    weights = [inits[prod[n.input[1]].input[0]] for n in g.node
+               if n.op_type == "Conv" and n.input[1] in prod]
+    assert weights and all(np.abs(w).max() == 63 for w in weights)   # the full 7-bit range
+    x = _calib(1, seed=5)[0]
+    with torch.no_grad():
+        ref = qm(x).numpy()
+    got = OrtRunner(path)(x.numpy())
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()   # computes what it simulates

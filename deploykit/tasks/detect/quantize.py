@@ -25,6 +25,7 @@ from deploykit.data import Loaders
 from deploykit.errors import ModelError
 from deploykit.host.progress import log
 from deploykit.quant import (
+    SCHEMES,
     QuantizedModel,
     build_quantized,
     compute_layers,
@@ -84,6 +85,7 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     calib = network_batches(float_det, loaders.calib)
     float_map = evaluate_detector(float_det, loaders.val)["map50_pct"]
     metrics: dict = {"float_map50_pct": float_map, "target": spec.target,
+                     "weight_bits": SCHEMES[spec.target].weight_bits,
                      "calibration": spec.calibration.method,
                      "calib_images": sum(len(x) for x in calib)}
 
