@@ -26,7 +26,7 @@ from deploykit.report import CandidateReport, LatencyRecord, metric_label
 from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners
 from deploykit.state import Candidate
 
-__all__ = ["Score", "measure_candidates", "parity_batches"]
+__all__ = ["Score", "measure_candidates", "parity_batches", "top1_top5"]
 
 # a task's metrics of an artifact run by a runner on a loader (classification: top-1, top-5)
 Score = Callable[[Runner, Iterable], dict[str, float]]
@@ -41,6 +41,12 @@ def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[n
             break
         batches.append(x.numpy().astype(np.float32))
     return batches
+
+
+def top1_top5(runner: Runner, loader: Iterable) -> dict[str, float]:
+    """A classifier artifact's top-1 and top-5 (%) on ``loader``: classification's score."""
+    acc = runner_accuracy(runner, loader)
+    return {"top1_pct": acc["top1_pct"], "top5_pct": acc["top5_pct"]}
 
 
 def _locate(cand: Candidate, path: Path, x: np.ndarray, tolerance: float,
@@ -61,17 +67,19 @@ def _tolerance(limits: dict[str, float | None]) -> float:
 
 def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
                        bench: BenchSpec, out_dir: Path, seed: int = 0,
-                       score: Score = runner_accuracy, metric: str = "top1_pct"
+                       score: Score | None = None, metric: str = "top1_pct"
                        ) -> list[CandidateReport]:
     """Export, check, and measure each candidate; latency is timed alternately across them.
 
-    ``score`` gives the task's metrics of an artifact on a runtime (default: top-1 and
-    top-5), ``metric`` the one each candidate's change over the baseline is reported on.
+    ``score`` gives the task's metrics of an artifact on a runtime (percentages by name, e.g.
+    top-1 and top-5), ``metric`` the one each candidate's change over the baseline is
+    reported on.
 
     Raises:
         ParityError: an exported candidate disagrees with its PyTorch model.
     """
     torch.set_num_threads(bench.threads)
+    score = score or top1_top5
     onnx_spec = export.onnx
     checks = parity_batches(loaders, onnx_spec.parity.real_batches, seed)
     reports: list[CandidateReport] = []

@@ -22,6 +22,7 @@ def test_run_writes_a_complete_report(tiny_recipe_dict, write_yaml, tmp_path, ca
     assert base.macs > 0 and base.params > 0 and base.onnx_size_bytes > 0
     # the artifact and the torch model agree on the validation set
     assert abs(base.top1_pct["onnxruntime-cpu"] - base.top1_pct["torch-cpu"]) < 1.0
+    assert set(base.metrics) == {"top1_pct", "top5_pct"}   # metrics only, in percent
     assert base.parity["max_abs_error"] < 1e-3
     got = {(lr.runtime, lr.batch) for lr in base.latency}
     assert got == {("torch", 1), ("torch", 4), ("onnxruntime", 1), ("onnxruntime", 4)}

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from deploykit.bench import runner_accuracy
 from deploykit.data import Loaders, build_loaders
 from deploykit.host.resources import check_fits
-from deploykit.measure import measure_candidates
+from deploykit.measure import measure_candidates, top1_top5
 from deploykit.models import check_forward
 from deploykit.tasks.base import TaskModel
 from deploykit.tasks.restore import load_model
@@ -57,7 +56,7 @@ class ClassifyTask:
         return evaluate(model, loader)
 
     def score(self, runner: Runner, loader: Iterable) -> dict[str, float]:
-        return runner_accuracy(runner, loader)
+        return top1_top5(runner, loader)
 
     def measure(self, candidates: list[Candidate], loaders: Any, recipe: Recipe, out: Path
                 ) -> list[CandidateReport]:
