@@ -134,13 +134,15 @@ def distill_recover(base: torch.nn.Module, base_top1: float, student: torch.nn.M
                     ) -> tuple[torch.nn.Module, dict]:
     """Recover ``student`` through the distill stage itself, ``base`` (R20) teaching; returns
     the recovered model and the stage's metrics."""
-    from deploykit.recipe import ModelSpec
+    from deploykit.recipe import Recipe
     from deploykit.stages import distill as distill_stage
     from deploykit.state import Candidate, PipelineState
 
     state = PipelineState.start(base, ("conv1", "fc"), (3, 32, 32), CACHE / workdir, False,
                                 base_top1)
-    state.model_spec = ModelSpec(name="resnet20")   # builds checkpoint teachers
+    state.recipe = Recipe.model_validate(   # builds checkpoint teachers
+        {"model": {"source": "builtin", "name": "resnet20", "num_classes": 10},
+         "data": {"kind": "synthetic", "image_size": 32}})
     state.add_candidate(Candidate("student", student, torch_top1_pct=student_top1))
     state = distill_stage.run(state, loaders, spec)
     return state.candidates[-1].model.eval(), state.history[-1].metrics

@@ -1,12 +1,23 @@
-"""Measure every candidate the same way: export -> parity -> accuracy -> alternating latency."""
+"""Measure every candidate of every task the same way: export -> parity -> scores on each
+runtime -> latency, the candidates timed alternately.
+
+The task says what differs (:class:`deploykit.tasks.Task`): its artifact (a classifier's
+logits; a detector's end-to-end boxes, with its network alone timed beside it), how parity
+compares outputs, its score, and the input latency is timed on. The runtimes come from the
+runtime table: every runtime runs every task's artifact (PyTorch runtimes run the module the
+task gives in its place), and latency rows are keyed by the runtime's name.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from deploykit.bench import (
     GpuPeak,
@@ -21,15 +32,60 @@ from deploykit.errors import ParityError
 from deploykit.export import export_onnx
 from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes, layer_widths
-from deploykit.recipe import BenchSpec, ExportSpec
+from deploykit.recipe import BenchSpec, ExportSpec, Recipe
 from deploykit.report import CandidateReport, LatencyRecord, metric_label
 from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners
 from deploykit.state import Candidate
 
-__all__ = ["Score", "measure_candidates", "parity_batches", "top1_top5"]
+__all__ = ["GPU_PARITY_KEYS", "Artifact", "MeasuredTask", "Score", "classifier_artifact",
+           "classifier_parity", "measure_candidates", "parity_batches", "top1_top5"]
+
+# the parity figures kept for each GPU runtime beside the CPU ones
+GPU_PARITY_KEYS = ("max_abs_error", "top1_agreement", "matched_fraction")
 
 # a task's metrics of an artifact run by a runner on a loader (classification: top-1, top-5)
 Score = Callable[[Runner, Iterable], dict[str, float]]
+
+
+@dataclass
+class Artifact:
+    """A candidate as its task exports it, with what the measurement needs to run it.
+
+    Attributes:
+        path: the ONNX file a user deploys.
+        module: what the PyTorch runtimes run in its place: the same input, the same outputs
+            (in order; an ``output_names`` attribute names them, as the file's outputs do).
+        macs, params: its cost (a detector's: its network and box head, not the NMS).
+        inputs: batch size -> the input latency is timed on (the same for every candidate).
+        batch_sizes: the batch sizes it takes (``None``: any of the recipe's).
+        arch: what the report keeps about its structure.
+        network: its network alone (a detector's, between resize and decoding), timed beside
+            it where the surrounding pre- and post-processing is worth seeing apart.
+    """
+
+    path: Path
+    module: nn.Module
+    macs: int
+    params: int
+    inputs: Callable[[int], np.ndarray]
+    batch_sizes: tuple[int, ...] | None = None
+    arch: dict[str, Any] = field(default_factory=dict)
+    network: Artifact | None = None
+
+
+class MeasuredTask(Protocol):
+    """What the measurement asks a task (:class:`deploykit.tasks.Task` has these hooks)."""
+
+    primary_metric: str
+
+    def export(self, candidate: Candidate, loaders: Any, spec: ExportSpec, out_dir: Path,
+               seed: int = 0) -> Artifact: ...
+
+    def parity(self, candidate: Candidate, artifact: Artifact, reference: Runner,
+               runner: Runner, loaders: Any, spec: ExportSpec, seed: int = 0
+               ) -> dict[str, Any]: ...
+
+    def score(self, runner: Runner, loader: Iterable) -> dict[str, float]: ...
 
 
 def parity_batches(loaders: Loaders, real_batches: int, seed: int = 0) -> list[np.ndarray]:
@@ -65,92 +121,128 @@ def _tolerance(limits: dict[str, float | None]) -> float:
     return limits["max_abs_error"] or limits["max_error_vs_range"] or 1e-3
 
 
-def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
-                       bench: BenchSpec, out_dir: Path, seed: int = 0,
-                       score: Score | None = None, metric: str = "top1_pct"
-                       ) -> list[CandidateReport]:
-    """Export, check, and measure each candidate; latency is timed alternately across them.
+def classifier_artifact(cand: Candidate, input_shape: tuple[int, int, int], spec: ExportSpec,
+                        out_dir: Path, seed: int = 0) -> Artifact:
+    """A classifier-shaped candidate (one batch in, one tensor out) exported to
+    ``out_dir/<name>.onnx``; timed on random batches of any size."""
+    path = out_dir / f"{cand.name}.onnx"
+    export_onnx(cand.model, input_shape, path, spec.onnx.opset, spec.onnx.dynamic_batch)
+    macs, params = count_macs_params(cand.model, input_shape)
 
-    ``score`` gives the task's metrics of an artifact on a runtime (percentages by name, e.g.
-    top-1 and top-5), ``metric`` the one each candidate's change over the baseline is
-    reported on.
+    def inputs(batch: int) -> np.ndarray:
+        gen = torch.Generator().manual_seed(seed + 7 + batch)
+        return torch.randn(batch, *input_shape, generator=gen).numpy()
+
+    return Artifact(path, cand.model, macs, params, inputs,
+                    arch={"widths": layer_widths(cand.model), **cand.arch})
+
+
+def classifier_parity(cand: Candidate, art: Artifact, reference: Runner, runner: Runner,
+                      loaders: Loaders, spec: ExportSpec, seed: int = 0) -> dict[str, Any]:
+    """Outputs compared element-wise (and top-1 agreement) on a random batch and the first
+    validation batches; on a failure, the first layer whose exported output departs is named.
 
     Raises:
+        ParityError: past ``spec.onnx.parity``'s limits for the runner's precision.
+    """
+    limits = spec.onnx.parity.thresholds(runner.precision)
+    checks = parity_batches(loaders, spec.onnx.parity.real_batches, seed)
+    on = "" if runner.name == "onnxruntime-cpu" else f" on {runner.name} ({runner.setup})"
+    try:
+        parity = check_parity(reference, runner, checks, what=f"{art.path}{on}", **limits)
+    except ParityError as e:
+        where = (_locate(cand, art.path, checks[0], _tolerance(limits), runner.name)
+                 if runner.name != "torch-cuda" else
+                 "(torch-cuda runs the PyTorch model itself: no exported tensors)")
+        raise ParityError(f"{e}\n{where}") from None
+    if runner.name == "onnxruntime-cpu" and \
+            (parity.noise_floor_vs_range or 0.0) > (limits["max_error_vs_range"] or 0.0):
+        log(f"[{cand.name}] warning: rounding alone moves this INT8 model's logits by "
+            f"{parity.noise_floor_vs_range:.2g} of their range (inputs moved far below one "
+            "quantization step): its quantization noise compounds, parity cannot tell an "
+            "export error from rounding, and its accuracy against the float model is the "
+            "measure; consider QAT or quantize.keep_float")
+    return parity.to_dict()
+
+
+def _runners(module: Any, path: Path, precision: str, bench: BenchSpec, rep: CandidateReport
+             ) -> dict[tuple[str, str], Runner]:
+    """The CPU reference and ONNX Runtime CPU runners (always: parity needs them) and one per
+    set-up of every other runtime the recipe times."""
+    # PyTorch runs an INT8 candidate as its fake-quant simulation: say so in the report
+    torch_precision = "int8-simulated" if precision == "int8" else precision
+    runners = {}
+    for rt, prec in (("torch-cpu", torch_precision), ("onnxruntime-cpu", precision)):
+        r = make_runner(rt, module, path, bench.threads, prec)
+        runners[(rt, r.setup)] = r
+    for rt in bench.runtimes:
+        if rt in ("torch-cpu", "onnxruntime-cpu"):
+            continue
+        made = make_runners(rt, module, path, bench.threads, precision,
+                            max(bench.batch_sizes), bench.gpu)
+        if not made and rep.not_timed.get(rt) is None:
+            rep.not_timed[rt] = INT8_ON_TORCH_CUDA
+            log(f"[{rep.name}] {rt}: {INT8_ON_TORCH_CUDA}")
+        for runner in made:   # GPU runtimes: built only when asked for, one per set-up
+            runners[(rt, runner.setup)] = runner
+    return runners
+
+
+def measure_candidates(candidates: list[Candidate], loaders: Any, recipe: Recipe, out_dir: Path,
+                       task: MeasuredTask) -> list[CandidateReport]:
+    """Export, check, score and time each candidate (see the module notes).
+
+    Raises:
+        ExportError: a candidate cannot be exported.
         ParityError: an exported candidate disagrees with its PyTorch model.
     """
+    bench, export, seed = recipe.bench, recipe.export, recipe.seed
+    metric = task.primary_metric
     torch.set_num_threads(bench.threads)
-    score = score or top1_top5
-    onnx_spec = export.onnx
-    checks = parity_batches(loaders, onnx_spec.parity.real_batches, seed)
     reports: list[CandidateReport] = []
-    runners: dict[str, dict[str, Runner]] = {}
+    arts: dict[str, Artifact] = {}
+    timed: dict[str, dict[tuple[str, str], Runner]] = {}
+    timed_net: dict[str, dict[tuple[str, str], Runner]] = {}
     for cand in candidates:
-        path = out_dir / f"{cand.name}.onnx"
-        log(f"[{cand.name}] exporting to {path}")
-        export_onnx(cand.model, loaders.input_shape, path, onnx_spec.opset, onnx_spec.dynamic_batch)
-        cand.onnx_path = path
-        macs, params = count_macs_params(cand.model, loaders.input_shape)
-        rep = CandidateReport(cand.name, cand.precision, macs, params, path.name,
-                              file_size_bytes(path), keep_float=list(cand.keep_float),
-                              arch={"widths": layer_widths(cand.model), **cand.arch})
-        # PyTorch runs an INT8 candidate as its fake-quant simulation: say so in the report
-        torch_precision = "int8-simulated" if cand.precision == "int8" else cand.precision
-        cpu_ref = make_runner("torch-cpu", cand.model, path, bench.threads, torch_precision)
-        cpu_ort = make_runner("onnxruntime-cpu", cand.model, path, bench.threads,
-                              cand.precision)
-        cand_runners = {(rt, r.setup): r for rt, r in (("torch-cpu", cpu_ref),
-                                                       ("onnxruntime-cpu", cpu_ort))}
-        for rt in bench.runtimes:
+        log(f"[{cand.name}] exporting under {out_dir}")
+        art = task.export(cand, loaders, export, out_dir, seed)
+        cand.onnx_path = art.path
+        arts[cand.name] = art
+        rep = CandidateReport(cand.name, cand.precision, art.macs, art.params,
+                              str(art.path.relative_to(out_dir)), file_size_bytes(art.path),
+                              keep_float=list(cand.keep_float), arch=art.arch)
+        runners = _runners(art.module, art.path, cand.precision, bench, rep)
+        ref = runners[next(k for k in runners if k[0] == "torch-cpu")]
+        cpu = runners[next(k for k in runners if k[0] == "onnxruntime-cpu")]
+        rep.parity = task.parity(cand, art, ref, cpu, loaders, export, seed)
+        for (rt, setup), runner in runners.items():   # the GPU ways, same reference
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
-            made = make_runners(rt, cand.model, path, bench.threads, cand.precision,
-                                max(bench.batch_sizes), bench.gpu)
-            if not made:
-                rep.not_timed[rt] = INT8_ON_TORCH_CUDA
-                log(f"[{cand.name}] {rt}: {INT8_ON_TORCH_CUDA}")
-            for runner in made:   # GPU runtimes: built only when asked for, one per set-up
-                cand_runners[(rt, runner.setup)] = runner
-        limits = onnx_spec.parity.thresholds(cand.precision)
-        try:
-            parity = check_parity(cpu_ref, cpu_ort, checks, what=str(path), **limits)
-        except ParityError as e:
-            raise ParityError(f"{e}\n{_locate(cand, path, checks[0], _tolerance(limits))}"
-                              ) from None
-        rep.parity = parity.to_dict()
-        if (parity.noise_floor_vs_range or 0.0) > (limits["max_error_vs_range"] or 0.0):
-            log(f"[{cand.name}] warning: rounding alone moves this INT8 model's logits by "
-                f"{parity.noise_floor_vs_range:.2g} of their range (inputs moved far below one "
-                "quantization step): its quantization noise compounds, parity cannot tell an "
-                "export error from rounding, and its accuracy against the float model is the "
-                "measure; consider QAT or quantize.keep_float")
-        for (rt, setup), runner in cand_runners.items():   # the GPU ways, same reference
-            if rt in ("torch-cpu", "onnxruntime-cpu"):
-                continue
-            gpu_limits = onnx_spec.parity.thresholds(runner.precision)
-            label = f"{rt} ({setup})"
-            try:
-                res = check_parity(cpu_ref, runner, checks, what=f"{path} on {label}",
-                                   **gpu_limits)
-            except ParityError as e:
-                where = (_locate(cand, path, checks[0], _tolerance(gpu_limits), rt)
-                         if rt != "torch-cuda" else
-                         "(torch-cuda runs the PyTorch model itself: no exported tensors)")
-                raise ParityError(f"{e}\n{where}") from None
-            rep.parity[f"{label}_max_abs_error"] = res.max_abs_error
-            rep.parity[f"{label}_top1_agreement"] = res.top1_agreement
-        timed = {key: r for key, r in cand_runners.items() if key[0] in bench.runtimes}
+            res = task.parity(cand, art, ref, runner, loaders, export, seed)
+            for k in GPU_PARITY_KEYS:
+                if k in res:
+                    rep.parity[f"{rt} ({setup})_{k}"] = res[k]
         if bench.accuracy:
-            for rt in bench.runtimes:   # a runtime's first set-up (torch-cuda: 1st precision)
-                runner = next((r for (k, _), r in timed.items() if k == rt), None)
-                if runner is None:
+            scored = {"torch-cpu", "onnxruntime-cpu", *bench.runtimes}
+            for rt in dict.fromkeys(k for k, _ in runners):   # a runtime's first set-up
+                if rt not in scored:
                     continue
-                for name, value in score(runner, loaders.val).items():
+                runner = next(r for (k, _), r in runners.items() if k == rt)
+                for name, value in task.score(runner, loaders.val).items():
                     rep.metrics.setdefault(name, {})[rt] = value
-            accs = ", ".join(f"{k} {v:.2f}%" for k, v in rep.metrics.get(metric, {}).items())
-            log(f"[{cand.name}] {metric_label(metric)} {accs}")
-        runners[cand.name] = timed
+            values = ", ".join(f"{k} {v:.2f}" for k, v in rep.metrics.get(metric, {}).items())
+            log(f"[{cand.name}] {metric_label(metric)}: {values}")
+        timed[cand.name] = {k: r for k, r in runners.items() if k[0] in bench.runtimes}
+        if art.network is not None:
+            net = art.network
+            timed_net[cand.name] = {k: r for k, r in _runners(
+                net.module, net.path, cand.precision, bench, rep).items()
+                if k[0] in bench.runtimes}
         reports.append(rep)
-    _add_latency(reports, runners, loaders.input_shape, bench, seed)
+    if bench.iterations:
+        _add_latency(reports, timed, arts, bench, "latency")
+        _add_latency(reports, timed_net, {n: a.network for n, a in arts.items()
+                                          if a.network is not None}, bench, "network_latency")
     base = reports[0].artifact(metric) if reports else None
     for rep in reports:
         value = rep.artifact(metric)
@@ -161,21 +253,25 @@ def measure_candidates(candidates: list[Candidate], loaders: Loaders, export: Ex
 
 def _add_latency(reports: list[CandidateReport],
                  runners: dict[str, dict[tuple[str, str], Runner]],
-                 input_shape: tuple[int, int, int], bench: BenchSpec, seed: int) -> None:
-    """Time every (runtime, set-up) at every batch size, the candidates that run it
-    alternately; GPU rows also get memory, TFLOP/s and the fraction of the GPU's peak."""
+                 arts: dict[str, Artifact], bench: BenchSpec, field: str) -> None:
+    """Time every (runtime, set-up) at every batch size the artifacts take, the candidates
+    that run it alternately, into each report's ``field``; GPU rows also get memory, TFLOP/s
+    and the fraction of the GPU's peak."""
     by_name = {r.name: r for r in reports}
-    gen = torch.Generator().manual_seed(seed + 7)
     slots = list(dict.fromkeys(key for rs in runners.values() for key in rs))
     gpu_peak = GpuPeak(bench.gpu.device)
     for rt, setup in slots:
         for batch in bench.batch_sizes:
-            x = torch.randn(batch, *input_shape, generator=gen).numpy()
-            timed = {name: rs[(rt, setup)] for name, rs in runners.items() if (rt, setup) in rs}
-            fns = {name: (lambda r=r, x=x: r(x)) for name, r in timed.items()}
-            log(f"timing {rt} ({setup}) batch {batch}: {len(fns)} candidate(s), "
+            timed = {name: rs[(rt, setup)] for name, rs in runners.items() if (rt, setup) in rs
+                     and (arts[name].batch_sizes is None or batch in arts[name].batch_sizes)}
+            if not timed:
+                continue
+            inputs = {name: arts[name].inputs(batch) for name in timed}
+            fns = {name: (lambda r=r, x=inputs[name]: r(x)) for name, r in timed.items()}
+            what = "network " if field == "network_latency" else ""
+            log(f"timing {what}{rt} ({setup}) batch {batch}: {len(fns)} candidate(s), "
                 f"{bench.iterations} runs each")
-            memory = {name: r.peak_memory_mb(x) for name, r in timed.items()
+            memory = {name: r.peak_memory_mb(inputs[name]) for name, r in timed.items()
                       if hasattr(r, "peak_memory_mb")}
             stats = time_alternating(fns, batch, bench.iterations, bench.warmup,
                                      target_rel_ci=bench.target_rel_ci,
@@ -189,8 +285,9 @@ def _add_latency(reports: list[CandidateReport],
                     threads=r.threads, setup=setup, name=r.name,
                     speedup_vs_baseline=(base.p50_ms / st.p50_ms
                                          if base is not None and st.p50_ms > 0 else None),
-                    device_p50_ms=device_p50_ms(r, x, bench.iterations, bench.warmup),
+                    device_p50_ms=device_p50_ms(r, inputs[name], bench.iterations,
+                                                bench.warmup),
                     peak_memory_mb=memory.get(name))
                 if r.device == "cuda":
                     gpu_peak.fill(rec, by_name[name].macs)
-                by_name[name].latency.append(rec)
+                getattr(by_name[name], field).append(rec)

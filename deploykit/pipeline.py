@@ -22,6 +22,7 @@ from deploykit.gate import apply_gate, load_baseline
 from deploykit.host import distributed
 from deploykit.host.progress import log
 from deploykit.host.resources import MemoryMeter, memory_limit_gb, memory_watchdog
+from deploykit.measure import measure_candidates
 from deploykit.models import make_checkpoint
 from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, StageSpec, recipe_hash, recipe_to_dict
 from deploykit.report import Report, int8_recommendation, write_report_files
@@ -159,16 +160,16 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
     if unfit:
         raise RecipeError(f"recipe {recipe.name!r}: stages: {unfit[0]} does not run on task "
                           f"{task.name!r}; it takes {', '.join(task.stage_kinds)}")
-    stages = [get_stage(s.kind, task.drivers.get(s.kind)) for s in recipe.stages]
+    stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):
-            module.check(model, spec, first_last, shape)
+            module.check(model, spec, first_last, shape, task)
     loaders = task.loaders(recipe)
 
     meter.start("baseline training")
     baseline_value, train_record = _baseline(recipe, task, model, loaders, out, resume, meter)
     state = PipelineState.start(model, first_last, shape, out, resume, baseline_value)
-    state.model_spec, state.task = recipe.model, task
+    state.recipe, state.task = recipe, task
     if train_record is not None:
         state.history.append(train_record)
     state = _run_stages(stages, recipe.stages, state, loaders, meter, after_stage)
@@ -178,7 +179,7 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
         distributed.barrier()
         return None
     yardstick = yardstick_ms(recipe.bench.threads)   # the machine's speed, before and after
-    candidates = task.measure(state.candidates, loaders, recipe, out)
+    candidates = measure_candidates(state.candidates, loaders, recipe, out, task)
     yardstick = (yardstick + yardstick_ms(recipe.bench.threads)) / 2
     metric = task.primary_metric
     for cand, rep in zip(state.candidates, candidates, strict=True):

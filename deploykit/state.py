@@ -51,7 +51,7 @@ class PipelineState:
         input_shape: ``(C, H, W)`` of one input image.
         output_dir: the run folder, for stage checkpoints.
         resume: whether stages should continue from their checkpoints.
-        model_spec: the recipe's model section (to build teachers from checkpoints).
+        recipe: the recipe (the distill stage builds teachers from checkpoints with it).
         task: the recipe's task (:class:`deploykit.tasks.Task`): what the stage drivers ask
             for the loss, the evaluation and the metric.
     """
@@ -62,7 +62,7 @@ class PipelineState:
     input_shape: tuple[int, int, int]
     output_dir: Path
     resume: bool = False
-    model_spec: Any = None
+    recipe: Any = None
     task: Any = None
     candidates: list[Candidate] = field(default_factory=list)
     history: list[StageRecord] = field(default_factory=list)

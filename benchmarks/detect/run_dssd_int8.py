@@ -29,11 +29,11 @@ from run_dssd import CACHE, CLASSES, MODEL, SIZE, WIDTH, data  # noqa: E402
 
 from deploykit.bench import environment  # noqa: E402
 from deploykit.host.progress import log  # noqa: E402
-from deploykit.recipe import BenchSpec, ExportSpec, QuantizeSpec  # noqa: E402
+from deploykit.measure import measure_candidates  # noqa: E402
+from deploykit.recipe import BenchSpec, QuantizeSpec, Recipe  # noqa: E402
+from deploykit.stages import quantize  # noqa: E402
 from deploykit.state import Candidate, PipelineState  # noqa: E402
 from deploykit.tasks import get_task  # noqa: E402
-from deploykit.tasks.detect import quantize as det_quantize  # noqa: E402
-from deploykit.tasks.detect.measure import measure_detectors  # noqa: E402
 from deploykit.tasks.detect.models import build_detector  # noqa: E402
 
 OUT = ROOT / "results" / "dssd_int8.json"
@@ -42,7 +42,7 @@ OUT = ROOT / "results" / "dssd_int8.json"
 def int8(model, loaders, spec: QuantizeSpec, out: Path) -> Candidate:
     state = PipelineState.start(model, ("", ""), (3, SIZE, SIZE), out, False)
     state.task = get_task("detection")
-    state = det_quantize.run(state, loaders, spec)
+    state = quantize.run(state, loaders, spec)
     cand = state.candidates[-1]
     cand.arch["quantize_metrics"] = {k: v for k, v in state.history[-1].metrics.items()
                                      if k != "sensitivity"}
@@ -83,7 +83,12 @@ def main() -> None:
     for thresh in args.score_thresh:
         for c in cands:
             c.model.score_thresh = thresh
-        reports = measure_detectors(cands, loaders, ExportSpec(), bench, work / "measure")
+        recipe = Recipe.model_validate({   # what the measurement reads: export, bench, seed
+            "task": "detection", "data": {"kind": "shapes", "image_size": SIZE},
+            "model": {"source": "torchvision", "name": MODEL, "num_classes": CLASSES},
+            "export": {"onnx": {"opset": 18}}, "bench": bench.model_dump()})
+        reports = measure_candidates(cands, loaders, recipe, work / "measure",
+                                     get_task("detection"))
         for r, c in zip(reports, cands, strict=True):
             e2e, net = r.latency[0], r.network_latency[0]
             rows.append({"score_thresh": thresh, "name": r.name,

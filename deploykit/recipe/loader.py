@@ -34,7 +34,7 @@ from deploykit.recipe.reading import (
 )
 from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
 from deploykit.recipe.stages import STAGE_KINDS, candidate_names
-from deploykit.recipe.task_names import task_names
+from deploykit.recipe.task_names import task_names, task_problems
 from deploykit.recipe.tune import TuneSpec
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-DETECTION_STAGES = ("prune", "distill", "quantize")
 
 
 class Recipe(Strict):
@@ -88,53 +87,11 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _sections_fit_the_task(self) -> Recipe:
-        """Detection and classification recipes share the sections but not every setting."""
-        detection = self.task == "detection"
-        box_data = self.data.kind in ("shapes", "coco")
-        if detection != box_data:
-            raise ValueError(f"data.kind {self.data.kind!r} does not fit task {self.task!r}: "
-                             "detection takes data.kind shapes or coco, classification "
-                             "digits, imagefolder or synthetic")
-        if detection and self.model.source not in ("torchvision", "factory"):
-            raise ValueError(f"model.source {self.model.source!r}: a detector comes from "
-                             "torchvision (e.g. name: ssdlite320_mobilenet_v3_large) or from "
-                             "your factory")
-        if not detection and (self.model.width_mult, self.model.detections) != (None, None):
-            raise ValueError("model.width_mult and model.detections are for detectors "
-                             "(task: detection)")
-        if detection and (set(self.bench.runtimes) - {"torch-cpu", "onnxruntime-cpu"}
-                          or self.bench.batch_sizes != [1]):
-            raise ValueError("bench: a detector is timed on onnxruntime-cpu at batch 1 (the "
-                             "end-to-end graph takes one image); set bench.runtimes: "
-                             "[onnxruntime-cpu] and bench.batch_sizes: [1]")
-        if detection and self.export.onnx.opset < 18:
-            raise ValueError("export.onnx.opset: a detector's network is exported with the "
-                             "dynamo exporter (opset 18 or newer); set export.onnx.opset: 18")
-        for i, st in enumerate(self.stages):
-            if detection and st.kind not in DETECTION_STAGES:
-                raise ValueError(f"stages[{i}].kind {st.kind!r} does not run on detectors yet; "
-                                 f"detection recipes take: {', '.join(DETECTION_STAGES)}")
-            unfit = st.unfit_for(detection) if st.kind == "quantize" else None
-            if unfit is not None:
-                raise ValueError(f"stages[{i}].{unfit}")
-            losses = getattr(st, "losses", None)
-            if losses is None:
-                continue
-            if detection and (losses.feature_terms() or {"ce", "kd"} & losses.model_fields_set):
-                raise ValueError(f"stages[{i}].losses: ce, kd, hint, attention, overhaul and fsp "
-                                 "are classifier terms; a detector distils with det_soft_ce, "
-                                 "det_bounded_reg and det_hint (its own detection loss is "
-                                 "always on)")
-            if not detection and losses.detection_terms():
-                raise ValueError(f"stages[{i}].losses: {', '.join(losses.detection_terms())} "
-                                 "are detection terms; set task: detection, or remove them")
-        g = self.gates
-        if g is not None and detection and g.max_accuracy_drop is not None:
-            raise ValueError("gates.max_accuracy_drop is top-1; a detector is gated on mAP: "
-                             "use gates.max_map_drop")
-        if g is not None and not detection and g.max_map_drop is not None:
-            raise ValueError("gates.max_map_drop is for detectors (task: detection); use "
-                             "gates.max_accuracy_drop")
+        """The tasks share the sections but not every setting: the task's own checks say what
+        in the recipe it cannot run."""
+        problems = task_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")

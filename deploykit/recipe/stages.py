@@ -188,21 +188,11 @@ class QuantizeSpec(StageSpec):
     fp16: bool = False
     speed_check: SpeedCheckSpec | None = SpeedCheckSpec()
 
-    def unfit_for(self, detection: bool) -> str | None:
-        """What in this section belongs to the other task (``None`` when it all fits)."""
-        if not detection:
-            return ("max_map_drop is for detectors; use max_accuracy_drop"
-                    if self.max_map_drop is not None else None)
-        given = self.model_fields_set
-        if self.max_accuracy_drop is not None:
-            return "max_accuracy_drop is top-1; a detector falls back on mAP: use max_map_drop"
-        if self.fp16 or "speed_check" in given:
-            return ("fp16 and speed_check are classifier settings; a detector's INT8 artifact "
-                    "is timed against its float twin in every run")
-        if self.sensitivity is not None and self.sensitivity.metric != "sqnr":
-            return ("sensitivity.metric: a detector's layers are ranked by the SQNR of the "
-                    "network's outputs (metric: sqnr); mAP drives the float fallback")
-        return None
+    @property
+    def max_drop(self) -> float | None:
+        """The fallback bound, in points of the task's primary metric: ``max_accuracy_drop``
+        or a detector's ``max_map_drop``, whichever is set."""
+        return self.max_map_drop if self.max_accuracy_drop is None else self.max_accuracy_drop
 
 
 class RankSpec(Strict):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from deploykit.errors import BackendUnavailableError
-from deploykit.runtimes.base import INT8_ON_TORCH_CUDA
+from deploykit.runtimes.base import INT8_ON_TORCH_CUDA, named_outputs
 from deploykit.runtimes.cuda import cuda_api, require_cuda
 
 if TYPE_CHECKING:
@@ -109,8 +109,18 @@ class TorchCudaRunner:
         return replay()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self._forward(self._to_device(x))
+        if not isinstance(out, torch.Tensor):
+            return next(iter(self.run_all(x).values()))
         # a copy: with CUDA graphs the output is the graph's buffer, rewritten by each replay
-        out = self._forward(self._to_device(x)).to("cpu", torch.float32, copy=True).numpy()
+        host = out.to("cpu", torch.float32, copy=True).numpy()
+        self.api.synchronize(self.device_index)
+        return host
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (``output_names`` of the module, as in its ONNX file)."""
+        out = named_outputs(self._forward(self._to_device(x)),
+                            getattr(self.model, "output_names", None))
         self.api.synchronize(self.device_index)
         return out
 

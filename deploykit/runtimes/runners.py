@@ -16,7 +16,7 @@ from torch import nn
 
 from deploykit.errors import BackendUnavailableError
 from deploykit.recipe import RuntimeInfo, runtime_info
-from deploykit.runtimes.base import Runner, RunnerRequest
+from deploykit.runtimes.base import Runner, RunnerRequest, named_outputs
 
 if TYPE_CHECKING:
     from deploykit.recipe import GpuBenchSpec
@@ -26,7 +26,8 @@ __all__ = ["TorchRunner", "make_runner", "make_runners", "torch_cpu"]
 
 @dataclass
 class TorchRunner:
-    """PyTorch eager on the CPU with ``threads`` intra-op threads."""
+    """PyTorch eager on the CPU with ``threads`` intra-op threads. A module returning several
+    outputs names them with an ``output_names`` attribute (as its ONNX file does)."""
 
     model: nn.Module
     threads: int = 2
@@ -39,11 +40,20 @@ class TorchRunner:
         self.model = self.model.eval()
         self.setup = f"eager, {self.threads} threads"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> object:
         if torch.get_num_threads() != self.threads:  # resizing the pool per call costs ms
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+            return self.model(torch.from_numpy(np.ascontiguousarray(x)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self._forward(x)
+        if isinstance(out, torch.Tensor):
+            return out.numpy()
+        return next(iter(named_outputs(out).values()))
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return named_outputs(self._forward(x), getattr(self.model, "output_names", None))
 
 
 def torch_cpu(info: RuntimeInfo, req: RunnerRequest) -> TorchRunner:

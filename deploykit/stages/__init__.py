@@ -17,14 +17,14 @@ from deploykit.recipe import STAGE_KINDS
 __all__ = ["get_stage"]
 
 
-def get_stage(kind: str, driver: str | None = None) -> ModuleType:
-    """Return the module of stage ``kind`` (``driver``, a module name, where the task names
-    its own): ``run(state, loaders, spec)`` and optionally ``check(model, spec, first_last,
-    input_shape)``, which validates the spec against the model before any training.
+def get_stage(kind: str) -> ModuleType:
+    """Return the module of stage ``kind``: ``run(state, loaders, spec)`` and optionally
+    ``check(model, spec, first_last, input_shape, task)``, which validates the spec against the
+    model before any training. A driver asks the state's task for what differs between tasks.
 
     Raises:
         RecipeError: no such stage.
     """
     if kind not in STAGE_KINDS:
         raise RecipeError(f"unknown stage {kind!r}; available: {', '.join(STAGE_KINDS)}")
-    return importlib.import_module(driver or f"deploykit.stages.{kind}")
+    return importlib.import_module(f"deploykit.stages.{kind}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Any
 
 from torch import nn
 
@@ -27,7 +28,7 @@ __all__ = ["check", "run"]
 
 
 def check(model: nn.Module, spec: LowRankSpec, first_last: tuple[str, str],
-          input_shape: tuple[int, int, int] | None = None) -> None:
+          input_shape: tuple[int, int, int] | None = None, task: Any = None) -> None:
     """Fail before training when the layer patterns match nothing to factorise."""
     chosen, _ = lowrank.eligible_layers(model, spec.layers, spec.keep, first_last)
     if not chosen:

@@ -1,6 +1,13 @@
 """The ``quantize`` stage: PTQ or QAT to INT8 with explicit Q/DQ, optional FP16 candidate.
 
 See ``deploykit.quant`` for the design (one fake-quant graph serves PTQ, QAT and export).
+What becomes INT8 is the task's quantization graph (:meth:`deploykit.tasks.Task.quant_graph`):
+a classifier whole; a detector's network, between a float resize and a float decoding and NMS.
+With ``max_accuracy_drop`` (``max_map_drop`` on a detector) the layers are ranked by how much
+quantizing them costs and the most sensitive fall back to float one at a time, only until the
+INT8 model's primary metric is within the bound of the float one (or ``max_float_layers``
+fell back). QAT fine-tunes the calibrated model through its fake-quant ops with the task's
+QAT loss (a classifier distils from its float model; a detector trains on its own loss).
 """
 
 from __future__ import annotations
@@ -22,41 +29,33 @@ from deploykit.quant import (
     SCHEMES,
     Fp16Model,
     QuantizedModel,
-    accuracy_on,
     build_quantized,
     compute_layers,
     keep_sensitive_float,
     layer_sensitivity,
     qat_finetune,
-    resolve_keep_float,
 )
-from deploykit.recipe import QuantizeSpec, SensitivitySpec
+from deploykit.recipe import QuantizeSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.runfiles.atomic import write_text
 from deploykit.stages.placement import Placement, candidate_placements, check_speed
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.tasks import task_of
+from deploykit.tasks import QuantGraph, Task, get_task, task_of
 
 __all__ = ["check", "run"]
 
 
 def check(model: nn.Module, spec: QuantizeSpec, first_last: tuple[str, str],
-          input_shape: tuple[int, int, int] | None = None) -> None:
-    """Before any training: keep_float patterns must match layers, and a fallback bound needs
-    room to keep layers float."""
-    resolve_keep_float(model, spec.keep_float, first_last)
-    if spec.max_float_layers == 0 and spec.max_accuracy_drop is not None:
-        raise ModelError("quantize.max_accuracy_drop needs max_float_layers > 0 to fall back")
-
-
-def _val_subset(loaders: Loaders, samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out, n = [], 0
-    for x, y in loaders.val:
-        out.append((x, y))
-        n += len(y)
-        if n >= samples:
-            break
-    return out
+          input_shape: tuple[int, int, int] | None = None, task: Task | None = None) -> None:
+    """Before any training: the task can quantize the model, keep_float patterns match layers,
+    and a fallback bound has room to keep layers float."""
+    task = task or get_task("classification")
+    shape = input_shape or (3, 32, 32)
+    graph = task.quant_graph(copy.deepcopy(model), shape, first_last)
+    graph.keep_float(spec.keep_float)
+    if spec.max_float_layers == 0 and spec.max_drop is not None:
+        key = "max_accuracy_drop" if spec.max_accuracy_drop is not None else "max_map_drop"
+        raise ModelError(f"quantize.{key} needs max_float_layers > 0 to fall back")
 
 
 def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineState:
@@ -64,72 +63,80 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
     FP16) candidates."""
     t0 = time.perf_counter()
     float_model = copy.deepcopy(state.model).eval()
-    keep = resolve_keep_float(float_model, spec.keep_float, state.first_last)
-    calib = [x for x, _ in loaders.calib]
     task = task_of(state)
+    graph = task.quant_graph(float_model, state.input_shape, state.first_last)
+    keep = graph.keep_float(spec.keep_float)
+    calib = graph.calibration(loaders.calib)
     metric = task.primary_metric
-    float_top1 = task.evaluate(float_model, loaders.val)[metric]
-    metrics: dict = {f"float_{metric}": float_top1, "target": spec.target,
+
+    def score(model: nn.Module) -> float:
+        return task.evaluate(model, loaders.val)[metric]
+
+    float_score = score(float_model)
+    metrics: dict = {f"float_{metric}": float_score, "target": spec.target,
                      "weight_bits": SCHEMES[spec.target].weight_bits,
                      "calibration": spec.calibration.method,
                      "calib_images": sum(len(x) for x in calib)}
 
     def build(k: Sequence[str]) -> QuantizedModel:
-        return build_quantized(float_model, spec, k, calib)
+        return build_quantized(graph.module, spec, k, calib)
 
     qm = build(keep)
     ranking = None
-    if spec.sensitivity is not None or spec.max_accuracy_drop is not None or \
-            spec.keep_sensitive:
-        sens = spec.sensitivity or SensitivitySpec()
-        batches = _val_subset(loaders, sens.samples)
-        layers = [n for n in compute_layers(float_model) if n not in keep]
-        log(f"quantize: sensitivity of {len(layers)} layers ({sens.method}, {sens.metric})")
-        ranking = layer_sensitivity(float_model, build, layers, keep, batches, sens.metric,
-                                    sens.method)
+    if spec.sensitivity is not None or spec.max_drop is not None or spec.keep_sensitive:
+        sens = spec.sensitivity or graph.default_sensitivity
+        batches = graph.sensitivity_batches(loaders.val, sens.samples)
+        by = sens.metric if all(y is not None for _, y in batches) else "sqnr"
+        layers = [n for n in compute_layers(graph.module) if n not in keep]
+        log(f"quantize: sensitivity of {len(layers)} layers ({sens.method}, {by})")
+        ranking = layer_sensitivity(graph.reference, lambda k: graph.compared(build(k)),
+                                    layers, keep, batches, by, sens.method)
         metrics["sensitivity"] = [r.to_dict() for r in ranking]
+        unit = " dB" if by == "sqnr" else ""
         log("quantize: most sensitive: " + ", ".join(
-            f"{r.layer} ({r.damage:+.2f})" for r in ranking[:5]))
+            f"{r.layer} ({r.damage:+.2f}{unit})" for r in ranking[:5]))
         if spec.keep_sensitive:
             keep = keep + [r.layer for r in ranking[:spec.keep_sensitive]]
             qm = build(keep)
-    if spec.max_accuracy_drop is not None:
+    if spec.max_drop is not None:
         base = list(keep)
-        every = _val_subset(loaders, 10**9)
-        qm, keep = keep_sensitive_float(build, keep, ranking, lambda m: accuracy_on(m, every),
-                                        float_top1, spec.max_accuracy_drop,
-                                        spec.max_float_layers)
+        qm, keep = keep_sensitive_float(build, keep, ranking,
+                                        lambda m: score(graph.wrap(m)), float_score,
+                                        spec.max_drop, spec.max_float_layers)
         metrics["fallback_float_layers"] = [n for n in keep if n not in base]
 
-    if spec.speed_check is not None and spec.target == "onnxruntime-cpu":
-        qm, keep = _speed_check(float_model, qm, spec, keep, state, loaders, calib, float_top1,
+    if spec.speed_check is not None and spec.target == "onnxruntime-cpu" and graph.speed_check:
+        qm, keep = _speed_check(graph, qm, spec, keep, state, loaders, calib, float_score,
                                 metrics)
+    quantized = graph.wrap(qm)
     if spec.mode == "qat":
-        qm, qat_metrics = _qat(qm, float_model, loaders, spec, state)
-        metrics.update(qat_metrics)
-    top1 = task.evaluate(qm, loaders.val)[metric]
-    metrics[f"int8_torch_{metric}"] = top1
+        metrics.update(_qat(quantized, qm, graph, loaders, spec, state))
+    final = task.evaluate(quantized, loaders.val)
+    metrics.update({f"int8_torch_{k}": v for k, v in final.items() if k != "loss"})
     metrics["keep_float"] = list(keep)
-    log(f"quantize: {spec.mode} int8 {metric} {top1:.2f} (float {float_top1:.2f}), "
+    log(f"quantize: {spec.mode} int8 {metric} {final[metric]:.2f} (float {float_score:.2f}), "
         f"{len(keep)} layer(s) kept float: {', '.join(keep)}")
 
     *fp16_name, int8_name = stage_candidates(spec, state.candidates[-1].name)
     if fp16_name:
         state.add_candidate(Candidate(fp16_name[0], Fp16Model(float_model), precision="fp16"))
-    state.add_candidate(Candidate(int8_name, qm, precision="int8",
-                                  torch_top1_pct=top1, keep_float=list(keep),
+    state.add_candidate(Candidate(int8_name, quantized, precision="int8",
+                                  torch_top1_pct=final[metric], keep_float=list(keep),
                                   arch={"layer_precision": dict(qm.layer_precision)}))
     state.history.append(StageRecord("quantize", spec.model_dump(mode="json", by_alias=True),
                                      metrics, time.perf_counter() - t0))
     return state
 
 
-def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec, keep: list[str],
+def _speed_check(graph: QuantGraph, qm: QuantizedModel, spec: QuantizeSpec, keep: list[str],
                  state: PipelineState, loaders: Loaders, calib: list[torch.Tensor],
                  float_top1: float, metrics: dict) -> tuple[QuantizedModel, list[str]]:
-    """Keep the fastest INT8 placement within the bound; record whether INT8 pays here."""
+    """Keep the fastest INT8 placement within the bound; record whether INT8 pays here (a
+    classifier-shaped graph: one batch in, logits out, judged on top-1)."""
+    float_model = graph.module
+
     def resolved(patterns: list[str]) -> set[str]:
-        return set(resolve_keep_float(float_model, patterns, state.first_last))
+        return set(graph.keep_float(patterns))
 
     # "every layer INT8": drop the default first/last, keep what the user named or fell back
     defaults = resolved([p for p in spec.keep_float if p in ("first", "last")])
@@ -159,7 +166,8 @@ def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec,
             f"({record})")
         metrics.update(speed_check=saved["speed_check"], int8_pays=saved["int8_pays"])
         return build(chosen), list(chosen.keep_float)
-    check, qm, chosen = check_speed(float_model, build, options, _val_subset(loaders, 2000),
+    check, qm, chosen = check_speed(float_model, build, options,
+                                    graph.sensitivity_batches(loaders.val, 2000),
                                     float_top1, state.input_shape, check_spec, qm)
     metrics["speed_check"] = check.to_dict()
     metrics["int8_pays"] = check.int8_pays
@@ -170,10 +178,10 @@ def _speed_check(float_model: nn.Module, qm: QuantizedModel, spec: QuantizeSpec,
     return qm, list(chosen.keep_float)
 
 
-def _qat(qm: QuantizedModel, teacher: nn.Module, loaders: Loaders, spec: QuantizeSpec,
-         state: PipelineState) -> tuple[QuantizedModel, dict]:
-    res = qat_finetune(qm, teacher, loaders, spec.qat,
-                       state.output_dir / "checkpoints" / "qat", state.resume,
-                       task_of(state).objective)
-    return qm, {"qat_epochs": res.epochs_run, "qat_seconds": res.seconds,
-                "qat_history": res.history}
+def _qat(model: nn.Module, qm: QuantizedModel, graph: QuantGraph, loaders: Loaders,
+         spec: QuantizeSpec, state: PipelineState) -> dict:
+    res = qat_finetune(qm, None, loaders, spec.qat, state.output_dir / "checkpoints" / "qat",
+                       state.resume, task_of(state).objective, model=model,
+                       loss_fn=graph.qat_loss(spec.qat))
+    return {"qat_epochs": res.epochs_run, "qat_seconds": res.seconds,
+            "qat_history": res.history}

@@ -15,9 +15,10 @@ from typing import Any
 
 from deploykit.errors import RecipeError
 from deploykit.recipe.task_names import add_task_name, task_names
-from deploykit.tasks.base import Task, TaskModel
+from deploykit.tasks.base import Artifact, DistillLoss, Graph, QuantGraph, Task, TaskModel
 
-__all__ = ["Task", "TaskModel", "get_task", "register_task", "task_of"]
+__all__ = ["Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel", "get_task",
+           "register_task", "task_of"]
 
 # deploykit's own tasks, imported when first asked for
 _BUILTIN = {"classification": "deploykit.tasks.classify.task:ClassifyTask",
@@ -34,7 +35,7 @@ def register_task(task: Task, description: str = "") -> Task:
     if task.name in _BUILTIN or task.name in _REGISTERED:
         raise ValueError(f"task {task.name!r} is already registered")
     _REGISTERED[task.name] = task
-    add_task_name(task.name, description or f"registered task {task.name}")
+    add_task_name(task.name, description or f"registered task {task.name}", task.check_recipe)
     return task
 
 

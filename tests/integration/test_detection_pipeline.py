@@ -38,7 +38,9 @@ def _recipe(**over) -> dict:
 @pytest.mark.slow
 def test_a_detection_recipe_runs_end_to_end(write_yaml, tmp_path):
     out = tmp_path / "run"
-    assert main(["run", str(write_yaml(_recipe())), "-o", str(out)]) == 0
+    bench = {"runtimes": ["torch-cpu", "onnxruntime-cpu"], "batch_sizes": [1],
+             "iterations": 5, "warmup": 1, "target_rel_ci": None}
+    assert main(["run", str(write_yaml(_recipe(bench=bench))), "-o", str(out)]) == 0
     r = Report.load(out / "report.json")
     assert [c.name for c in r.candidates] == ["baseline", "prune", "prune+distill",
                                               "ptq-int8"]
@@ -59,6 +61,10 @@ def test_a_detection_recipe_runs_end_to_end(write_yaml, tmp_path):
         assert abs(c.map50_pct["torch-cpu"] - c.map50_pct["onnxruntime-cpu"]) < 1.0
         assert c.parity["matched_fraction"] >= 0.95 and c.parity["min_iou"] > 0.9
         assert c.latency[0].batch == 1 and c.network_latency[0].p50_ms > 0
+        # a detector runs on the PyTorch runtime too: the same end-to-end signature, named
+        # outputs; its network alone beside it
+        for rows in (c.latency, c.network_latency):
+            assert {lr.key for lr in rows} == {"torch-cpu", "onnxruntime-cpu"}
         assert (out / c.onnx_file).is_file()
         assert (out / "onnx" / f"{c.name}.network.onnx").is_file()
     assert pruned.delta_map50_pts == pytest.approx(
@@ -78,7 +84,7 @@ def test_a_detection_recipe_runs_end_to_end(write_yaml, tmp_path):
     assert "map_artifact_pct" in rows[0] and "top1_artifact_pct" not in rows[0]
     compared = compare_reports(r, r)
     assert ("ptq-int8", "mAP@.5 artifact (%)") in {row[:2] for row in compared.rows}
-    assert (out / "checkpoints" / "prune.pt").is_file()
+    assert (out / "prune.pt").is_file()
 
 
 def test_detection_recipes_refuse_what_does_not_fit(write_yaml, capsys):
@@ -97,7 +103,7 @@ def test_detection_recipes_refuse_what_does_not_fit(write_yaml, capsys):
         ({"stages": [{"kind": "quantize", "sensitivity": {"method": "only"}}]},
          "metric: sqnr"),
         ({"bench": {"runtimes": ["onnxruntime-cpu"], "batch_sizes": [1, 8]}},
-         "timed on onnxruntime-cpu at batch 1"),
+         "a detector is timed at batch 1"),
     ]
     for over, message in bad:
         assert main(["inspect", str(write_yaml(_recipe(**over)))]) != 0, over
@@ -138,3 +144,17 @@ def test_a_detector_that_keeps_the_aspect_ratio_goes_int8_through_a_recipe(write
         assert c.network_latency[0].p50_ms > 0 and c.latency[0].p50_ms > 0
         net = onnx.load(str(out / "onnx" / f"{c.name}.network.onnx")).graph
         assert [d.dim_value for d in net.input[0].type.tensor_type.shape.dim[2:]] == [96, 96]
+
+
+def test_detector_settings_the_stages_do_not_do_are_refused_before_training(write_yaml,
+                                                                            tmp_path, capsys):
+    """The detection task's recipe checks run before the baseline trains, each naming the
+    stage and the fix."""
+    recipe = _recipe(stages=[{"kind": "prune", "target": {"latency_ratio": 0.5}},
+                             {"kind": "distill", "teacher": {"image_size": 32}}])
+    out = tmp_path / "run"
+    assert main(["run", str(write_yaml(recipe)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0]: prune on a detector: use target.ratio or target.macs_ratio" in err
+    assert "stages[1].teacher: distill on a detector" in err
+    assert not (out / "baseline.pt").exists()

@@ -68,7 +68,7 @@ def test_faster_rcnn_prunes_fine_tunes_exports_and_restores(write_yaml, tmp_path
     from deploykit.tasks.detect.checkpoint import load_detector
 
     recipe = load_recipe(path)
-    model = load_detector(recipe.model, 64, out / "checkpoints" / "prune.pt").eval()
+    model = load_detector(recipe.model, 64, out / "prune.pt").eval()
     fresh = build_detector(NAME, 5, 64).eval()
     net, ref = DetectorNetwork(model), DetectorNetwork(fresh)
     x = torch.rand(1, 3, 64, 64)

@@ -128,11 +128,12 @@ def test_the_split_export_matches_pytorch_for_float_and_int8(detector, tmp_path)
 
 def test_a_two_stage_detector_is_refused_before_training():
     from deploykit.recipe import QuantizeSpec
-    from deploykit.tasks.detect import quantize as det_quantize
+    from deploykit.stages import quantize
+    from deploykit.tasks import get_task
 
     frcnn = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", 5, SIZE)
     with pytest.raises(ModelError, match=r"INT8 of two-stage detectors .* is not built"):
-        det_quantize.check(frcnn, QuantizeSpec(), ("", ""), (3, SIZE, SIZE))
+        quantize.check(frcnn, QuantizeSpec(), ("", ""), (3, SIZE, SIZE), get_task("detection"))
 
 
 @pytest.mark.slow
@@ -143,14 +144,15 @@ def test_detectors_that_keep_the_aspect_ratio_go_int8_at_a_fixed_size(name, tmp_
     import onnxruntime as ort
 
     from deploykit.recipe import QuantizeSpec
-    from deploykit.tasks.detect import quantize as det_quantize
+    from deploykit.stages import quantize
+    from deploykit.tasks import get_task
     from deploykit.tasks.detect.export import export_detector_split, fixed_input_size
 
     size = 80                        # padded to 96 inside: network input != image size
     torch.manual_seed(0)
     det = build_detector(name, 5, size).eval()
     det.score_thresh = 0.0           # random weights: scores near the prior
-    det_quantize.check(det, QuantizeSpec(), ("", ""), (3, size, size))
+    quantize.check(det, QuantizeSpec(), ("", ""), (3, size, size), get_task("detection"))
     assert fixed_input_size(det) is None
     det.transform.fixed_size = (size, size)       # what the stage does to its INT8 copy
     images = [torch.rand(3, size, size, generator=torch.Generator().manual_seed(i))

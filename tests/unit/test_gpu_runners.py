@@ -136,3 +136,27 @@ def test_tensorrt_engine_builds_matches_and_is_cached(model_and_onnx, tmp_path):
     check_parity(TorchRunner(model), first, [x, x[:1]], max_abs_error=1e-2)
     second = TensorRTRunner(path, cache_dir=tmp_path, max_batch=8)
     assert second.cache_hit and second.engine_path == first.engine_path
+
+
+def test_every_runner_returns_named_outputs_the_torch_ones_as_the_onnx_file_names_them(tmp_path):
+    """A module with several outputs (a detector's boxes, scores, labels): the PyTorch runner
+    names them by the module's ``output_names``, as ONNX Runtime does by the file's, and keeps
+    integer outputs integer; ``__call__`` is the first output on both."""
+
+    class ThreeOut(torch.nn.Module):
+        output_names = ("boxes", "scores", "labels")
+
+        def forward(self, x):
+            return x * 2, x.sum(1), x.argmax(1)
+
+    model = ThreeOut()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    path = tmp_path / "three.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False,
+                      input_names=["images"], output_names=list(ThreeOut.output_names))
+    eager, ort = TorchRunner(model).run_all(x), OrtRunner(path).run_all(x)
+    assert list(eager) == list(ort) == ["boxes", "scores", "labels"]
+    for k in eager:
+        np.testing.assert_allclose(eager[k], ort[k], rtol=1e-6)
+    assert eager["labels"].dtype == np.int64 and eager["scores"].dtype == np.float32
+    np.testing.assert_allclose(TorchRunner(model)(x), OrtRunner(path)(x))

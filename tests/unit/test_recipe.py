@@ -122,25 +122,19 @@ def test_gates_section_shorthand_unknown_key_and_missing_baseline(write_yaml, tm
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_bundled_recipe_loads_and_its_stages_check(path):
-    from deploykit.models import build_model, find_first_last
     from deploykit.stages import get_stage
+    from deploykit.tasks import TaskModel, get_task
 
     r = load_recipe(path, check_paths=False)
-    if r.task == "detection":
-        from deploykit.tasks import get_task
-        from deploykit.tasks.detect.checkpoint import load_detector
-
-        model = load_detector(r.model, r.data.image_size)
-        drivers = get_task("detection").drivers
-        for spec in r.stages:
-            get_stage(spec.kind, drivers.get(spec.kind)).check(model, spec, ("", ""))
-        return
-    model = build_model(r.model)
-    first_last = find_first_last(model, (3, r.data.image_size, r.data.image_size))
+    task = get_task(r.task)
+    built = task.build_model(r.model_copy(update={"model": r.model.model_copy(
+        update={"checkpoint": None})}))
+    assert task.check_recipe(r) == []
+    task.check_model(TaskModel(built.model, built.first_last, built.input_shape), r, None)
     for spec in r.stages:
         stage = get_stage(spec.kind)
         if hasattr(stage, "check"):
-            stage.check(model, spec, first_last)
+            stage.check(built.model, spec, built.first_last, None, task)
 
 
 def test_an_inspected_recipe_loads_back_to_the_same_recipe(tmp_path):

@@ -31,15 +31,18 @@ from deploykit.export.onnx import ExportError, export_onnx, quiet_export
 from deploykit.runfiles.atomic import atomic_path
 from deploykit.tasks.detect.models import backbone_features
 
-__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "export_detector", "export_detector_split",
-           "export_network", "fixed_input_size"]
+__all__ = ["DETECTION_INPUT", "DETECTION_OUTPUTS", "EndToEnd", "export_detector",
+           "export_detector_split", "export_network", "fixed_input_size"]
 
 DETECTION_INPUT = "images"
 DETECTION_OUTPUTS = ("boxes", "scores", "labels")
 
 
-class _EndToEnd(nn.Module):
-    """A torchvision detector as ``(1, 3, H, W) -> boxes (N, 4), scores (N,), labels (N,)``."""
+class EndToEnd(nn.Module):
+    """A torchvision detector as ``(1, 3, H, W) -> boxes (N, 4), scores (N,), labels (N,)``:
+    what the end-to-end artifact computes, for the PyTorch runtimes to run in its place."""
+
+    output_names = DETECTION_OUTPUTS
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
@@ -68,7 +71,7 @@ def export_detector(model: nn.Module, examples: Sequence[torch.Tensor], path: st
     path = Path(path)
     was_training = model.training
     model.eval()
-    wrapped = _EndToEnd(model)
+    wrapped = EndToEnd(model)
     try:
         with torch.no_grad():
             example = next((x for x in examples if len(wrapped(x[None])[0]) > 0), None)

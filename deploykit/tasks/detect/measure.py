@@ -1,4 +1,5 @@
-"""Measure every detector candidate the same way: export -> parity -> mAP -> alternating latency.
+"""How a detector candidate is measured: its artifacts and its parity (the loop is
+:func:`deploykit.measure.measure_candidates`, the same for every task).
 
 Each candidate is exported twice: end to end (image in, final boxes, scores and labels out:
 the artifact a user deploys) and its network alone (the resized, normalised batch in, the
@@ -6,55 +7,52 @@ head's outputs out), because on small devices the decoding and NMS around the ne
 cost as much as the network (an SSD-style detector's end-to-end graph is joined from its
 resize, that network file and its decoding; an INT8 detector's network carries explicit Q/DQ
 while the rest stays float). Parity compares the end-to-end artifact's detections with
-PyTorch's as matched sets (IoU, same label, score difference); mAP is computed on the whole
-validation set in both runtimes. Latency is ONNX Runtime on the CPU at batch 1, candidates
-timed alternately, end to end on a real validation image (NMS cost depends on the scene) and
-the network on that image's resized tensor.
+PyTorch's as matched sets (IoU, same label, score difference). Latency is at batch 1 (the
+end-to-end graph takes one image), end to end on a real validation image (NMS cost depends on
+the scene) and the network on that image's resized tensor.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from deploykit.bench import time_alternating
-from deploykit.data import Loaders
 from deploykit.errors import ParityError
-from deploykit.host.progress import log
-from deploykit.models import count_macs_params, file_size_bytes
-from deploykit.recipe import BenchSpec, ExportSpec
-from deploykit.report import CandidateReport, LatencyRecord
-from deploykit.runtimes import OrtRunner
+from deploykit.measure import Artifact
+from deploykit.models import count_macs_params
+from deploykit.recipe import ExportSpec
+from deploykit.runtimes import Runner
 from deploykit.state import Candidate
 from deploykit.tasks.detect.export import (
+    EndToEnd,
     export_detector,
     export_detector_split,
     export_network,
     fixed_input_size,
 )
-from deploykit.tasks.detect.metric import mean_average_precision
 from deploykit.tasks.detect.models import DetectorNetwork, roi_cost
 from deploykit.tasks.detect.network_quant import counting_network, runtime_network
 from deploykit.tasks.detect.parity import match_detections
 
-__all__ = ["PARITY_IMAGES", "measure_detectors", "runner_detections"]
+__all__ = ["PARITY_IMAGES", "detector_artifact", "detector_parity", "runner_detections"]
 
 PARITY_IMAGES = 16
-RUNTIME = "onnxruntime-cpu"
 
 
-def _torch_detections(model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict]:
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), 16):
-            out += [{k: v.cpu() for k, v in d.items()} for d in model(images[i:i + 16])]
-    return out
+def first_images(loader: Any, n: int) -> list[torch.Tensor]:
+    """The first ``n`` images of a detection loader."""
+    out: list[torch.Tensor] = []
+    for ims, _ in loader:
+        out += ims
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
-def runner_detections(runner: OrtRunner, images: list[torch.Tensor]) -> list[dict]:
+def runner_detections(runner: Runner, images: list[torch.Tensor]) -> list[dict]:
     """An end-to-end artifact's detections on each image (batch of one), as tensors."""
     out = []
     for im in images:
@@ -96,73 +94,44 @@ def _parity(name: str, ref: list[dict], got: list[dict], model: torch.nn.Module,
     return summary
 
 
-def measure_detectors(candidates: list[Candidate], loaders: Loaders, export: ExportSpec,
-                      bench: BenchSpec, out_dir: Path) -> list[CandidateReport]:
-    """Export, check and measure each detector candidate (see the module notes).
-
-    Raises:
-        ExportError: a candidate cannot be exported.
-        ParityError: an exported candidate's detections differ from PyTorch's.
-    """
-    images, targets = [], []
-    for ims, ts in loaders.val:
-        images += ims
-        targets += ts
+def detector_artifact(cand: Candidate, loaders: Any, spec: ExportSpec, out_dir: Path
+                      ) -> Artifact:
+    """Export ``cand`` end to end (``onnx/<name>.onnx``) and its network alone
+    (``onnx/<name>.network.onnx``); see the module notes."""
+    images = first_images(loaders.val, 8)
+    model = cand.model.eval()
+    with torch.no_grad():   # the network's input: resized and padded as the model does
+        batch = model.transform([images[0]])[0].tensors
+    hw = tuple(batch.shape[-2:])
+    macs, params = count_macs_params(counting_network(model), (loaders.input_shape[0], *hw))
+    roi_macs, roi_params = roi_cost(model)   # a two-stage detector's box head
+    macs, params = macs + roi_macs, params + roi_params
     onnx_dir = out_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    shape = loaders.input_shape
-    reports, e2e, nets, inputs = [], {}, {}, None
-    for cand in candidates:
-        model = cand.model.eval()
-        with torch.no_grad():   # the network's input: resized and padded as the model does
-            hw = tuple(model.transform([images[0]])[0].tensors.shape[-2:])
-        macs, params = count_macs_params(counting_network(model), (shape[0], *hw))
-        roi_macs, roi_params = roi_cost(model)   # a two-stage detector's box head
-        macs, params = macs + roi_macs, params + roi_params
-        path, net_path = onnx_dir / f"{cand.name}.onnx", onnx_dir / f"{cand.name}.network.onnx"
-        if fixed_input_size(model) is not None:
-            export_detector_split(model, runtime_network(model), images[:8], path, net_path,
-                                  export.onnx.opset)
-        else:
-            export_detector(model, images[:8], path, export.onnx.opset)
-            export_network(DetectorNetwork(model), hw, net_path, export.onnx.opset)
-        cand.onnx_path = path
-        runner = OrtRunner(path, bench.threads)
-        ref = _torch_detections(model, images)
-        got = runner_detections(runner, images)
-        parity = _parity(cand.name, ref[:PARITY_IMAGES], got[:PARITY_IMAGES], model, export,
-                         cand.precision)
-        m_torch = mean_average_precision(ref, targets)
-        m_ort = mean_average_precision(got, targets)
-        log(f"{cand.name}: mAP@.5 {m_ort.map50_pct:.2f} (ONNX Runtime) / "
-            f"{m_torch.map50_pct:.2f} (PyTorch), {parity['matched_fraction']:.1%} of "
-            f"detections matched")
-        reports.append(CandidateReport(
-            name=cand.name, precision=cand.precision, macs=macs, params=params,
-            onnx_file=str(path.relative_to(out_dir)), onnx_size_bytes=file_size_bytes(path),
-            parity=parity, keep_float=list(cand.keep_float), arch=dict(cand.arch),
-            metrics={"map_pct": {"torch-cpu": m_torch.map_pct, RUNTIME: m_ort.map_pct},
-                     "map50_pct": {"torch-cpu": m_torch.map50_pct, RUNTIME: m_ort.map50_pct}}))
-        e2e[cand.name], nets[cand.name] = runner, OrtRunner(net_path, bench.threads)
-        if inputs is None:
-            batch, _ = model.transform([images[0]])
-            inputs = (images[0][None].numpy(), batch.tensors.numpy().astype(np.float32))
-    base = reports[0]
-    for r in reports:
-        r.delta_pts["map50_pct"] = r.map50_pct[RUNTIME] - base.map50_pct[RUNTIME]
-    if bench.iterations and RUNTIME in bench.runtimes:
-        for field, runners, x in (("latency", e2e, inputs[0]), ("network_latency", nets,
-                                                                   inputs[1])):
-            stats = time_alternating({n: (lambda r=r, x=x: r.run_all(x))
-                                      for n, r in runners.items()},
-                                     1, bench.iterations, bench.warmup,
-                                     target_rel_ci=bench.target_rel_ci,
-                                     max_iterations=bench.max_iterations,
-                                     budget_s=bench.time_budget_s)
-            for r in reports:
-                rec = LatencyRecord.from_stats(stats[r.name], runtime="onnxruntime",
-                                               device="cpu", precision=r.precision,
-                                               threads=bench.threads, name=RUNTIME)
-                rec.speedup_vs_baseline = stats[base.name].p50_ms / rec.p50_ms
-                getattr(r, field).append(rec)
-    return reports
+    path, net_path = onnx_dir / f"{cand.name}.onnx", onnx_dir / f"{cand.name}.network.onnx"
+    opset = spec.onnx.opset
+    if fixed_input_size(model) is not None:
+        export_detector_split(model, runtime_network(model), images, path, net_path, opset)
+    else:
+        export_detector(model, images, path, opset)
+        export_network(DetectorNetwork(model), hw, net_path, opset)
+    image = images[0][None].numpy()
+    net_input = batch.numpy().astype(np.float32)
+    network = Artifact(net_path, runtime_network(model), macs - roi_macs, params - roi_params,
+                       lambda b: net_input, batch_sizes=(1,))
+    return Artifact(path, EndToEnd(model), macs, params, lambda b: image, batch_sizes=(1,),
+                    arch=dict(cand.arch), network=network)
+
+
+def detector_parity(cand: Candidate, art: Artifact, reference: Runner, runner: Runner,
+                    loaders: Any, spec: ExportSpec) -> dict[str, Any]:
+    """The artifact's detections on ``runner`` against PyTorch's, as matched sets, on the
+    first validation images.
+
+    Raises:
+        ParityError: too few detections matched (``export.onnx.parity``'s agreement limit).
+    """
+    images = first_images(loaders.val, PARITY_IMAGES)
+    on = "" if runner.name == "onnxruntime-cpu" else f" on {runner.name} ({runner.setup})"
+    return _parity(f"{cand.name}{on}", runner_detections(reference, images),
+                   runner_detections(runner, images), cand.model, spec, runner.precision)

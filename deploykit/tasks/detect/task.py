@@ -11,21 +11,52 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from deploykit.tasks.base import TaskModel
+from deploykit.errors import ModelError
+from deploykit.host.progress import log
+from deploykit.measure import Artifact
+from deploykit.recipe import DistillSpec, ExportSpec, SensitivitySpec
+from deploykit.tasks.base import DistillLoss, Graph, QuantGraph, TaskModel
 from deploykit.tasks.detect.checkpoint import load_detector
+from deploykit.tasks.detect.checks import recipe_problems
 from deploykit.tasks.detect.data import build_detection_loaders
-from deploykit.tasks.detect.loss import detector_loss
-from deploykit.tasks.detect.measure import measure_detectors, runner_detections
+from deploykit.tasks.detect.export import fixed_input_size
+from deploykit.tasks.detect.loss import (
+    ChenTerms,
+    check_chen_model,
+    chen_loss,
+    detector_loss,
+    hint_adapter,
+)
+from deploykit.tasks.detect.measure import (
+    detector_artifact,
+    detector_parity,
+    runner_detections,
+)
 from deploykit.tasks.detect.metric import evaluate_detector, mean_average_precision
+from deploykit.tasks.detect.models import (
+    DetectorNetwork,
+    RoiBoxNetwork,
+    is_two_stage,
+    prediction_layers,
+    with_network,
+)
+from deploykit.tasks.detect.network_quant import (
+    detector_keep_float,
+    head_keys,
+    heads_only,
+    network_batches,
+    quantized_detector,
+)
 from deploykit.train import Objective
 
 if TYPE_CHECKING:
     from deploykit.recipe import Recipe
-    from deploykit.report import CandidateReport
     from deploykit.runtimes import Runner
     from deploykit.state import Candidate
 
 __all__ = ["DetectTask"]
+
+SENSITIVITY_IMAGES = 64   # default images for the SQNR ranking of a detector's layers
 
 
 class DetectTask:
@@ -34,7 +65,6 @@ class DetectTask:
     name = "detection"
     primary_metric = "map50_pct"
     stage_kinds: tuple[str, ...] = ("prune", "distill", "quantize")
-    drivers: dict[str, str] = {k: f"deploykit.tasks.detect.{k}" for k in stage_kinds}
 
     @property
     def objective(self) -> Objective:
@@ -46,8 +76,99 @@ class DetectTask:
                          (3, size, size))
 
     def check_model(self, built: TaskModel, recipe: Recipe, limit_gb: float | None) -> None:
-        """Nothing beyond building it: a detector's forward is checked by the stages' checks
-        (each traces its network) and by the first training step."""
+        """The distill stages' Chen et al. terms can read its head. A detector's forward is
+        checked by the stages' checks (each traces its network) and by the first training
+        step."""
+        for spec in recipe.stages:
+            if isinstance(spec, DistillSpec) and spec.losses.detection_terms():
+                check_chen_model(built.model, "student")
+
+    def check_recipe(self, recipe: Recipe) -> list[str]:
+        """What the detector path does not do, and classifier settings (:mod:`.checks`)."""
+        return recipe_problems(recipe)
+
+    def graphs(self, model: nn.Module, input_shape: tuple[int, int, int],
+               first_last: tuple[str, str]) -> list[Graph]:
+        """The network (backbone, neck and heads; the prediction convs' outputs whole, so the
+        head's output sizes, anchors x classes and anchors x 4, are kept) and, on a two-stage
+        detector (Faster R-CNN), the box head each proposal runs through (two wide linear
+        layers: most of the parameters and, over its proposals, most of the MACs), its
+        predictors whole. The FPN's output convs stay whole too (the ROI heads read them).
+        ``model`` is put in eval mode: its training forward needs targets."""
+        model.eval()
+        network = DetectorNetwork(model)
+        graphs = [Graph(network, input_shape, tuple(prediction_layers(network)),
+                        prefix="network_", find_opaque=False, put_back=with_network)]
+        if network.two_stage:
+            roi = RoiBoxNetwork(model)
+            graphs.append(Graph(roi, roi.input_shape, tuple(roi.prediction_layers()),
+                                prefix="roi_", history_key="roi_pruning_history",
+                                runs_per_input=roi.proposals, user_patterns=False,
+                                find_opaque=False, put_back=_put_back_roi))
+        return graphs
+
+    def quant_graph(self, model: nn.Module, input_shape: tuple[int, int, int],
+                    first_last: tuple[str, str]) -> QuantGraph:
+        """The network (backbone, neck and heads) becomes INT8; the resize, anchors, box
+        decoding and NMS stay float (:mod:`.network_quant`). The first conv and the heads'
+        prediction convs are ``first`` and ``last``. Layers are ranked by the SQNR of the
+        network's outputs; QAT fine-tunes with the detector's own loss.
+
+        The INT8 network is exported between a float resize and a float decoding with fixed
+        anchors, so a detector that keeps the aspect ratio (RetinaNet, FCOS) is set to resize
+        every image to ``input_shape``'s square size, as SSD does: on square images that is
+        what the float detector does too.
+
+        Raises:
+            ModelError: a two-stage detector, or one without anchors.
+        """
+        if is_two_stage(model) or not all(hasattr(model, a) for a in (
+                "transform", "anchor_generator", "postprocess_detections")):
+            raise ModelError(f"quantize on a detector: {type(model).__name__} is not a "
+                             "single-stage detector with anchors (SSD, SSDlite, RetinaNet, "
+                             "FCOS); INT8 of two-stage detectors (Faster R-CNN: proposals "
+                             "between two networks) is not built: drop the quantize stage for it")
+        size = input_shape[1]
+        if fixed_input_size(model) is None:
+            model.transform.fixed_size = (size, size)
+            log(f"quantize: {type(model).__name__} keeps the aspect ratio; its INT8 candidate "
+                f"resizes every image to {size}x{size} (data.image_size), as SSD does, so its "
+                "anchors are fixed (the same on square images; non-square ones are stretched)")
+        network = DetectorNetwork(model, with_features=True).eval()
+        keys = head_keys(model, size)
+
+        def sensitivity_batches(loader: Iterable, samples: int) -> list[tuple[Any, None]]:
+            images = [im for ims, _ in loader for im in ims][:samples]
+            return [(x, None) for x in network_batches(model, images)]
+
+        return QuantGraph(
+            module=network,
+            keep_float=lambda patterns: detector_keep_float(network, patterns),
+            calibration=lambda images: network_batches(model, list(images)),
+            sensitivity_batches=sensitivity_batches,
+            wrap=lambda qm: quantized_detector(model, qm, keys),
+            reference=DetectorNetwork(model).eval(),
+            compared=lambda qm: heads_only(qm, len(keys)),
+            default_sensitivity=SensitivitySpec(metric="sqnr", samples=SENSITIVITY_IMAGES),
+            qat_loss=lambda q: None, speed_check=False)
+
+    def distill_loss(self, student: nn.Module, teachers: list[nn.Module], spec: DistillSpec,
+                     loaders: Any) -> DistillLoss:
+        """The detection loss plus Chen et al. (2017)'s terms from the teacher:
+        ``det_soft_ce`` (class-weighted soft cross-entropy, mixed with the hard loss by
+        ``mu = 1 - det_soft_ce``), ``det_bounded_reg`` (teacher-bounded regression) and
+        ``det_hint`` (hint through a 1x1 adaptation layer); with none, plain fine-tuning."""
+        teacher, w = teachers[0], spec.losses
+        terms = ChenTerms(mu=1.0 - w.det_soft_ce, temperature=spec.temperature,
+                          background_weight=spec.background_weight,
+                          bounded_weight=w.det_bounded_reg, margin=spec.margin,
+                          hint_weight=w.det_hint, hint_level=spec.hint_level)
+        active = tuple(w.detection_terms())
+        adapter = hint_adapter(student, teacher, loaders.input_shape[1], terms.hint_level) \
+            if terms.hint_weight > 0 else None
+        if not active:
+            return DistillLoss(None, terms=("plain fine-tuning",))
+        return DistillLoss(chen_loss(teacher, terms, adapter), adapter, active)
 
     def loaders(self, recipe: Recipe) -> Any:
         return build_detection_loaders(recipe.data, recipe.seed, recipe.model.num_classes)
@@ -64,6 +185,16 @@ class DetectTask:
         m = mean_average_precision(runner_detections(runner, images), targets)
         return {"map_pct": m.map_pct, "map50_pct": m.map50_pct}
 
-    def measure(self, candidates: list[Candidate], loaders: Any, recipe: Recipe, out: Path
-                ) -> list[CandidateReport]:
-        return measure_detectors(candidates, loaders, recipe.export, recipe.bench, out)
+    def export(self, candidate: Candidate, loaders: Any, spec: ExportSpec, out_dir: Path,
+               seed: int = 0) -> Artifact:
+        """End to end, with its network alone beside it (:mod:`.measure`)."""
+        return detector_artifact(candidate, loaders, spec, out_dir)
+
+    def parity(self, candidate: Candidate, artifact: Artifact, reference: Runner,
+               runner: Runner, loaders: Any, spec: ExportSpec, seed: int = 0
+               ) -> dict[str, Any]:
+        """Detections matched as sets (IoU >= 0.5, same label, score difference)."""
+        return detector_parity(candidate, artifact, reference, runner, loaders, spec)
+
+def _put_back_roi(detector: nn.Module, roi: nn.Module) -> nn.Module:
+    return roi.put_back(detector)
