@@ -97,12 +97,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from deploykit.runfiles.manifest import MANIFEST, verify_manifest
+    from deploykit.runfiles.manifest import MANIFEST, RUN_RECORD, verify_manifest
 
     out = Path(args.run)
     if not out.is_dir():
         raise DeployKitError(f"{out}: not a folder; pass a run folder (the --output of "
                              "`deploykit run`)")
+    if not (out / MANIFEST).exists() and not (out / RUN_RECORD).exists():
+        raise DeployKitError(f"{out}: not a deploykit run folder (it has neither {MANIFEST} "
+                             f"nor {RUN_RECORD}); pass the --output of `deploykit run`")
     problems = verify_manifest(out)
     for line in problems:
         print(f"{out}: {line}")
@@ -139,11 +142,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     path = Path(args.model)
     if path.suffix in (".yaml", ".yml"):   # a recipe: export its model (checkpoint) first
-        from deploykit.pipeline import export_model
+        from deploykit.pipeline import export_model, resolve_output_dir
         from deploykit.recipe import load_recipe
 
-        onnx_path = path.with_suffix(".bench.onnx") if args.onnx is None else args.onnx
-        path = export_model(load_recipe(path, check_paths=False), onnx_path).path
+        recipe = load_recipe(path, check_paths=False)   # the ONNX goes under a run folder
+        onnx_path = args.onnx or resolve_output_dir(recipe, None, False) / f"{recipe.name}.onnx"
+        path = export_model(recipe, onnx_path).path
     result = bench_onnx_file(path, args.runtime, args.batch, args.threads, args.precision,
                              iterations=args.iterations, warmup=args.warmup,
                              target_rel_ci=args.target_ci or None,
@@ -155,7 +159,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     target = args.target
-    if target.endswith((".yaml", ".yml")):
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():   # a recipe file
         from deploykit.recipe import load_recipe, recipe_to_yaml
 
         print(recipe_to_yaml(load_recipe(target, check_paths=False)), end="")
@@ -169,6 +173,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from deploykit import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deploykit.recipe import RUNTIME_TABLE
 
@@ -178,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "one YAML recipe chains training, compression, ONNX export, parity checks, "
                     "benchmarks and a report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"deploykit {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a recipe end to end and write the report",
@@ -229,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="what the ONNX file computes in (a label; TensorRT takes precisions "
                         "from the file's types and Q/DQ nodes)")
-    b.add_argument("--onnx", type=Path, help="with a recipe: where to write the exported ONNX")
+    b.add_argument("--onnx", type=Path, help="with a recipe: where to write the exported ONNX "
+                   "(default: a new folder of the recipe's output pattern, not beside the recipe)")
     b.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes")
     b.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     b.add_argument("--iterations", type=int, default=50,

@@ -206,6 +206,11 @@ class ExportResult:
 
     path: Path
     parity: ParityResult
+    untrained: bool = False   # no checkpoint: the model's initial weights were exported
+
+
+UNTRAINED_NOTE = ("untrained: exported without model.checkpoint or --checkpoint, so these are "
+                  "the model's initial weights")
 
 
 def export_model(recipe: Recipe, output: str | Path, checkpoint: str | Path | None = None
@@ -218,9 +223,14 @@ def export_model(recipe: Recipe, output: str | Path, checkpoint: str | Path | No
     """
     shape = (3, recipe.data.image_size, recipe.data.image_size)
     model, _ = load_model(recipe.model, shape, checkpoint)
+    untrained = checkpoint is None and recipe.model.checkpoint is None
+    if untrained:
+        log(f"warning: {recipe.name}: no model.checkpoint and no --checkpoint: exporting the "
+            "model's initial weights (random, not trained); the file's metadata says so")
     spec = recipe.export.onnx
-    path = export_onnx(model, shape, output, spec.opset, spec.dynamic_batch)
+    path = export_onnx(model, shape, output, spec.opset, spec.dynamic_batch,
+                       metadata={"deploykit.weights": UNTRAINED_NOTE} if untrained else None)
     x = torch.randn(8, *shape).numpy()
     parity = check_parity(TorchRunner(model), OrtRunner(path), [x], what=str(path),
                           **spec.parity.thresholds("fp32"))
-    return ExportResult(path, parity)
+    return ExportResult(path, parity, untrained)

@@ -33,7 +33,8 @@ class ExportError(DeployKitError):
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path,
                 opset: int = 18, dynamic_batch: bool = True, example_batch: int = 2,
-                output_names: Sequence[str] = (OUTPUT_NAME,)) -> Path:
+                output_names: Sequence[str] = (OUTPUT_NAME,),
+                metadata: dict[str, str] | None = None) -> Path:
     """Export ``model`` (eval mode, CPU) to ``path`` and validate it with ``onnx.checker``.
 
     Args:
@@ -44,6 +45,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
         dynamic_batch: make axis 0 of input and output symbolic (``batch``).
         example_batch: batch size of the tracing example.
         output_names: one name per output of ``model`` (a tuple output gives several).
+        metadata: key -> value pairs stored in the file's ``metadata_props``.
 
     Returns:
         ``path``.
@@ -66,6 +68,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
                               dynamic_shapes=dyn, external_data=False, verbose=False)
             exported = onnx.load(str(tmp))
             _drop_debug_notes(exported)
+            for key, value in (metadata or {}).items():
+                exported.metadata_props.add(key=key, value=value)
             onnx.save(exported, str(tmp))
             onnx.checker.check_model(exported, full_check=True)
     except DeployKitError:

@@ -119,6 +119,13 @@ class Recipe(Strict):
         if g.min_speedup_over_previous is not None and len(names) < 2:
             raise ValueError("gates.min_speedup_over_previous needs a candidate before the "
                              "gated one; this recipe has no stages")
+        gated = g.candidate or names[-1]
+        if gated == "baseline" and g.min_speedup is not None and g.min_speedup.value > 1:
+            why = "this recipe has no stages" if len(names) < 2 else "gates.candidate: baseline"
+            raise ValueError(f"gates.min_speedup {g.min_speedup.value}: the gated candidate is "
+                             f"the baseline ({why}), whose speed-up over itself is 1.0x, so "
+                             "the gate could never pass; add a stage, or gate another "
+                             "candidate")
         return self
 
 
@@ -135,7 +142,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         candidates = [ann, *getattr(ann, "__args__", ())]
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
                        None)
-    return sorted(getattr(current, "model_fields", {}))
+    fields = getattr(current, "model_fields", {})
+    return sorted(f.alias or name for name, f in fields.items())   # as a recipe spells them
 
 
 def _format_errors(err: ValidationError, source: str, model: type[BaseModel],

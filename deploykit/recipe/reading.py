@@ -4,7 +4,10 @@ Whatever a file holds, the result is a mapping or a :class:`~deploykit.errors.Re
 naming the file and what to fix: a missing or unreadable path (a NUL byte, a name too long),
 a file too large to be a recipe, text that is not UTF-8 (a UTF-16 or Latin-1 save), YAML
 errors, nesting deep enough to overflow the parser, integers of thousands of digits, keys that
-are not strings. YAML is read with ``yaml.safe_load``: tags that would run code are refused.
+are not strings, and anchors and aliases that repeat each other into millions of values (a
+"billion laughs" file of a few hundred bytes): the document's size with every alias expanded
+is counted on the parsed node graph, each shared node once, before any value is built. YAML
+is read with ``yaml.safe_load``: tags that would run code are refused.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import yaml
 
 from deploykit.errors import RecipeError
 
-__all__ = ["MAX_DEPTH", "MAX_RECIPE_BYTES", "check_structure", "key_path", "read_yaml_mapping",
-           "safe_name", "shown_path"]
+__all__ = ["MAX_DEPTH", "MAX_RECIPE_BYTES", "MAX_VALUES", "check_structure", "key_path",
+           "read_yaml_mapping", "safe_name", "shown_path"]
 
 MAX_RECIPE_BYTES = 1_000_000
 MAX_DEPTH = 32   # the schema nests 5 deep; YAML nesting past ~1000 overflows Python's stack
+MAX_VALUES = 100_000   # keys and values with aliases expanded; a full recipe has a few hundred
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
@@ -44,6 +48,11 @@ def read_yaml_mapping(path: Path) -> Any:
     """
     text = _read_recipe_text(path)
     try:
+        expanded = _expanded_values(yaml.compose(text, Loader=yaml.SafeLoader))
+        if expanded > MAX_VALUES:
+            raise RecipeError(f"{shown_path(path)}: with its aliases expanded the document "
+                              f"holds over {MAX_VALUES} values (anchors and aliases that "
+                              "repeat each other?); a recipe has a few hundred")
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise RecipeError(f"{shown_path(path)}: not valid YAML: {e}") from None
@@ -52,6 +61,35 @@ def read_yaml_mapping(path: Path) -> Any:
                           f"{MAX_DEPTH} levels is never a recipe)") from None
     except ValueError as e:   # e.g. an integer of thousands of digits
         raise RecipeError(f"{shown_path(path)}: a value cannot be read: {str(e)[:200]}") from None
+
+
+class _Expanded:
+    """Counts the values of a composed YAML node graph as if every alias were expanded, each
+    distinct node counted once (so the count costs as much as the file, not its expansion),
+    stopping as soon as the count passes :data:`MAX_VALUES`."""
+
+    def __init__(self) -> None:
+        self.memo: dict[int, int] = {}
+
+    def count(self, node: yaml.Node) -> int:
+        key = id(node)
+        if key in self.memo:
+            return self.memo[key]
+        self.memo[key] = MAX_VALUES + 1   # a node reached again while counting: recursive
+        if isinstance(node, yaml.MappingNode):
+            n = 1 + sum(self.count(k) + self.count(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(self.count(v) for v in node.value)
+        else:
+            n = 1
+        self.memo[key] = n = min(n, MAX_VALUES + 1)
+        return n
+
+
+def _expanded_values(node: yaml.Node | None) -> int:
+    """How many keys and values the document under ``node`` holds with its aliases expanded
+    (capped just past :data:`MAX_VALUES`)."""
+    return 0 if node is None else _Expanded().count(node)
 
 
 def shown_path(path: Path) -> str:
@@ -94,11 +132,17 @@ def safe_name(text: str) -> str:
 
 def check_structure(raw: Any, source: str) -> None:
     """Refuse what no schema field can hold, naming the key: nesting deeper than
-    :data:`MAX_DEPTH`, keys that are not strings, integers past 64 bits, very long strings.
+    :data:`MAX_DEPTH`, keys that are not strings, integers past 64 bits, very long strings,
+    more than :data:`MAX_VALUES` values in all.
     (Iterative, so a deeply nested document cannot overflow the stack here.)"""
     todo: list[tuple[Any, tuple[Any, ...]]] = [(raw, ())]
+    seen = 0
     while todo:
         value, loc = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:   # shared (aliased) values, counted as often as they appear
+            raise RecipeError(f"{source}: over {MAX_VALUES} keys and values (repeated "
+                              "aliases?); a recipe has a few hundred")
         where = key_path(loc)
         if len(loc) > MAX_DEPTH:
             raise RecipeError(f"{source}: {key_path(loc[:MAX_DEPTH])}: nested deeper than "

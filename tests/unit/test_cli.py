@@ -212,3 +212,45 @@ def test_a_corrupt_image_exits_2_before_any_checkpoint(tiny_recipe_dict, write_y
     err = " ".join(capsys.readouterr().err.split())
     assert "1 of 17 images cannot be decoded" in err and "bad.jpg" in err
     assert "data.skip_corrupt: true" in err and not list(out.rglob("*.pt"))
+
+
+def test_version_flag_prints_the_version(capsys):
+    from deploykit import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"deploykit {__version__}"
+
+
+def test_verify_on_a_folder_that_is_no_run_is_a_user_error(tmp_path, capsys):
+    """A folder without run.json or manifest.json is not a run (exit 2); an unfinished run
+    (run.json, no manifest) is a run that is not whole (exit 1)."""
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "not a deploykit run folder" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text("{}")
+    assert main(["verify", str(tmp_path)]) == 1
+
+
+def test_inspect_reads_a_recipe_file_whatever_its_suffix(tiny_recipe_dict, write_yaml, capsys):
+    path = write_yaml(tiny_recipe_dict, name="my-recipe")
+    assert main(["inspect", str(path)]) == 0
+    assert "resnet20" in capsys.readouterr().out
+
+
+def test_bench_of_a_recipe_writes_its_onnx_under_the_output_folder_and_says_untrained(
+        tiny_recipe_dict, write_yaml, tmp_path, capsys):
+    import onnx
+
+    tiny_recipe_dict["output"] = str(tmp_path / "runs" / "{recipe}-{timestamp}")
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    path = write_yaml(tiny_recipe_dict, name="recipes/tiny.yaml")
+    assert main(["bench", str(path), "--batch", "1", "--iterations", "5", "--warmup", "1",
+                 "--target-ci", "0"]) == 0
+    assert list(recipes.iterdir()) == [path]              # nothing written beside the recipe
+    written = list((tmp_path / "runs").glob("tiny-*/tiny.onnx"))
+    assert len(written) == 1
+    meta = {p.key: p.value for p in onnx.load(str(written[0])).metadata_props}
+    assert meta["deploykit.weights"].startswith("untrained")
+    assert "initial weights (random, not trained)" in " ".join(capsys.readouterr().err.split())

@@ -25,3 +25,44 @@ def test_github_workflow_runs_recipe_gate_and_uploads_report():
     used = {w for line in runs.splitlines() for w in line.replace("(", " ").split()
             if w.startswith("--")}
     assert used <= known | {"--output"}, used - known
+
+
+def _yaml_blocks(path: Path) -> list[str]:
+    """The ```yaml blocks of a Markdown file."""
+    blocks, current = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if current is None and line.strip() == "```yaml":
+            current = []
+        elif current is not None and line.strip() == "```":
+            blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_the_readme_recipe_is_a_real_recipe_whose_gate_can_pass():
+    """README's example recipe loads, and its gate applies to a candidate that can meet it
+    (a speed-up gate on the baseline alone is refused at load)."""
+    from deploykit.recipe import parse_recipe
+    from deploykit.recipe.stages import candidate_names
+
+    recipes = [b for b in _yaml_blocks(ROOT / "README.md") if b.lstrip().startswith("name:")]
+    assert recipes, "README.md shows no recipe"
+    for text in recipes:
+        recipe = parse_recipe(yaml.safe_load(text), "README.md", check_paths=False)
+        names = candidate_names(recipe.stages)
+        assert recipe.gates is None or (recipe.gates.candidate or names[-1]) != "baseline"
+
+
+def test_a_speedup_gate_on_the_baseline_alone_is_refused(write_yaml, capsys):
+    from deploykit.cli import main
+
+    recipe = {"model": {"name": "resnet20"}, "data": {"kind": "digits"}, "stages": [],
+              "gates": {"min_speedup": {"value": 1.2, "runtime": "onnxruntime-cpu",
+                                        "batch": 64}},
+              "bench": {"batch_sizes": [1, 64]}}
+    assert main(["inspect", str(write_yaml(recipe))]) == 2
+    err = capsys.readouterr().err
+    assert "gates.min_speedup 1.2: the gated candidate is the baseline" in err
+    assert "add a stage" in err

@@ -110,7 +110,8 @@ def test_recipe_hash_changes_with_content():
 
 
 def test_gates_section_shorthand_unknown_key_and_missing_baseline(write_yaml, tmp_path):
-    r = parse_recipe({"gates": {"min_speedup": 1.5, "max_latency_ms": {"value": 3, "batch": 1}}},
+    r = parse_recipe({"stages": [{"kind": "quantize"}],
+                      "gates": {"min_speedup": 1.5, "max_latency_ms": {"value": 3, "batch": 1}}},
                      check_paths=False)
     assert r.gates.min_speedup.value == 1.5 and r.gates.min_speedup.runtime == "onnxruntime-cpu"
     assert r.gates.min_speedup.batch is None and r.gates.max_latency_ms.percentile == "p50"

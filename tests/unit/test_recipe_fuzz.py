@@ -107,3 +107,44 @@ def test_a_nul_byte_or_overlong_path_value_is_a_recipe_error(write_yaml, key):
 def test_unsafe_names_are_refused(write_yaml, value):
     with pytest.raises(DeployKitError, match="name"):
         load_recipe(write_yaml({"name": value, "data": {"kind": "digits"}}))
+
+
+def _laughs(levels: int, width: int, kind: str) -> str:
+    """A "billion laughs" YAML file: each level repeats the one before ``width`` times, as a
+    list of aliases, a mapping of aliases, or merge keys."""
+    lines = ['a0: &a0 "lol"'] if kind != "merge" else ["a0: &a0 {k: lol}"]
+    for i in range(1, levels + 1):
+        prev = f"*a{i - 1}"
+        if kind == "list":
+            body = "[" + ", ".join([prev] * width) + "]"
+        elif kind == "map":
+            body = "{" + ", ".join(f"k{j}: {prev}" for j in range(width)) + "}"
+        else:   # merge keys: each mapping merges the one before, plus a list of it
+            body = "{<<: " + prev + ", x" + str(i) + ": [" + ", ".join([prev] * width) + "]}"
+        lines.append(f"a{i}: &a{i} {body}")
+    return "\n".join([*lines, f"model: {{name: *a{levels}}}"]) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["list", "map", "merge"])
+def test_an_alias_bomb_is_refused_within_a_second(kind, tmp_path):
+    """Nine levels of nine aliases expand to ~387 million values from a few hundred bytes:
+    refused, naming the cause, before any value is built or walked."""
+    import time
+
+    path = tmp_path / f"laughs-{kind}.yaml"
+    path.write_text(_laughs(9, 9, kind))
+    assert path.stat().st_size < 2000
+    t0 = time.perf_counter()
+    with pytest.raises(DeployKitError, match="aliases expanded the document holds over"):
+        load_recipe(path, check_paths=False)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_few_aliases_are_still_a_recipe(tmp_path):
+    """Anchors for what a recipe repeats (a training schedule) are fine."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text("model: {name: resnet20}\n"
+                    "data: {kind: synthetic, image_size: 16}\n"
+                    "train: &t {epochs: 1, lr: 0.01}\n"
+                    "stages: [{kind: prune, target: {ratio: 0.5}, finetune: *t}]\n")
+    assert load_recipe(path, check_paths=False).stages[0].finetune.epochs == 1
