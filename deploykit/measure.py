@@ -34,7 +34,13 @@ from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes, layer_widths
 from deploykit.recipe import BenchSpec, ExportSpec, Recipe
 from deploykit.report import CandidateReport, LatencyRecord, metric_label
-from deploykit.runtimes import INT8_ON_TORCH_CUDA, Runner, make_runner, make_runners
+from deploykit.runtimes import (
+    INT8_ON_TORCH_CPU,
+    INT8_ON_TORCH_CUDA,
+    Runner,
+    make_runner,
+    make_runners,
+)
 from deploykit.state import Candidate
 
 __all__ = ["GPU_PARITY_KEYS", "Artifact", "MeasuredTask", "Score", "classifier_artifact",
@@ -188,6 +194,22 @@ def _runners(module: Any, path: Path, precision: str, bench: BenchSpec, rep: Can
     return runners
 
 
+def _timed(runners: dict[tuple[str, str], Runner], bench: BenchSpec, precision: str,
+           rep: CandidateReport) -> dict[tuple[str, str], Runner]:
+    """The runners whose latency is reported: the recipe's runtimes, less PyTorch on the CPU
+    for an INT8 candidate (its fake-quant simulation is no INT8 latency: "not applicable")."""
+    out = {}
+    for (rt, setup), r in runners.items():
+        if rt not in bench.runtimes:
+            continue
+        if rt == "torch-cpu" and precision == "int8":
+            if rep.not_timed.get(rt) is None:
+                rep.not_timed[rt] = INT8_ON_TORCH_CPU
+            continue
+        out[(rt, setup)] = r
+    return out
+
+
 def measure_candidates(candidates: list[Candidate], loaders: Any, recipe: Recipe, out_dir: Path,
                        task: MeasuredTask) -> list[CandidateReport]:
     """Export, check, score and time each candidate (see the module notes).
@@ -232,12 +254,11 @@ def measure_candidates(candidates: list[Candidate], loaders: Any, recipe: Recipe
                     rep.metrics.setdefault(name, {})[rt] = value
             values = ", ".join(f"{k} {v:.2f}" for k, v in rep.metrics.get(metric, {}).items())
             log(f"[{cand.name}] {metric_label(metric)}: {values}")
-        timed[cand.name] = {k: r for k, r in runners.items() if k[0] in bench.runtimes}
+        timed[cand.name] = _timed(runners, bench, cand.precision, rep)
         if art.network is not None:
             net = art.network
-            timed_net[cand.name] = {k: r for k, r in _runners(
-                net.module, net.path, cand.precision, bench, rep).items()
-                if k[0] in bench.runtimes}
+            timed_net[cand.name] = _timed(_runners(net.module, net.path, cand.precision, bench,
+                                                   rep), bench, cand.precision, rep)
         reports.append(rep)
     if bench.iterations:
         _add_latency(reports, timed, arts, bench, "latency")

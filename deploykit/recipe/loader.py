@@ -32,8 +32,9 @@ from deploykit.recipe.reading import (
     safe_name,
     shown_path,
 )
+from deploykit.recipe.runtimes import runtime_info
 from deploykit.recipe.sections import BenchSpec, DataSpec, ExportSpec, ModelSpec, ResourcesSpec
-from deploykit.recipe.stages import STAGE_KINDS, candidate_names
+from deploykit.recipe.stages import STAGE_KINDS, candidate_names, stage_candidates
 from deploykit.recipe.task_names import task_names, task_problems
 from deploykit.recipe.tune import TuneSpec
 
@@ -120,6 +121,14 @@ class Recipe(Strict):
             raise ValueError("gates.min_speedup_over_previous needs a candidate before the "
                              "gated one; this recipe has no stages")
         gated = g.candidate or names[-1]
+        int8 = _int8_candidates(self.stages)
+        for key in ("min_speedup", "min_speedup_over_previous", "max_latency_ms"):
+            at = getattr(g, key)
+            if at is not None and gated in int8 and not runtime_info(at.runtime).int8_native:
+                raise ValueError(f"gates.{key}.runtime {at.runtime}: the gated candidate "
+                                 f"{gated!r} is INT8, and {at.runtime} runs INT8 as its float "
+                                 "fake-quant simulation, whose latency is not reported; gate "
+                                 "it on a runtime with INT8 kernels (onnxruntime-cpu, tensorrt)")
         if gated == "baseline" and g.min_speedup is not None and g.min_speedup.value > 1:
             why = "this recipe has no stages" if len(names) < 2 else "gates.candidate: baseline"
             raise ValueError(f"gates.min_speedup {g.min_speedup.value}: the gated candidate is "
@@ -127,6 +136,17 @@ class Recipe(Strict):
                              "the gate could never pass; add a stage, or gate another "
                              "candidate")
         return self
+
+
+def _int8_candidates(stages: list[StageSpec]) -> set[str]:
+    """The names of the INT8 candidates the stages produce (each quantize stage's last)."""
+    names, int8 = ["baseline"], set()
+    for spec in stages:
+        new = stage_candidates(spec, names[-1])
+        names += new
+        if spec.kind == "quantize":
+            int8.add(new[-1])
+    return int8
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

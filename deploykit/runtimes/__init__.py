@@ -5,7 +5,7 @@ runner); GPU runners import their packages lazily, and every CUDA call goes thro
 :func:`~deploykit.runtimes.cuda.cuda_api` (a fake GPU in CI)."""
 
 from deploykit.runtimes.availability import check_available, check_runtimes
-from deploykit.runtimes.base import INT8_ON_TORCH_CUDA, Runner, RunnerRequest
+from deploykit.runtimes.base import INT8_ON_TORCH_CPU, INT8_ON_TORCH_CUDA, Runner, RunnerRequest
 from deploykit.runtimes.cuda import (
     CudaApi,
     TorchCudaApi,
@@ -21,6 +21,7 @@ from deploykit.runtimes.runners import TorchRunner, make_runner, make_runners
 from deploykit.runtimes.tensorrt import TensorRTRunner, engine_cache_key
 
 __all__ = [
+    "INT8_ON_TORCH_CPU",
     "INT8_ON_TORCH_CUDA",
     "CudaApi",
     "OrtRunner",

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
     from deploykit.recipe import GpuBenchSpec
 
-__all__ = ["INT8_ON_TORCH_CUDA", "Runner", "RunnerRequest", "named_outputs"]
+__all__ = ["INT8_ON_TORCH_CPU", "INT8_ON_TORCH_CUDA", "Runner", "RunnerRequest", "named_outputs"]
 
+INT8_ON_TORCH_CPU = ("not applicable: PyTorch on the CPU runs an INT8 candidate as its fp32 "
+                     "fake-quant simulation, which is not INT8 latency; the INT8 artifact is "
+                     "timed on onnxruntime-cpu")
 INT8_ON_TORCH_CUDA = ("not applicable: PyTorch on CUDA has no INT8 engine (it would run the "
                       "fp32 fake-quant simulation); time INT8 on tensorrt or "
                       "onnxruntime-tensorrt")

@@ -28,7 +28,7 @@ from deploykit.bench.probe import LatencyProbe
 from deploykit.errors import DeployKitError, RecipeError
 from deploykit.host.progress import log
 from deploykit.pipeline import AfterStage, run
-from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict
+from deploykit.recipe import Recipe, parse_recipe, recipe_to_dict, runtime_info
 from deploykit.report import Report, float_twin
 from deploykit.runtimes import check_runtimes
 from deploykit.tune.space import SearchSpace, config_hash
@@ -83,6 +83,12 @@ def check_tune(recipe: Recipe, source: str) -> SearchSpace:
     if not recipe.stages:
         raise RecipeError(f"{source}: stages: empty; tune searches the settings of a chain "
                           "of stages (prune, distill, quantize, lowrank)")
+    if any(st.kind == "quantize" for st in recipe.stages) and \
+            not runtime_info(lat.runtime).int8_native:
+        raise RecipeError(f"{source}: tune.latency.runtime {lat.runtime}: the chain ends in "
+                          f"an INT8 candidate, and {lat.runtime} runs INT8 as its float "
+                          "fake-quant simulation, whose latency is not reported; measure on a "
+                          "runtime with INT8 kernels (onnxruntime-cpu, tensorrt)")
     check_runtimes(recipe, source)   # a missing GPU: found before the baseline is trained
     return space
 

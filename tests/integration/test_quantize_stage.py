@@ -30,7 +30,9 @@ def test_qat_and_fp16_candidates_are_exported_checked_and_reported(tiny_recipe_d
     assert sum(v == "int8" for v in precision.values()) == len(precision) - 2
     assert abs(q.macs - base.macs) < 0.02 * base.macs  # BatchNorm folded away
     assert q.onnx_size_bytes < 0.6 * base.onnx_size_bytes
-    assert {lr.precision for lr in q.latency} == {"int8", "int8-simulated"}
+    assert {(lr.key, lr.precision) for lr in q.latency} == {("onnxruntime-cpu", "int8")}
+    assert q.not_timed["torch-cpu"].startswith("not applicable")   # no simulated latency
+    assert {lr.key for lr in fp16.latency} == {"torch-cpu", "onnxruntime-cpu"}
     stage = r.stages[-1]
     assert stage["name"] == "quantize" and len(stage["metrics"]["qat_history"]) == 2
     assert "Layer precision: qat-int8" in (out / "report.md").read_text()

@@ -66,3 +66,19 @@ def test_a_speedup_gate_on_the_baseline_alone_is_refused(write_yaml, capsys):
     err = capsys.readouterr().err
     assert "gates.min_speedup 1.2: the gated candidate is the baseline" in err
     assert "add a stage" in err
+
+
+def test_a_latency_gate_on_simulated_int8_is_refused(write_yaml, capsys):
+    """torch-cpu times no INT8 candidate (its fake-quant simulation is not INT8 latency), so
+    a latency gate there on the INT8 candidate could never be checked: refused at load."""
+    from deploykit.cli import main
+
+    recipe = {"model": {"name": "resnet20"}, "data": {"kind": "digits"},
+              "stages": [{"kind": "quantize"}],
+              "bench": {"runtimes": ["torch-cpu", "onnxruntime-cpu"], "batch_sizes": [1]},
+              "gates": {"max_latency_ms": {"value": 5, "runtime": "torch-cpu"}}}
+    assert main(["inspect", str(write_yaml(recipe))]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "gates.max_latency_ms.runtime torch-cpu: the gated candidate 'ptq-int8' is INT8" in err
+    recipe["gates"]["max_latency_ms"]["runtime"] = "onnxruntime-cpu"
+    assert main(["inspect", str(write_yaml(recipe))]) == 0

@@ -122,3 +122,15 @@ def test_the_latency_objective_must_be_measured_by_the_recipe():
     with pytest.raises(RecipeError, match=r"tune.latency: onnxruntime-cpu at batch 8 is not "
                                           r"measured .* add it there"):
         check_tune(parse_recipe(raw, "r.yaml"), "r.yaml")
+
+
+def test_a_latency_objective_on_simulated_int8_is_refused():
+    """The chain ends in INT8 and torch-cpu reports no INT8 latency (its fake-quant
+    simulation is not one): refused before the baseline trains."""
+    from deploykit.tune.study import check_tune
+
+    raw = _recipe({"prune.round_to": [8, 16]}, latency={"runtime": "torch-cpu", "batch": 1})
+    raw["bench"] = {"runtimes": ["torch-cpu", "onnxruntime-cpu"], "batch_sizes": [1]}
+    with pytest.raises(RecipeError, match=r"tune.latency.runtime torch-cpu: the chain ends in "
+                                          r"an INT8 candidate"):
+        check_tune(parse_recipe(raw, "r.yaml"), "r.yaml")
