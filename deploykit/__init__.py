@@ -1,9 +1,21 @@
 """deploykit: prune, distil, quantize, export and benchmark PyTorch vision models from one recipe.
 
-Public API (importing it has no side effects and loads no optional backend)::
+Public API (importing it has no side effects and loads no optional backend; the names load
+when first used)::
 
-    from deploykit import load_recipe, run
-    report = run(load_recipe("recipes/quickstart.yaml"), output="runs/qs")
+    import deploykit
+    report = deploykit.run("recipes/quickstart.yaml", output="runs/qs")   # a path
+    report = deploykit.run({"model": {...}, "data": {...}, ...})          # or a dict
+    report = deploykit.run(recipe, model=my_module)                       # your model object
+    recipe = deploykit.load_recipe("recipes/quickstart.yaml")             # validated Recipe
+
+- ``run(recipe, output=None, resume=False, gate=False, model=None) -> Report``: the whole
+  chain, as ``deploykit run`` does; ``recipe`` is a path, a dict or a ``Recipe``.
+- ``load_recipe(path) -> Recipe``: read and validate a recipe file.
+- ``Recipe``, ``Report`` (``Report.load("runs/qs/report.json")``), ``DeployKitError`` (every
+  problem you can fix: a bad recipe, a missing file, an unavailable backend).
+
+See docs/api.md for worked examples (run by the test suite).
 """
 
 from __future__ import annotations
@@ -35,3 +47,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'deploykit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -24,7 +24,15 @@ from deploykit.host.progress import log
 from deploykit.host.resources import MemoryMeter, memory_limit_gb, memory_watchdog
 from deploykit.measure import measure_candidates
 from deploykit.models import make_checkpoint
-from deploykit.recipe import ARTIFACT_SECTIONS, Recipe, StageSpec, recipe_hash, recipe_to_dict
+from deploykit.recipe import (
+    ARTIFACT_SECTIONS,
+    Recipe,
+    StageSpec,
+    load_recipe,
+    parse_recipe,
+    recipe_hash,
+    recipe_to_dict,
+)
 from deploykit.report import Report, int8_recommendation, write_report_files
 from deploykit.runfiles.atomic import save_torch
 from deploykit.runfiles.lock import run_lock
@@ -103,18 +111,23 @@ def _run_stages(modules: Sequence[ModuleType], specs: Sequence[StageSpec], state
     return state
 
 
-def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
-        gate: bool = False, after_stage: AfterStage | None = None) -> Report | None:
+def run(recipe: Recipe | dict | str | Path, output: str | Path | None = None,
+        resume: bool = False, gate: bool = False, after_stage: AfterStage | None = None,
+        model: nn.Module | None = None) -> Report | None:
     """Build, (train,) compress, export, check, measure, report and (optionally) gate.
 
     Args:
-        recipe: a validated recipe.
+        recipe: a recipe file's path, a recipe as a dict (as the YAML would hold it), or a
+            validated :class:`~deploykit.recipe.Recipe`.
         output: the run folder (default: the recipe's ``output`` pattern).
         resume: continue an interrupted run from its checkpoints.
         gate: check the recipe's ``gates:`` on the report, as ``deploykit run`` does: the
             checks are printed, written to ``gate.xml`` and stored in ``report.gate``.
         after_stage: called as ``after_stage(i, state)`` after stage ``i`` (``deploykit
             tune`` stops a hopeless trial there by raising).
+        model: your model, in memory, instead of the one the recipe's ``model`` section
+            builds (that section still gives ``num_classes`` and, if set, the checkpoint
+            loaded into it). deploykit works on a copy; your module is left as it was.
 
     Returns:
         The report, also written to the run folder (see ``deploykit.report.REPORT_FILES``);
@@ -129,6 +142,7 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
         >>> report.gate["passed"]  # doctest: +SKIP
         True
     """
+    recipe = as_recipe(recipe)
     check_runtimes(recipe, f"recipe {recipe.name!r}")   # a missing GPU: now, writing nothing
     out = resolve_output_dir(recipe, output, resume)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,19 +155,37 @@ def run(recipe: Recipe, output: str | Path | None = None, resume: bool = False,
         if main:
             check_run_record(out, recipe.name, artifacts, resume)
             write_run_record(out, recipe.name, artifacts)
-        report = _run(recipe, out, resume, gate, limit, meter, after_stage)
+        report = _run(recipe, out, resume, gate, limit, meter, after_stage, model)
         if report is not None:   # last: the mark of a finished run
             write_manifest(out, recipe_hash(recipe), [s.kind for s in recipe.stages])
         return report
 
 
+def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
+    """A validated recipe from a recipe file's path, a dict or a :class:`Recipe`.
+
+    Raises:
+        RecipeError: the file or the dict is not a valid recipe, or ``recipe`` is none of
+            these.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, str | Path):
+        return load_recipe(recipe)
+    if isinstance(recipe, dict):
+        return parse_recipe(recipe, "recipe (a dict)")
+    raise RecipeError(f"a recipe is a path to a YAML file, a dict or a deploykit Recipe, not "
+                      f"{type(recipe).__name__}")
+
+
 def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
-         meter: MemoryMeter, after_stage: AfterStage | None) -> Report | None:
+         meter: MemoryMeter, after_stage: AfterStage | None,
+         user_model: nn.Module | None = None) -> Report | None:
     task = get_task(recipe.task)
     gates = recipe.gates if gate else None
     gate_baseline = None if gates is None else load_baseline(gates)
     seed_everything(recipe.seed)
-    built = task.build_model(recipe)
+    built = task.build_model(recipe, model=user_model)
     model, first_last, shape = built.model, built.first_last, built.input_shape
     task.check_model(built, recipe, limit)
     unfit = [s.kind for s in recipe.stages if s.kind not in task.stage_kinds]

@@ -159,8 +159,10 @@ class Task(Protocol):
     @property
     def objective(self) -> Objective: ...
 
-    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None) -> TaskModel:
-        """The recipe's model, with ``checkpoint`` (default ``model.checkpoint``) restored."""
+    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None,
+                    model: nn.Module | None = None) -> TaskModel:
+        """The recipe's model (or a copy of ``model``, the user's own), with ``checkpoint``
+        (default ``model.checkpoint``) restored."""
 
     def check_model(self, built: TaskModel, recipe: Recipe, limit_gb: float | None) -> None:
         """Refuse, before any training, a model that cannot run this recipe."""

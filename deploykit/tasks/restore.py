@@ -9,6 +9,7 @@ into a module goes through :func:`load_model`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from torch import nn
@@ -47,8 +48,10 @@ def restore_checkpoint(model: nn.Module, path: str | Path, num_classes: int,
 
 
 def load_model(spec: ModelSpec, input_shape: tuple[int, int, int],
-               checkpoint: str | Path | None = None) -> tuple[nn.Module, tuple[str, str]]:
-    """Build ``spec``'s network and restore ``checkpoint`` (default: ``spec.checkpoint``).
+               checkpoint: str | Path | None = None, model: nn.Module | None = None
+               ) -> tuple[nn.Module, tuple[str, str]]:
+    """Build ``spec``'s network (or take a copy of ``model``, yours) and restore
+    ``checkpoint`` (default: ``spec.checkpoint``).
 
     Args:
         spec: the recipe's model section.
@@ -68,7 +71,7 @@ def load_model(spec: ModelSpec, input_shape: tuple[int, int, int],
         >>> stem, head
         ('conv1', 'fc')
     """
-    model = build_model(spec)
+    model = build_model(spec) if model is None else copy.deepcopy(model)
     first_last = find_first_last(model, input_shape)
     path = checkpoint if checkpoint is not None else spec.checkpoint
     if path is not None:

@@ -44,9 +44,10 @@ class ClassifyTask:
     def objective(self) -> Objective:
         return Objective(metric=self.primary_metric)
 
-    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None) -> TaskModel:
+    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None,
+                    model: nn.Module | None = None) -> TaskModel:
         shape = (3, recipe.data.image_size, recipe.data.image_size)
-        model, first_last = load_model(recipe.model, shape, checkpoint)
+        model, first_last = load_model(recipe.model, shape, checkpoint, model)
         return TaskModel(model, first_last, shape)
 
     def check_model(self, built: TaskModel, recipe: Recipe, limit_gb: float | None) -> None:

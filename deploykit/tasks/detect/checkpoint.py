@@ -3,6 +3,7 @@ two-stage detector's box head's) recorded pruning, load its weights."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from torch import nn
@@ -28,16 +29,17 @@ def replay_detector_pruning(model: nn.Module, arch: dict, input_shape: tuple[int
     return model
 
 
-def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | None = None
-                  ) -> nn.Module:
-    """Build the recipe's detector at ``image_size`` and restore ``checkpoint`` (default
-    ``spec.checkpoint``): a pruned detector's history is replayed on its network first.
+def load_detector(spec: ModelSpec, image_size: int, checkpoint: str | Path | None = None,
+                  model: nn.Module | None = None) -> nn.Module:
+    """Build the recipe's detector at ``image_size`` (or take a copy of ``model``) and restore
+    ``checkpoint`` (default ``spec.checkpoint``): a pruned detector's history is replayed on
+    its network first.
 
     Raises:
         ModelError: the detector cannot be built.
         CheckpointError: the checkpoint is corrupt or does not fit.
     """
-    model = detector_from_spec(spec, image_size)
+    model = detector_from_spec(spec, image_size) if model is None else copy.deepcopy(model)
     path = checkpoint if checkpoint is not None else spec.checkpoint
     if path is None:
         return model

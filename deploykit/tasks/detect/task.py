@@ -70,9 +70,10 @@ class DetectTask:
     def objective(self) -> Objective:
         return Objective(detector_loss, evaluate_detector, self.primary_metric)
 
-    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None) -> TaskModel:
+    def build_model(self, recipe: Recipe, checkpoint: str | Path | None = None,
+                    model: nn.Module | None = None) -> TaskModel:
         size = recipe.data.image_size
-        return TaskModel(load_detector(recipe.model, size, checkpoint), ("", ""),
+        return TaskModel(load_detector(recipe.model, size, checkpoint, model), ("", ""),
                          (3, size, size))
 
     def check_model(self, built: TaskModel, recipe: Recipe, limit_gb: float | None) -> None:
