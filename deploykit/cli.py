@@ -160,9 +160,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     target = args.target
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():   # a recipe file
+        from deploykit.host.progress import log
+        from deploykit.pipeline import preflight
         from deploykit.recipe import load_recipe, recipe_to_yaml
+        from deploykit.runtimes import check_runtimes
 
-        print(recipe_to_yaml(load_recipe(target, check_paths=False)), end="")
+        recipe = load_recipe(target)   # every check `run` makes before it reads data or trains
+        check_runtimes(recipe, target)
+        if recipe.tune is not None:
+            from deploykit.tune.space import SearchSpace
+
+            SearchSpace.from_recipe(recipe, target)
+        preflight(recipe)
+        print(recipe_to_yaml(recipe), end="")
+        log(f"{target}: checked as `deploykit run` does before any training (paths, runtimes, "
+            "the model against every stage)")
         return 0
     from deploykit.host.progress import print_table
     from deploykit.models import parse_model_ref, summarize_model

@@ -40,7 +40,7 @@ from deploykit.runfiles.manifest import check_run_record, write_manifest, write_
 from deploykit.runtimes import OrtRunner, TorchRunner, check_runtimes
 from deploykit.stages import get_stage
 from deploykit.state import PipelineState, StageRecord
-from deploykit.tasks import Task, get_task
+from deploykit.tasks import Task, TaskModel, get_task
 from deploykit.tasks.restore import load_model
 from deploykit.train import fit, seed_everything
 
@@ -178,16 +178,22 @@ def as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
                       f"{type(recipe).__name__}")
 
 
-def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
-         meter: MemoryMeter, after_stage: AfterStage | None,
-         user_model: nn.Module | None = None) -> Report | None:
+def preflight(recipe: Recipe, limit_gb: float | None = None, model: nn.Module | None = None
+              ) -> tuple[Task, TaskModel, list[ModuleType]]:
+    """Every check of a recipe short of its data and training: build the model (or take
+    ``model``), check it fits the recipe (and ``limit_gb`` of memory), the task takes every
+    stage, and each stage's settings fit the model (torch-pruning traces it). ``deploykit
+    inspect`` runs it too.
+
+    Returns:
+        The task, the model as built and the stage drivers.
+
+    Raises:
+        DeployKitError: the first problem, naming the key and the fix.
+    """
     task = get_task(recipe.task)
-    gates = recipe.gates if gate else None
-    gate_baseline = None if gates is None else load_baseline(gates)
-    seed_everything(recipe.seed)
-    built = task.build_model(recipe, model=user_model)
-    model, first_last, shape = built.model, built.first_last, built.input_shape
-    task.check_model(built, recipe, limit)
+    built = task.build_model(recipe, model=model)
+    task.check_model(built, recipe, limit_gb)
     unfit = [s.kind for s in recipe.stages if s.kind not in task.stage_kinds]
     if unfit:
         raise RecipeError(f"recipe {recipe.name!r}: stages: {unfit[0]} does not run on task "
@@ -195,7 +201,18 @@ def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | Non
     stages = [get_stage(s.kind) for s in recipe.stages]
     for module, spec in zip(stages, recipe.stages, strict=True):  # fail before any training
         if hasattr(module, "check"):
-            module.check(model, spec, first_last, shape, task)
+            module.check(built.model, spec, built.first_last, built.input_shape, task)
+    return task, built, stages
+
+
+def _run(recipe: Recipe, out: Path, resume: bool, gate: bool, limit: float | None,
+         meter: MemoryMeter, after_stage: AfterStage | None,
+         user_model: nn.Module | None = None) -> Report | None:
+    gates = recipe.gates if gate else None
+    gate_baseline = None if gates is None else load_baseline(gates)
+    seed_everything(recipe.seed)
+    task, built, stages = preflight(recipe, limit, user_model)
+    model, first_last, shape = built.model, built.first_last, built.input_shape
     loaders = task.loaders(recipe)
 
     meter.start("baseline training")

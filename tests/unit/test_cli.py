@@ -254,3 +254,17 @@ def test_bench_of_a_recipe_writes_its_onnx_under_the_output_folder_and_says_untr
     meta = {p.key: p.value for p in onnx.load(str(written[0])).metadata_props}
     assert meta["deploykit.weights"].startswith("untrained")
     assert "initial weights (random, not trained)" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize(("patch", "expect"), [
+    ({"data": {"kind": "imagefolder", "root": "no/such/folder"}}, "data.root"),
+    ({"tune": {"space": {"stages.0.targt.ratio": [0.3, 0.5]}}}, "targt"),
+    ({"stages": [{"kind": "prune", "target": {"ratio": 0.5}, "ignored": ["no_such_layer*"]}]},
+     "pattern 'no_such_layer*' matches no module"),
+])
+def test_inspect_refuses_what_run_would_before_any_training(tiny_recipe_dict, write_yaml,
+                                                            capsys, patch, expect):
+    """inspect runs every check `run` makes before reading data or training: paths, the tune
+    space, the model against every stage."""
+    assert main(["inspect", str(write_yaml({**tiny_recipe_dict, **patch}))]) == 2
+    assert expect in capsys.readouterr().err
