@@ -8,6 +8,7 @@ from deploykit.models.build import BUILTIN_MODELS, build_model, parse_model_ref
 from deploykit.models.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
+    load_pretrained,
     load_weights,
     make_checkpoint,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "find_first_last",
     "layer_widths",
     "load_checkpoint",
+    "load_pretrained",
     "load_weights",
     "make_checkpoint",
     "parse_model_ref",

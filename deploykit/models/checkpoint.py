@@ -102,3 +102,34 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
                               "check model.source/name, or whether it was saved after pruning")
     model.load_state_dict(state_dict)
     return model
+
+
+def load_pretrained(model: nn.Module, path: str | Path, num_classes: int,
+                    last_name: str | None) -> list[str]:
+    """Load pretrained weights (a state dict file: torchvision's, timm's or your own) into a
+    freshly built ``model`` as the start of its training. Where the file was trained on
+    another class count, the classifier's parameters (``last_name``, and any auxiliary
+    classifier sized by the class count) keep their fresh initialisation. A ``module.``
+    prefix (a DataParallel / DDP save) is dropped.
+
+    Returns:
+        The parameter names that start fresh.
+
+    Raises:
+        CheckpointError: unreadable, a compressed deploykit model (that is a
+            ``model.checkpoint``), or weights that do not fit the model otherwise.
+    """
+    ck = load_checkpoint(path)
+    if ck.get("arch"):
+        raise CheckpointError(f"{path}: a compressed deploykit model (pruned or factorised), "
+                              "not weights to start training from; give it as "
+                              "model.checkpoint")
+    state = {k.removeprefix("module."): v for k, v in ck["state_dict"].items()}
+    own = model.state_dict()
+    fresh = [k for k, v in own.items() if k in state and state[k].shape != v.shape
+             and v.dim() >= 1 and v.shape[0] == num_classes
+             and ((last_name is not None and k.startswith(f"{last_name}."))
+                  or state[k].shape[1:] == v.shape[1:])]
+    state.update({k: own[k] for k in fresh})
+    load_weights(model, state, str(path), num_classes)
+    return fresh

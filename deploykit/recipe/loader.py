@@ -233,6 +233,15 @@ def _check_paths(recipe: Recipe, source: str) -> None:
         if not (root / "train").is_dir():
             raise RecipeError(f"{source}: data.root: {root} has no train/ folder; expected "
                               "root/train/<class>/*.jpg and root/val (or root/test)")
+    weights = recipe.model.weights
+    if weights is not None and not weights.is_file():
+        raise RecipeError(f"{source}: model.weights: file {str(weights)!r} does not exist "
+                          f"(resolved to {weights.resolve()}); point it at a state dict "
+                          "(torch.save(model.state_dict(), path)) or remove the key")
+    if weights is not None and recipe.train is None:
+        raise RecipeError(f"{source}: model.weights is where the baseline training starts, "
+                          "but train is null; add a train section (a few epochs fine-tune), or "
+                          "give the finished model as model.checkpoint instead")
     ckpt = recipe.model.checkpoint
     if ckpt is not None and not ckpt.is_file():
         raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "

@@ -41,17 +41,30 @@ class ModelSpec(Strict):
     model by name; with ``task: detection`` a torchvision detector, ``num_classes`` counting the
     object classes without the background), ``timm`` (needs ``pip install "deploykit[timm]"``)
     or ``factory`` (``name: "package.module:function"``, called as ``function(num_classes=N)``;
-    this runs your code). ``checkpoint``: a state dict to load (``weights_only=True``);
-    ``null`` trains a baseline with the ``train`` section.
+    this runs your code). ``checkpoint``: the finished model to compress (a state dict or a
+    deploykit checkpoint, ``weights_only=True``; no baseline training); ``null`` trains a
+    baseline with the ``train`` section. ``weights``: a state dict to start that training
+    from (torchvision's, timm's or your own file): with another class count its classifier
+    starts fresh, and the ``train`` section fine-tunes it on your data.
     """
 
     source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"
     name: str = "resnet20"
     num_classes: int = Field(10, ge=1, le=1_000_000)
     checkpoint: Path | None = None
+    weights: Path | None = Field(None, description="a state dict to start the baseline "
+                                 "training from (pretrained weights)")
     width_mult: float | None = Field(None, gt=0, le=4, description="detectors: SSDlite's "
                                      "backbone width multiplier (default 1.0)")
     detections: DetectionsSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_weights(self) -> ModelSpec:
+        if self.weights is not None and self.checkpoint is not None:
+            raise ValueError("model.weights and model.checkpoint: give one. checkpoint is the "
+                             "finished model to compress (no training); weights are where the "
+                             "baseline training starts")
+        return self
 
 
 class DataSpec(Strict):

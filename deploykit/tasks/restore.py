@@ -15,8 +15,15 @@ from pathlib import Path
 from torch import nn
 
 from deploykit.errors import CheckpointError
+from deploykit.host.progress import log
 from deploykit.lowrank import rebuild
-from deploykit.models import build_model, find_first_last, load_checkpoint, load_weights
+from deploykit.models import (
+    build_model,
+    find_first_last,
+    load_checkpoint,
+    load_pretrained,
+    load_weights,
+)
 from deploykit.prune import replay_pruning
 from deploykit.recipe import ModelSpec
 
@@ -76,4 +83,10 @@ def load_model(spec: ModelSpec, input_shape: tuple[int, int, int],
     path = checkpoint if checkpoint is not None else spec.checkpoint
     if path is not None:
         restore_checkpoint(model, path, spec.num_classes, first_last, input_shape)
+    elif spec.weights is not None:   # pretrained weights: where the baseline training starts
+        fresh = load_pretrained(model, spec.weights, spec.num_classes, first_last[1])
+        log(f"model.weights: loaded {spec.weights}"
+            + (f"; it was trained on another class count, so {', '.join(fresh)} start fresh "
+               f"for your {spec.num_classes} classes (the baseline training fine-tunes them)"
+               if fresh else ""))
     return model, first_last

@@ -129,7 +129,7 @@ def test_every_bundled_recipe_loads_and_its_stages_check(path):
     r = load_recipe(path, check_paths=False)
     task = get_task(r.task)
     built = task.build_model(r.model_copy(update={"model": r.model.model_copy(
-        update={"checkpoint": None})}))
+        update={"checkpoint": None, "weights": None})}))   # files the user brings
     assert task.check_recipe(r) == []
     task.check_model(TaskModel(built.model, built.first_last, built.input_shape), r, None)
     for spec in r.stages:

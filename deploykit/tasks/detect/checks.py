@@ -23,6 +23,9 @@ def recipe_problems(recipe: Any) -> list[str]:
         problems.append(f"model.source {recipe.model.source!r}: a detector comes from "
                         "torchvision (e.g. name: ssdlite320_mobilenet_v3_large) or from your "
                         "factory")
+    if recipe.model.weights is not None:
+        problems.append("model.weights: starting a detector from pretrained weights is not "
+                        "built yet; give a trained detector as model.checkpoint")
     if recipe.bench.batch_sizes != [1]:
         problems.append("bench.batch_sizes: a detector is timed at batch 1 (the end-to-end "
                         "graph takes one image); set bench.batch_sizes: [1]")
