@@ -220,7 +220,19 @@ def check_stage_order(kinds: list[str], source: str = "recipe") -> None:
 def _check_paths(recipe: Recipe, source: str) -> None:
     data = recipe.data
     root = data.root
-    if data.kind == "coco" and root is not None and not root.is_dir():
+    if data.kind == "coco" and data.splits is not None:
+        base = root if root is not None else Path()
+        for split in ("train", "val"):
+            part = getattr(data.splits, split)
+            if not (base / part.images).is_dir():
+                raise RecipeError(f"{source}: data.splits.{split}.images: folder "
+                                  f"{str(base / part.images)!r} does not exist (relative paths "
+                                  "are taken from data.root)")
+            if not (base / part.annotations).is_file():
+                raise RecipeError(f"{source}: data.splits.{split}.annotations: file "
+                                  f"{str(base / part.annotations)!r} does not exist (relative "
+                                  "paths are taken from data.root)")
+    elif data.kind == "coco" and root is not None and not root.is_dir():
         raise RecipeError(f"{source}: data.root: folder {str(root)!r} does not exist (resolved "
                           f"to {root.resolve()}); point it at a folder holding train/ and val/, "
                           "each with instances.json and its images, or use kind: shapes")

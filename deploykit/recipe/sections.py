@@ -67,6 +67,24 @@ class ModelSpec(Strict):
         return self
 
 
+class CocoSplit(Strict):
+    """One split of a COCO-format set: its images folder (``file_name`` entries are relative
+    to it) and its annotation file. Relative paths are taken from ``data.root``."""
+
+    images: Path
+    annotations: Path
+
+
+class CocoSplits(Strict):
+    """Where each split's images and annotations are, for the layouts sets come in:
+    COCO's own (``annotations/instances_train2017.json`` + ``train2017/``), Roboflow's COCO
+    export (``train/_annotations.coco.json`` beside the images), CVAT's
+    (``annotations/instances_default.json`` + ``images/``)."""
+
+    train: CocoSplit
+    val: CocoSplit
+
+
 class DataSpec(Strict):
     """Where images come from.
 
@@ -78,7 +96,8 @@ class DataSpec(Strict):
     image folder once into memory (fast epochs for
     small images such as CIFAR-10). ``limit_train``/``limit_val`` take a seeded subset. Every
     image of a folder is decoded (or checked) before training; ``skip_corrupt`` skips the files
-    that fail instead of stopping.
+    that fail instead of stopping. ``splits`` (``kind: coco``): each split's images folder and
+    annotation file, for a set laid out otherwise (see :class:`CocoSplits`).
     """
 
     kind: Literal["digits", "imagefolder", "synthetic", "shapes", "coco"] = "digits"
@@ -97,12 +116,20 @@ class DataSpec(Strict):
                                "be decoded instead of stopping")
     calib_samples: int = Field(512, ge=1, le=10_000_000)
     synthetic_samples: int = Field(512, ge=8, le=10_000_000)
+    splits: CocoSplits | None = Field(None, description="kind coco: each split's images "
+                                      "folder and annotation file, when the set is not "
+                                      "root/{train,val}/instances.json")
 
     @model_validator(mode="after")
     def _root_rules(self) -> DataSpec:
-        if self.kind in ("imagefolder", "coco") and self.root is None:
+        if (self.kind == "imagefolder" and self.root is None) or \
+                (self.kind == "coco" and self.root is None and self.splits is None):
             raise ValueError(f"data.kind '{self.kind}' needs data.root: the folder holding "
-                             "train/ (and val/)")
+                             "train/ (and val/)" + (", or data.splits naming each split's "
+                                                    "images and annotations"
+                                                    if self.kind == "coco" else ""))
+        if self.splits is not None and self.kind != "coco":
+            raise ValueError("data.splits names COCO-format files: it is for data.kind coco")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"data.std must be positive per channel (got {list(self.std)}): "
                              "inputs are divided by it")

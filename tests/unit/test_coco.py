@@ -67,3 +67,62 @@ def test_missing_and_corrupt_images_stop_the_load_or_are_skipped_and_counted(coc
         load_coco(coco_dir)
     with pytest.raises(DataError, match="annotation file not found"):
         load_coco(coco_dir / "nosuch")
+
+
+def _layout(root, kind: str) -> dict:
+    """Write a 4 + 3 image set in a layout users have; return the recipe's data.splits."""
+    import shutil
+
+    made = {}
+    for split, n, seed in (("train", 4, 1), ("val", 3, 2)):
+        tmp = root / f"_tmp_{split}"
+        write_coco(ShapesDetection(n, size=64, seed=seed), tmp, CLASSES)
+        if kind == "official":        # annotations/instances_train2017.json + train2017/
+            images, ann = f"{split}2017", f"annotations/instances_{split}2017.json"
+        elif kind == "roboflow":      # train/_annotations.coco.json beside the images
+            images, ann = split, f"{split}/_annotations.coco.json"
+        else:                         # CVAT: one folder per task export
+            images, ann = f"{split}/images", f"{split}/annotations/instances_default.json"
+        (root / images).mkdir(parents=True, exist_ok=True)
+        (root / ann).parent.mkdir(parents=True, exist_ok=True)
+        for f in tmp.glob("*.png"):
+            shutil.move(str(f), root / images / f.name)
+        shutil.move(str(tmp / "instances.json"), root / ann)
+        shutil.rmtree(tmp)
+        made[split] = {"images": images, "annotations": ann}
+    return made
+
+
+@pytest.mark.parametrize("kind", ["official", "roboflow", "cvat"])
+def test_coco_layouts_users_have_load_through_data_splits(kind, tmp_path):
+    from deploykit.recipe import parse_recipe
+    from deploykit.tasks.detect.data import build_detection_loaders
+
+    root = tmp_path / "set"
+    splits = _layout(root, kind)
+    recipe = parse_recipe({
+        "task": "detection",
+        "model": {"source": "torchvision", "name": "ssdlite320_mobilenet_v3_large",
+                  "num_classes": len(CLASSES)},
+        "data": {"kind": "coco", "root": str(root), "splits": splits, "image_size": 64},
+        "export": {"onnx": {"opset": 18}}, "bench": {"batch_sizes": [1]}}, "r.yaml")
+    loaders = build_detection_loaders(recipe.data, 0, len(CLASSES))
+    assert (len(loaders.train.dataset), len(loaders.val.dataset)) == (4, 3)
+    assert loaders.class_names == list(CLASSES)
+
+
+def test_a_missing_split_file_is_named_at_load(tmp_path):
+    from deploykit.errors import RecipeError
+    from deploykit.recipe import parse_recipe
+
+    (tmp_path / "train2017").mkdir()
+    raw = {"task": "detection",
+           "model": {"source": "torchvision", "name": "ssdlite320_mobilenet_v3_large"},
+           "data": {"kind": "coco", "root": str(tmp_path), "splits": {
+               "train": {"images": "train2017",
+                         "annotations": "annotations/instances_train2017.json"},
+               "val": {"images": "val2017", "annotations": "annotations/instances_val2017.json"}}},
+           "export": {"onnx": {"opset": 18}}, "bench": {"batch_sizes": [1]}}
+    with pytest.raises(RecipeError, match=r"data.splits.train.annotations: file .*"
+                                          r"instances_train2017.json' does not exist"):
+        parse_recipe(raw, "r.yaml")

@@ -109,13 +109,28 @@ class DetectionLoader:
             yield images, targets
 
 
-def _coco_split(root: Path, split: str, skip_corrupt: bool) -> Any:
+def coco_split_paths(spec: Any, split: str) -> tuple[Path, Path]:
+    """The images folder and annotation file of ``split`` (``train``, ``val``): the recipe's
+    ``data.splits`` (relative to ``data.root``), else ``root/<split>/instances.json``."""
+    root = Path(spec.root) if spec.root is not None else Path()
+    if spec.splits is None:
+        return root / split, root / split / "instances.json"
+    s = getattr(spec.splits, split)
+    return root / s.images, root / s.annotations
+
+
+def _coco_split(spec: Any, split: str) -> Any:
+    if spec.splits is not None:
+        images, annotations = coco_split_paths(spec, split)
+        return load_coco(images, annotations, skip_corrupt=spec.skip_corrupt)
+    root = Path(spec.root)
     folder = root / split
     if not (folder / "instances.json").is_file():
         raise DataError(f"data.root: {folder}/instances.json not found; a COCO-format set is "
                         f"{root}/train/ and {root}/val/, each holding instances.json and the "
-                        "images its file_name entries name (e.g. images/0001.jpg)")
-    return load_coco(folder, skip_corrupt=skip_corrupt)
+                        "images its file_name entries name (e.g. images/0001.jpg), or give "
+                        "each split's images and annotation file as data.splits")
+    return load_coco(folder, skip_corrupt=spec.skip_corrupt)
 
 
 def build_detection_loaders(spec: Any, seed: int = 0, num_classes: int | None = None
@@ -124,7 +139,8 @@ def build_detection_loaders(spec: Any, seed: int = 0, num_classes: int | None = 
 
     ``kind: shapes`` generates the coloured-shapes set at ``image_size`` pixels
     (``limit_train`` / ``limit_val`` images, default 2000 / 300; the validation scenes come
-    from another seed); ``kind: coco`` reads ``root/train`` and ``root/val``. The calibration
+    from another seed); ``kind: coco`` reads ``root/train`` and ``root/val`` (or the files
+    ``data.splits`` names). The calibration
     set is the first ``calib_samples`` training images, not augmented.
 
     Raises:
@@ -137,13 +153,13 @@ def build_detection_loaders(spec: Any, seed: int = 0, num_classes: int | None = 
                               seed + 1_000_003)
         names = list(CLASSES)
     else:
-        root = Path(spec.root)
-        train = _coco_split(root, "train", spec.skip_corrupt)
-        val = _coco_split(root, "val", spec.skip_corrupt)
+        train, val = _coco_split(spec, "train"), _coco_split(spec, "val")
         names = train.class_names
         if val.class_names != names:
-            raise DataError(f"data.root: {root}/val declares categories {val.class_names} but "
-                            f"{root}/train declares {names}; use the same categories in both")
+            where = {k: coco_split_paths(spec, k)[1] for k in ("train", "val")}
+            raise DataError(f"data: {where['val']} declares categories {val.class_names} but "
+                            f"{where['train']} declares {names}; use the same categories in "
+                            "both")
     if num_classes is not None and len(names) != num_classes:
         raise DataError(f"data: the set has {len(names)} classes ({', '.join(names)}) but "
                         f"model.num_classes is {num_classes}; set model.num_classes: "
