@@ -46,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from deploykit.host.progress import log, print_table
     from deploykit.pipeline import resolve_output_dir, run
     from deploykit.recipe import load_recipe
-    from deploykit.report import summary_table
+    from deploykit.report import ship_verdict, summary_table
     from deploykit.runtimes import check_runtimes
 
     recipe = load_recipe(args.recipe)
@@ -57,6 +57,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if report is None:            # a torchrun worker: rank 0 measures and reports
         return 0
     print_table(summary_table(report))
+    verdict = ship_verdict(report)
+    if verdict:
+        log(f"verdict: {verdict}")
     if report.recommendation:
         log(f"recommendation: {report.recommendation}")
     log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "

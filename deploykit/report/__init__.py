@@ -21,7 +21,7 @@ from deploykit.report.plot import (
     save_pareto,
 )
 from deploykit.report.tables import report_tables, summary_lines, summary_table
-from deploykit.report.verdicts import float_twin, int8_recommendation
+from deploykit.report.verdicts import float_twin, int8_recommendation, ship_verdict
 
 __all__ = [
     "CSV_COLUMNS",
@@ -45,6 +45,7 @@ __all__ = [
     "report_tables",
     "rewrite_report_files",
     "save_pareto",
+    "ship_verdict",
     "summary_lines",
     "summary_table",
     "to_html",

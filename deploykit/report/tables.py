@@ -10,7 +10,7 @@ from deploykit.host.progress import Table
 from deploykit.recipe import runtime_info
 from deploykit.report.format import fmt, metric_label, short
 from deploykit.report.latency_table import latency_table
-from deploykit.report.verdicts import step_verdicts
+from deploykit.report.verdicts import ship_verdict, step_verdicts
 
 if TYPE_CHECKING:
     from deploykit.report.model import Report
@@ -19,9 +19,12 @@ __all__ = ["report_tables", "summary_lines", "summary_table"]
 
 
 def summary_lines(r: Report) -> list[str]:
-    """Run identity and machine, one fact per line."""
+    """The verdict first (the candidate to ship), then run identity and machine, one fact per
+    line."""
     env = r.environment
+    verdict = ship_verdict(r)
     return [
+        *([f"verdict: {verdict}"] if verdict else []),
         f"created {r.created_utc} UTC; seed {r.seed}; recipe sha256 {r.recipe_hash[:16]}",
         f"machine: {env.get('cpu_model')} ({env.get('cpu_cores')} cores; INT8 features: "
         f"{', '.join(env.get('cpu_int8_features') or []) or 'unknown'}), threads "
@@ -98,7 +101,7 @@ def report_tables(r: Report) -> list[Table]:
     tables.append(latency_table(r))
     verdicts = step_verdicts(r)
     if verdicts:
-        tables.append(Table("Smaller and faster than the candidate before it?", ("verdict",),
+        tables.append(Table("Smaller and faster than what it replaces?", ("verdict",),
                             [(v,) for v in verdicts], numeric_from=1))
     kept = [(c.name, c.precision, ", ".join(c.keep_float)) for c in r.candidates if c.keep_float]
     if kept:

@@ -128,3 +128,80 @@ def test_cli_report_regenerates_and_compare_prints(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "top-1 artifact" in err and "-10.00" in err
     assert main(["compare", str(tmp_path / "report.json"), str(tmp_path / "nope.json")]) == 2
+
+
+def test_the_pareto_plot_keeps_labels_apart_and_the_axis_on_what_ships():
+    """Crowded candidates get labels that overlap neither each other nor the legend; a step a
+    later stage recovers (prune before prune+distill, far below) stays off the axis range and
+    the frontier, drawn on the lower edge with its value in the label."""
+    from deploykit.report import CandidateReport, LatencyRecord, Report
+    from deploykit.report.plot import pareto_frontier, pareto_panels, render_pareto
+
+    def cand(name, top1, ms, precision="fp32"):
+        rec = LatencyRecord(runtime="onnxruntime", device="cpu", precision=precision,
+                            threads=2, batch=1, p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms,
+                            std_ms=0.0, min_ms=ms, max_ms=ms, throughput_ips=1e3 / ms,
+                            iterations=5, name="onnxruntime-cpu")
+        return CandidateReport(name, precision, 10, 10, f"{name}.onnx", 1000,
+                               metrics={"top1_pct": {"onnxruntime-cpu": top1}}, latency=[rec])
+
+    r = Report(recipe_name="crowded", recipe_hash="x", seed=0, created_utc="", environment={},
+               recipe={}, stages=[], candidates=[
+                   cand("baseline", 99.7, 0.65), cand("prune", 9.7, 0.44),
+                   cand("prune+distill", 99.2, 0.44), cand("ptq-int8", 99.4, 0.42, "int8"),
+                   cand("fp16", 99.4, 0.43), cand("another", 99.3, 0.43)])
+    points = pareto_panels(r)[("onnxruntime-cpu", 1)]
+    assert "prune" not in {p.name for p in pareto_frontier(points)}
+    fig = render_pareto(r)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] > 90 and ax.get_ylim()[1] <= 100.0
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    for t in ax.texts:
+        t.update_positions(renderer)
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]   # the words, not leaders
+    assert len(boxes) == 6 and "prune (9.7, below)" in {t.get_text() for t in ax.texts}
+    legend = ax.get_legend().get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert not a.overlaps(legend), ax.texts[i].get_text()
+        for j, b in enumerate(boxes[i + 1:], i + 1):
+            assert not a.overlaps(b), (ax.texts[i].get_text(), ax.texts[j].get_text())
+
+
+def test_the_verdict_ships_the_fastest_within_the_bound_steps_compare_with_what_they_replace():
+    from deploykit.report import CandidateReport, LatencyRecord, Report, ship_verdict
+    from deploykit.report.tables import summary_lines
+    from deploykit.report.verdicts import step_verdicts
+
+    def cand(name, top1, ms, size, precision="fp32"):
+        rec = LatencyRecord(runtime="onnxruntime", device="cpu", precision=precision,
+                            threads=2, batch=64, p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms,
+                            std_ms=0.0, min_ms=ms, max_ms=ms, throughput_ips=1e3 / ms,
+                            iterations=5, name="onnxruntime-cpu",
+                            speedup_vs_baseline=20.0 / ms)
+        one = LatencyRecord(**{**rec.__dict__, "batch": 1})
+        return CandidateReport(name, precision, 10, 10, f"{name}.onnx", size,
+                               metrics={"top1_pct": {"onnxruntime-cpu": top1}},
+                               delta_pts={"top1_pct": top1 - 99.7}, latency=[rec, one])
+
+    cands = [cand("baseline", 99.7, 20.0, 4_000_000), cand("prune", 99.6, 5.0, 1_000_000),
+             cand("prune+distill", 99.2, 9.0, 1_000_000),
+             cand("ptq-int8", 98.0, 8.0, 500_000, "int8")]
+    r = Report(recipe_name="v", recipe_hash="x", seed=0, created_utc="", environment={},
+               recipe={"gates": {"max_accuracy_drop": 1.0,
+                                 "min_speedup": {"value": 1.5, "runtime": "onnxruntime-cpu",
+                                                 "batch": 64}}},
+               stages=[], candidates=cands, gate={"candidate": "ptq-int8", "passed": False})
+    verdict = ship_verdict(r)
+    # prune is fastest and within the bound but a later stage recovers it; ptq-int8 is faster
+    # than prune+distill but 1.7 points down, past the recipe's 1.0
+    assert verdict.startswith("ship prune+distill: 2.22x the baseline's speed on "
+                              "onnxruntime-cpu at batch 64"), verdict
+    assert "top-1 -0.50 pts (bound 1, gates.max_accuracy_drop)" in verdict
+    assert verdict.endswith("gate on ptq-int8: FAILED")
+    assert summary_lines(r)[0] == f"verdict: {verdict}"
+    steps = dict(line.split(": ", 1) for line in step_verdicts(r))
+    assert "than baseline" in steps["prune+distill"]            # not "than prune"
+    assert "than prune+distill" in steps["ptq-int8"]
+    assert steps["prune"].endswith("(a step a later stage recovers)")
