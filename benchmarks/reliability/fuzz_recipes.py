@@ -4,7 +4,9 @@ Every file must load or raise a DeployKitError (exit 2 on the command line); any
 a traceback, counted and shown. The files are mutations of the shipped recipes (values
 replaced by hostile ones: wrong types, infinities, NaN, 40-digit integers, NUL bytes, path
 escapes, unknown runtimes and candidates, deep structures; keys deleted or added), re-encoded
-as UTF-8, UTF-16 or Latin-1, plus random bytes, deep nesting, huge integers and empty files.
+as UTF-8, UTF-16 or Latin-1, plus random bytes, deep nesting, huge integers, empty files and
+alias bombs ("billion laughs": levels of anchors repeating the one before, as lists, mappings
+or merge keys). Every load must also finish within a second; slower ones are counted.
 
 Usage (from the repository root):
     python benchmarks/reliability/fuzz_recipes.py [--n 10000] [--cli 200] [--seed 0]
@@ -64,10 +66,30 @@ def _mutant(rng: random.Random, bases: list[dict]) -> bytes:
     return text.encode(rng.choice(["utf-8"] * 6 + ["utf-16", "latin-1"]), errors="replace")
 
 
+def _laughs(rng: random.Random) -> bytes:
+    """An alias bomb of random shape: ``levels`` anchors, each repeating the one before
+    ``width`` times (a list, a mapping, or a mapping merging it)."""
+    levels, width, kind = rng.randint(3, 12), rng.randint(2, 12), rng.choice("lmx")
+    lines = ['a0: &a0 {k: "lol"}' if kind == "x" else 'a0: &a0 "lol"']
+    for i in range(1, levels + 1):
+        prev = f"*a{i - 1}"
+        if kind == "l":
+            body = "[" + ", ".join([prev] * width) + "]"
+        elif kind == "m":
+            body = "{" + ", ".join(f"k{j}: {prev}" for j in range(width)) + "}"
+        else:
+            body = "{<<: " + prev + ", x: [" + ", ".join([prev] * width) + "]}"
+        lines.append(f"a{i}: &a{i} {body}")
+    key = rng.choice(["model: {name: %s}", "stages: %s", "name: %s", "x: %s"])
+    return ("\n".join([*lines, key % f"*a{levels}"]) + "\n").encode()
+
+
 def document(rng: random.Random, bases: list[dict]) -> bytes:
     r = rng.random()
-    if r < 0.85:
+    if r < 0.82:
         return _mutant(rng, bases)
+    if r < 0.85:
+        return _laughs(rng)
     if r < 0.90:
         return bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
     if r < 0.93:
@@ -94,6 +116,8 @@ def main() -> None:
     bases = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
     outcomes: collections.Counter[str] = collections.Counter()
     tracebacks: dict[str, bytes] = {}
+    slow: list[tuple[float, bytes]] = []
+    slowest = 0.0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"
@@ -102,6 +126,7 @@ def main() -> None:
         for i in range(args.n):
             doc = document(rng, bases)
             path.write_bytes(doc)
+            t_load = time.perf_counter()
             try:
                 load_recipe(path)
                 outcomes["loaded"] += 1
@@ -111,6 +136,10 @@ def main() -> None:
                 key = f"{type(e).__name__}: {str(e)[:100]}"
                 outcomes["traceback"] += 1
                 tracebacks.setdefault(key, doc[:200])
+            took = time.perf_counter() - t_load
+            slowest = max(slowest, took)
+            if took > 1.0:
+                slow.append((took, doc[:200]))
             if args.cli and i % cli_every == 0:
                 proc = subprocess.run([sys.executable, "-m", "deploykit", "inspect", str(path)],
                                       capture_output=True, text=True, timeout=120)
@@ -123,7 +152,10 @@ def main() -> None:
     print(f"tracebacks: {outcomes['traceback']} ({len(tracebacks)} kinds)")
     for key, doc in tracebacks.items():
         print(f"  {key}\n    {doc!r}")
-    sys.exit(1 if tracebacks else 0)
+    print(f"loads over 1 s: {len(slow)} (slowest {slowest:.3f} s)")
+    for took, doc in sorted(slow, reverse=True)[:5]:
+        print(f"  {took:.1f} s: {doc!r}")
+    sys.exit(1 if tracebacks or slow else 0)
 
 
 if __name__ == "__main__":

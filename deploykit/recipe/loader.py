@@ -25,6 +25,7 @@ from pydantic import (
 from deploykit.errors import RecipeError
 from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 from deploykit.recipe.gates import GateSpec
+from deploykit.recipe.paths import check_paths_exist
 from deploykit.recipe.reading import (
     check_structure,
     key_path,
@@ -217,63 +218,6 @@ def check_stage_order(kinds: list[str], source: str = "recipe") -> None:
                 f"move stages[{i + 1}:] before it")
 
 
-def _check_paths(recipe: Recipe, source: str) -> None:
-    data = recipe.data
-    root = data.root
-    if data.kind == "coco" and data.splits is not None:
-        base = root if root is not None else Path()
-        for split in ("train", "val"):
-            part = getattr(data.splits, split)
-            if not (base / part.images).is_dir():
-                raise RecipeError(f"{source}: data.splits.{split}.images: folder "
-                                  f"{str(base / part.images)!r} does not exist (relative paths "
-                                  "are taken from data.root)")
-            if not (base / part.annotations).is_file():
-                raise RecipeError(f"{source}: data.splits.{split}.annotations: file "
-                                  f"{str(base / part.annotations)!r} does not exist (relative "
-                                  "paths are taken from data.root)")
-    elif data.kind == "coco" and root is not None and not root.is_dir():
-        raise RecipeError(f"{source}: data.root: folder {str(root)!r} does not exist (resolved "
-                          f"to {root.resolve()}); point it at a folder holding train/ and val/, "
-                          "each with instances.json and its images, or use kind: shapes")
-    if data.kind == "imagefolder" and root is not None:
-        if not root.is_dir():
-            raise RecipeError(
-                f"{source}: data.root: folder {str(root)!r} does not exist (resolved to "
-                f"{root.resolve()}; relative paths are taken from the current directory). "
-                "Point data.root at a folder holding train/<class>/ images, or use kind: digits")
-        if not (root / "train").is_dir():
-            raise RecipeError(f"{source}: data.root: {root} has no train/ folder; expected "
-                              "root/train/<class>/*.jpg and root/val (or root/test)")
-    weights = recipe.model.weights
-    if weights is not None and not weights.is_file():
-        raise RecipeError(f"{source}: model.weights: file {str(weights)!r} does not exist "
-                          f"(resolved to {weights.resolve()}); point it at a state dict "
-                          "(torch.save(model.state_dict(), path)) or remove the key")
-    if weights is not None and recipe.train is None:
-        raise RecipeError(f"{source}: model.weights is where the baseline training starts, "
-                          "but train is null; add a train section (a few epochs fine-tune), or "
-                          "give the finished model as model.checkpoint instead")
-    ckpt = recipe.model.checkpoint
-    if ckpt is not None and not ckpt.is_file():
-        raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "
-                          f"(resolved to {ckpt.resolve()}); fix the path or set it to null "
-                          "to train a baseline")
-    for i, stage in enumerate(recipe.stages):
-        for j, path in enumerate(getattr(getattr(stage, "teacher", None), "checkpoints", [])):
-            if not path.is_file():
-                raise RecipeError(f"{source}: stages[{i}].teacher.checkpoints[{j}]: file "
-                                  f"{str(path)!r} does not exist (resolved to {path.resolve()}); "
-                                  "fix the path, or remove it to distil from the baseline")
-    gates = recipe.gates
-    if gates is not None and gates.baseline is not None and not gates.baseline.is_file():
-        raise RecipeError(f"{source}: gates.baseline: report {str(gates.baseline)!r} does not "
-                          "exist; point it at an earlier run's report.json or remove the key")
-    if ckpt is None and recipe.train is None:
-        raise RecipeError(f"{source}: model.checkpoint is null and train is null: give a "
-                          "checkpoint or a train section so there is a baseline to compress")
-
-
 def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> Recipe:
     """Validate an already-loaded mapping into a :class:`Recipe`.
 
@@ -297,7 +241,7 @@ def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> 
     check_stage_order([s.kind for s in recipe.stages], source)
     if check_paths:
         try:
-            _check_paths(recipe, source)
+            check_paths_exist(recipe, source)
         except (OSError, ValueError) as e:   # a NUL byte, a name too long for the system
             raise RecipeError(f"{source}: a path in the recipe cannot be used ({e}); check "
                               "data.root, model.checkpoint, teacher checkpoints and "

@@ -48,12 +48,7 @@ def read_yaml_mapping(path: Path) -> Any:
     """
     text = _read_recipe_text(path)
     try:
-        expanded = _expanded_values(yaml.compose(text, Loader=yaml.SafeLoader))
-        if expanded > MAX_VALUES:
-            raise RecipeError(f"{shown_path(path)}: with its aliases expanded the document "
-                              f"holds over {MAX_VALUES} values (anchors and aliases that "
-                              "repeat each other?); a recipe has a few hundred")
-        return yaml.safe_load(text)
+        return _parse(text, path)
     except yaml.YAMLError as e:
         raise RecipeError(f"{shown_path(path)}: not valid YAML: {e}") from None
     except RecursionError:
@@ -61,6 +56,55 @@ def read_yaml_mapping(path: Path) -> Any:
                           f"{MAX_DEPTH} levels is never a recipe)") from None
     except ValueError as e:   # e.g. an integer of thousands of digits
         raise RecipeError(f"{shown_path(path)}: a value cannot be read: {str(e)[:200]}") from None
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[...]`` / ``{...}`` in ``text``, quoted strings and comments
+    aside: PyYAML's scanner takes time quadratic in it (5000 levels: seconds), so a document
+    nested past any recipe is refused before it is parsed."""
+    depth = deepest = 0
+    quote = ""
+    prev = "\n"
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            prev = "\n"
+            continue
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        prev = ch
+        i += 1
+    return deepest
+
+
+def _parse(text: str, path: Path) -> Any:
+    """Parse once: count the node graph's values with aliases expanded, then build it."""
+    if _flow_depth(text) > MAX_DEPTH:
+        raise RecipeError(f"{shown_path(path)}: nested too deeply to read (over {MAX_DEPTH} "
+                          "levels is never a recipe)")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if _expanded_values(node) > MAX_VALUES:
+            raise RecipeError(f"{shown_path(path)}: with its aliases expanded the document "
+                              f"holds over {MAX_VALUES} values (anchors and aliases that "
+                              "repeat each other?); a recipe has a few hundred")
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 class _Expanded:

@@ -11,14 +11,27 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import RecipeError
 from deploykit.recipe.task_names import add_task_name, task_names
-from deploykit.tasks.base import Artifact, DistillLoss, Graph, QuantGraph, Task, TaskModel
+
+if TYPE_CHECKING:
+    from deploykit.tasks.base import Artifact, DistillLoss, Graph, QuantGraph, Task, TaskModel
 
 __all__ = ["Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel", "get_task",
            "register_task", "task_of"]
+
+# the interface's types, imported when first used: a recipe's checks (plain functions in
+# tasks/<task>/checks.py) run as it validates, without loading torch
+_BASE = ("Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE:
+        return getattr(importlib.import_module("deploykit.tasks.base"), name)
+    raise AttributeError(f"module 'deploykit.tasks' has no attribute {name!r}")
+
 
 # deploykit's own tasks, imported when first asked for
 _BUILTIN = {"classification": "deploykit.tasks.classify.task:ClassifyTask",

@@ -1,23 +1,23 @@
-"""Command line: thin subcommands, each parsing its arguments and calling one library function.
-
-Exit codes (stable): 0 ok, 1 a gate failed (or ``verify`` found a changed file), 2 user error
-(bad recipe, missing file, unavailable backend, not enough memory), 3 internal error (a
-deploykit bug: the traceback goes to a log file, named on screen), 130 interrupted.
-"""
+"""The command line's arguments, help and examples: ``build_parser``."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import traceback
-from collections.abc import Sequence
 from pathlib import Path
 
-from deploykit.errors import DeployKitError
-from deploykit.runfiles.crashlog import write_crash_log
+from deploykit.cli.commands import (
+    _cmd_bench,
+    _cmd_compare,
+    _cmd_export,
+    _cmd_gate,
+    _cmd_inspect,
+    _cmd_report,
+    _cmd_run,
+    _cmd_tune,
+    _cmd_verify,
+)
 
-__all__ = ["main"]
+__all__ = ["EPILOG", "build_parser"]
 
 EPILOG = """examples:
   deploykit run recipes/quickstart.yaml
@@ -38,155 +38,6 @@ exit codes: 0 ok, 1 a gate failed (or verify found a changed file), 2 a problem 
 (the message names the file, the key and the fix), 3 a deploykit bug (the traceback is
 written to a log file; set DEPLOYKIT_TRACEBACK=1 to also print it), 130 interrupted.
 """
-EXIT_BUG = 3
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from deploykit.host import distributed
-    from deploykit.host.progress import log, print_table
-    from deploykit.pipeline import resolve_output_dir, run
-    from deploykit.recipe import load_recipe
-    from deploykit.report import ship_verdict, summary_table
-    from deploykit.runtimes import check_runtimes
-
-    recipe = load_recipe(args.recipe)
-    check_runtimes(recipe, args.recipe)   # before any training or output folder
-    distributed.init_from_env()   # under torchrun: join the group; training is data-parallel
-    out = distributed.broadcast_object(resolve_output_dir(recipe, args.output, args.resume))
-    report = run(recipe, out, args.resume, gate=True)
-    if report is None:            # a torchrun worker: rank 0 measures and reports
-        return 0
-    print_table(summary_table(report))
-    verdict = ship_verdict(report)
-    if verdict:
-        log(f"verdict: {verdict}")
-    if report.recommendation:
-        log(f"recommendation: {report.recommendation}")
-    log(f"report: {out / 'report.html'} (also report.md, report.json, results.csv, "
-        f"pareto.png, the ONNX files and checkpoints) in {out}")
-    return 0 if report.gate is None or report.gate["passed"] else 1
-
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from deploykit.tune import tune
-
-    return tune(args.recipe, args.trials, args.storage, args.study, args.output)
-
-
-def _cmd_gate(args: argparse.Namespace) -> int:
-    from deploykit.gate import gate_report
-
-    at = {"runtime": args.runtime, "batch": args.batch}
-    overrides = {
-        "max_accuracy_drop": args.max_accuracy_drop, "max_size_mb": args.max_size_mb,
-        "candidate": args.candidate, "baseline": args.baseline,
-        "min_speedup": None if args.min_speedup is None else {"value": args.min_speedup, **at},
-        "min_speedup_over_previous": None if args.min_speedup_over_previous is None
-        else {"value": args.min_speedup_over_previous, **at},
-        "max_latency_ms": None if args.max_latency_ms is None
-        else {"value": args.max_latency_ms, "percentile": args.percentile, **at},
-        "max_latency_regression": None if args.max_latency_regression is None
-        else {"value": args.max_latency_regression, **at}}
-    return gate_report(args.report, overrides, args.junit).exit_code
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from deploykit.host.progress import log
-    from deploykit.report import rewrite_report_files
-
-    paths = rewrite_report_files(args.report, args.output)
-    log("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from deploykit.runfiles.manifest import MANIFEST, RUN_RECORD, verify_manifest
-
-    out = Path(args.run)
-    if not out.is_dir():
-        raise DeployKitError(f"{out}: not a folder; pass a run folder (the --output of "
-                             "`deploykit run`)")
-    if not (out / MANIFEST).exists() and not (out / RUN_RECORD).exists():
-        raise DeployKitError(f"{out}: not a deploykit run folder (it has neither {MANIFEST} "
-                             f"nor {RUN_RECORD}); pass the --output of `deploykit run`")
-    problems = verify_manifest(out)
-    for line in problems:
-        print(f"{out}: {line}")
-    if problems:
-        print(f"{out}: NOT whole ({len(problems)} problems): an unfinished run (rerun with "
-              "--resume) or files changed after it finished", file=sys.stderr)
-        return 1
-    print(f"{out}: whole: every file matches {MANIFEST}")
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from deploykit.host.progress import print_table
-    from deploykit.report import compare_reports, load_report
-
-    table = compare_reports(load_report(args.a, "report A"), load_report(args.b, "report B"))
-    print_table(table)
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from deploykit.host.progress import log
-    from deploykit.pipeline import export_model
-    from deploykit.recipe import load_recipe
-
-    res = export_model(load_recipe(args.recipe, check_paths=False), args.output, args.checkpoint)
-    log(f"wrote {res.path} (parity max abs error {res.parity.max_abs_error:.2e})")
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from deploykit.bench import bench_onnx_file
-    from deploykit.host.progress import print_table
-
-    path = Path(args.model)
-    if path.suffix in (".yaml", ".yml"):   # a recipe: export its model (checkpoint) first
-        from deploykit.pipeline import export_model, resolve_output_dir
-        from deploykit.recipe import load_recipe
-
-        recipe = load_recipe(path, check_paths=False)   # the ONNX goes under a run folder
-        onnx_path = args.onnx or resolve_output_dir(recipe, None, False) / f"{recipe.name}.onnx"
-        path = export_model(recipe, onnx_path).path
-    result = bench_onnx_file(path, args.runtime, args.batch, args.threads, args.precision,
-                             iterations=args.iterations, warmup=args.warmup,
-                             target_rel_ci=args.target_ci or None,
-                             max_iterations=args.max_iterations, budget_s=args.budget,
-                             json_path=args.json)
-    print_table(result.table())
-    return 0
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    target = args.target
-    if target.endswith((".yaml", ".yml")) or Path(target).is_file():   # a recipe file
-        from deploykit.host.progress import log
-        from deploykit.pipeline import preflight
-        from deploykit.recipe import load_recipe, recipe_to_yaml
-        from deploykit.runtimes import check_runtimes
-
-        recipe = load_recipe(target)   # every check `run` makes before it reads data or trains
-        check_runtimes(recipe, target)
-        if recipe.tune is not None:
-            from deploykit.tune.space import SearchSpace
-
-            SearchSpace.from_recipe(recipe, target)
-        preflight(recipe)
-        print(recipe_to_yaml(recipe), end="")
-        log(f"{target}: checked as `deploykit run` does before any training (paths, runtimes, "
-            "the model against every stage)")
-        return 0
-    from deploykit.host.progress import print_table
-    from deploykit.models import parse_model_ref, summarize_model
-
-    summary = summarize_model(parse_model_ref(target, args.num_classes), args.image_size)
-    print_table(summary.table())
-    print(summary.footer())
-    return 0
-
 
 def _version() -> str:
     from deploykit import __version__
@@ -332,36 +183,3 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--num-classes", type=int, default=10)
     i.set_defaults(fn=_cmd_inspect)
     return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; user errors print one paragraph and return 2,
-    anything else is a deploykit bug: one paragraph naming a log file with the traceback, 3."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except DeployKitError as e:
-        print(f"deploykit: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("deploykit: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("deploykit: error: out of memory; lower data.batch_size or data.image_size, or "
-              "set resources.max_memory_gb to stop early with an estimate", file=sys.stderr)
-        return 2
-    except Exception as e:
-        try:
-            where = f"the traceback is in {write_crash_log(argv)}"
-        except OSError:
-            where = "the traceback could not be written to a log file"
-        print(f"deploykit: internal error: {type(e).__name__}: {str(e)[:300]}\n"
-              f"This is a deploykit bug, not a problem with your input; {where} (attach it "
-              "to a bug report).", file=sys.stderr)
-        if os.environ.get("DEPLOYKIT_TRACEBACK"):
-            traceback.print_exc()
-        return EXIT_BUG
-
-
-if __name__ == "__main__":
-    sys.exit(main())
