@@ -113,14 +113,15 @@ def coco_split_paths(spec: Any, split: str) -> tuple[Path, Path]:
     """The images folder and annotation file of ``split`` (``train``, ``val``): the recipe's
     ``data.splits`` (relative to ``data.root``), else ``root/<split>/instances.json``."""
     root = Path(spec.root) if spec.root is not None else Path()
-    if spec.splits is None:
+    splits = getattr(spec, "splits", None)   # a data section from before data.splits: none
+    if splits is None:
         return root / split, root / split / "instances.json"
-    s = getattr(spec.splits, split)
+    s = getattr(splits, split)
     return root / s.images, root / s.annotations
 
 
 def _coco_split(spec: Any, split: str) -> Any:
-    if spec.splits is not None:
+    if getattr(spec, "splits", None) is not None:
         images, annotations = coco_split_paths(spec, split)
         return load_coco(images, annotations, skip_corrupt=spec.skip_corrupt)
     root = Path(spec.root)
