@@ -32,7 +32,7 @@ from deploykit.errors import ParityError
 from deploykit.export import export_onnx
 from deploykit.host.progress import log
 from deploykit.models import count_macs_params, file_size_bytes, layer_widths
-from deploykit.recipe import BenchSpec, ExportSpec, Recipe
+from deploykit.recipe import BenchSpec, ExportSpec, Recipe, runtime_info
 from deploykit.report import CandidateReport, LatencyRecord, metric_label
 from deploykit.runtimes import (
     INT8_ON_TORCH_CPU,
@@ -45,6 +45,9 @@ from deploykit.state import Candidate
 
 __all__ = ["GPU_PARITY_KEYS", "Artifact", "MeasuredTask", "Score", "classifier_artifact",
            "classifier_parity", "measure_candidates", "parity_batches", "top1_top5"]
+
+# why a runtime without INT8 kernels reports no latency for an INT8 candidate
+INT8_NOT_APPLICABLE = {"torch-cpu": INT8_ON_TORCH_CPU, "torch-cuda": INT8_ON_TORCH_CUDA}
 
 # the parity figures kept for each GPU runtime beside the CPU ones
 GPU_PARITY_KEYS = ("max_abs_error", "top1_agreement", "matched_fraction")
@@ -196,15 +199,16 @@ def _runners(module: Any, path: Path, precision: str, bench: BenchSpec, rep: Can
 
 def _timed(runners: dict[tuple[str, str], Runner], bench: BenchSpec, precision: str,
            rep: CandidateReport) -> dict[tuple[str, str], Runner]:
-    """The runners whose latency is reported: the recipe's runtimes, less PyTorch on the CPU
-    for an INT8 candidate (its fake-quant simulation is no INT8 latency: "not applicable")."""
+    """The runners whose latency is reported: the recipe's runtimes, less those that run an
+    INT8 candidate as its fake-quant simulation (runtime table: ``int8_native`` false), whose
+    time is no INT8 latency: "not applicable"."""
     out = {}
     for (rt, setup), r in runners.items():
         if rt not in bench.runtimes:
             continue
-        if rt == "torch-cpu" and precision == "int8":
+        if precision == "int8" and not runtime_info(rt).int8_native:
             if rep.not_timed.get(rt) is None:
-                rep.not_timed[rt] = INT8_ON_TORCH_CPU
+                rep.not_timed[rt] = INT8_NOT_APPLICABLE.get(rt, INT8_ON_TORCH_CPU)
             continue
         out[(rt, setup)] = r
     return out

@@ -88,6 +88,14 @@ class Recipe(Strict):
         return v
 
     @model_validator(mode="after")
+    def _weights_are_trained_from(self) -> Recipe:
+        if self.model.weights is not None and self.train is None:
+            raise ValueError("model.weights is where the baseline training starts, but train "
+                             "is null; add a train section (a few epochs fine-tune), or give "
+                             "the finished model as model.checkpoint instead")
+        return self
+
+    @model_validator(mode="after")
     def _sections_fit_the_task(self) -> Recipe:
         """The tasks share the sections but not every setting: the task's own checks say what
         in the recipe it cannot run."""

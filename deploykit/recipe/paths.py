@@ -51,10 +51,6 @@ def check_paths_exist(recipe: Any, source: str) -> None:
         raise RecipeError(f"{source}: model.weights: file {str(weights)!r} does not exist "
                           f"(resolved to {weights.resolve()}); point it at a state dict "
                           "(torch.save(model.state_dict(), path)) or remove the key")
-    if weights is not None and recipe.train is None:
-        raise RecipeError(f"{source}: model.weights is where the baseline training starts, "
-                          "but train is null; add a train section (a few epochs fine-tune), or "
-                          "give the finished model as model.checkpoint instead")
     ckpt = recipe.model.checkpoint
     if ckpt is not None and not ckpt.is_file():
         raise RecipeError(f"{source}: model.checkpoint: file {str(ckpt)!r} does not exist "

@@ -110,8 +110,10 @@ class TorchCudaRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self._forward(self._to_device(x))
-        if not isinstance(out, torch.Tensor):
-            return next(iter(self.run_all(x).values()))
+        if not isinstance(out, torch.Tensor):   # several outputs: the first, from this forward
+            first = next(iter(named_outputs(out).values()))
+            self.api.synchronize(self.device_index)
+            return first
         # a copy: with CUDA graphs the output is the graph's buffer, rewritten by each replay
         host = out.to("cpu", torch.float32, copy=True).numpy()
         self.api.synchronize(self.device_index)

@@ -39,13 +39,12 @@ from deploykit.prune import (
     make_pruner,
     prune_model,
     prune_to_macs,
-    replay_pruning,
 )
 from deploykit.recipe import PruneSpec, SparsitySpec, TrainSpec
 from deploykit.recipe.stages import stage_candidates
 from deploykit.runfiles.atomic import save_torch
 from deploykit.state import Candidate, PipelineState, StageRecord
-from deploykit.tasks import Graph, Task, get_task, task_of
+from deploykit.tasks import Graph, Task, get_task, replay_graphs, task_of
 from deploykit.train import fit
 
 __all__ = ["check", "run"]
@@ -226,11 +225,7 @@ def _restore(task: Task, model: nn.Module, ck: dict[str, Any], state: PipelineSt
              ) -> tuple[list[list[list[list[Any]]]], dict[str, Any]]:
     """Replay a prune checkpoint's histories on ``model``'s graphs (in place), load its
     weights; return each graph's history and the metrics it recorded."""
-    history = []
-    for graph in task.graphs(model, state.input_shape, state.first_last):
-        rounds = ck["arch"].get(graph.history_key, [])
-        replay_pruning(graph.module, rounds, graph.input_shape)
-        history.append(rounds)
+    history = replay_graphs(task.graphs(model, state.input_shape, state.first_last), ck["arch"])
     model.load_state_dict(ck["state_dict"])
     return history, dict(ck["meta"]["metrics"])
 

@@ -17,14 +17,22 @@ from deploykit.errors import RecipeError
 from deploykit.recipe.task_names import add_task_name, task_names
 
 if TYPE_CHECKING:
-    from deploykit.tasks.base import Artifact, DistillLoss, Graph, QuantGraph, Task, TaskModel
+    from deploykit.tasks.base import (
+        Artifact,
+        DistillLoss,
+        Graph,
+        QuantGraph,
+        Task,
+        TaskModel,
+        replay_graphs,
+    )
 
 __all__ = ["Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel", "get_task",
-           "register_task", "task_of"]
+           "register_task", "replay_graphs", "task_of"]
 
 # the interface's types, imported when first used: a recipe's checks (plain functions in
 # tasks/<task>/checks.py) run as it validates, without loading torch
-_BASE = ("Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel")
+_BASE = ("Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel", "replay_graphs")
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from deploykit.measure import Artifact
+from deploykit.prune import replay_pruning
 
 if TYPE_CHECKING:
     from deploykit.quant import QuantizedModel
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from deploykit.state import Candidate
     from deploykit.train import LossFn, Objective
 
-__all__ = ["Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel"]
+__all__ = ["Artifact", "DistillLoss", "Graph", "QuantGraph", "Task", "TaskModel",
+           "replay_graphs"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,17 @@ class Graph:
     user_patterns: bool = True
     find_opaque: bool = True
     put_back: Callable[[nn.Module, nn.Module], nn.Module] = _same
+
+
+def replay_graphs(graphs: list[Graph], arch: dict[str, Any]) -> list[list[Any]]:
+    """Replay the pruning histories a checkpoint's ``arch`` stores for each of ``graphs`` (in
+    place, so on the model they share their layers with); return each graph's rounds."""
+    history = []
+    for graph in graphs:
+        rounds = arch.get(graph.history_key, [])
+        replay_pruning(graph.module, rounds, graph.input_shape)
+        history.append(rounds)
+    return history
 
 
 @dataclass(frozen=True)

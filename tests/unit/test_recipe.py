@@ -152,3 +152,11 @@ def test_an_inspected_recipe_loads_back_to_the_same_recipe(tmp_path):
     text = recipe_to_yaml(recipe)
     assert "global: true" in text and "lambda: 0.001" in text
     assert parse_recipe(yaml.safe_load(text), "printed.yaml") == recipe
+
+
+def test_weights_without_training_are_refused_whatever_the_path_checks():
+    raw = {"model": {"name": "resnet20", "weights": "w.pt"}, "data": {"kind": "digits"},
+           "train": None}
+    with pytest.raises(RecipeError, match=r"model\.weights is where the baseline training "
+                                          r"starts, but train is null"):
+        parse_recipe(raw, "r.yaml", check_paths=False)

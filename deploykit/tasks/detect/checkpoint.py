@@ -10,9 +10,9 @@ from torch import nn
 
 from deploykit.errors import CheckpointError
 from deploykit.models import load_checkpoint, load_weights
-from deploykit.prune import replay_pruning
 from deploykit.recipe import ModelSpec
-from deploykit.tasks.detect.models import DetectorNetwork, RoiBoxNetwork, detector_from_spec
+from deploykit.tasks.base import replay_graphs
+from deploykit.tasks.detect.models import detector_from_spec, detector_graphs
 
 __all__ = ["load_detector", "replay_detector_pruning"]
 
@@ -22,10 +22,7 @@ def replay_detector_pruning(model: nn.Module, arch: dict, input_shape: tuple[int
     """Replay a pruned detector's recorded histories on ``model`` (in place): its network's
     (``pruning_history``) and, on a two-stage detector, its box head's
     (``roi_pruning_history``)."""
-    replay_pruning(DetectorNetwork(model), arch["pruning_history"], input_shape)
-    if arch.get("roi_pruning_history"):
-        roi = RoiBoxNetwork(model)
-        replay_pruning(roi, arch["roi_pruning_history"], roi.input_shape)
+    replay_graphs(detector_graphs(model, input_shape), arch)
     return model
 
 

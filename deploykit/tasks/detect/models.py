@@ -19,9 +19,11 @@ from torch import nn
 
 from deploykit.errors import ModelError
 from deploykit.models.cost import count_macs_params
+from deploykit.tasks.base import Graph
 
 __all__ = ["DETECTORS", "DetectorNetwork", "RoiBoxNetwork", "backbone_features",
-           "build_detector", "detector_from_spec", "is_two_stage", "keep_detections",
+           "build_detector", "detector_from_spec", "detector_graphs", "is_two_stage",
+           "keep_detections",
            "prediction_layers", "roi_cost", "with_network"]
 
 
@@ -259,3 +261,27 @@ def roi_cost(detector: nn.Module) -> tuple[int, int]:
     roi = RoiBoxNetwork(detector)
     macs, params = count_macs_params(roi, roi.input_shape)
     return macs * roi.proposals, params
+
+
+def detector_graphs(detector: nn.Module, input_shape: tuple[int, int, int]) -> list[Graph]:
+    """What pruning rewrites in ``detector``: its network (backbone, neck and heads; the
+    prediction convs' outputs whole, so the head's output sizes, anchors x classes and
+    anchors x 4, are kept; a two-stage detector's FPN output convs too, which the ROI heads
+    read) and, on a two-stage detector (Faster R-CNN), the box head each proposal runs through
+    (two wide linear layers: most of the parameters and, over its proposals, most of the
+    MACs), its predictors whole. Their histories are stored under ``pruning_history`` and
+    ``roi_pruning_history``."""
+    network = DetectorNetwork(detector)
+    graphs = [Graph(network, input_shape, tuple(prediction_layers(network)),
+                    prefix="network_", find_opaque=False, put_back=with_network)]
+    if network.two_stage:
+        roi = RoiBoxNetwork(detector)
+        graphs.append(Graph(roi, roi.input_shape, tuple(roi.prediction_layers()),
+                            prefix="roi_", history_key="roi_pruning_history",
+                            runs_per_input=roi.proposals, user_patterns=False,
+                            find_opaque=False, put_back=_put_back_roi))
+    return graphs
+
+
+def _put_back_roi(detector: nn.Module, roi: nn.Module) -> nn.Module:
+    return roi.put_back(detector)

@@ -35,10 +35,8 @@ from deploykit.tasks.detect.measure import (
 from deploykit.tasks.detect.metric import evaluate_detector, mean_average_precision
 from deploykit.tasks.detect.models import (
     DetectorNetwork,
-    RoiBoxNetwork,
+    detector_graphs,
     is_two_stage,
-    prediction_layers,
-    with_network,
 )
 from deploykit.tasks.detect.network_quant import (
     detector_keep_float,
@@ -90,23 +88,11 @@ class DetectTask:
 
     def graphs(self, model: nn.Module, input_shape: tuple[int, int, int],
                first_last: tuple[str, str]) -> list[Graph]:
-        """The network (backbone, neck and heads; the prediction convs' outputs whole, so the
-        head's output sizes, anchors x classes and anchors x 4, are kept) and, on a two-stage
-        detector (Faster R-CNN), the box head each proposal runs through (two wide linear
-        layers: most of the parameters and, over its proposals, most of the MACs), its
-        predictors whole. The FPN's output convs stay whole too (the ROI heads read them).
-        ``model`` is put in eval mode: its training forward needs targets."""
+        """The network and, on a two-stage detector, its box head
+        (:func:`.models.detector_graphs`). ``model`` is put in eval mode: its training forward
+        needs targets."""
         model.eval()
-        network = DetectorNetwork(model)
-        graphs = [Graph(network, input_shape, tuple(prediction_layers(network)),
-                        prefix="network_", find_opaque=False, put_back=with_network)]
-        if network.two_stage:
-            roi = RoiBoxNetwork(model)
-            graphs.append(Graph(roi, roi.input_shape, tuple(roi.prediction_layers()),
-                                prefix="roi_", history_key="roi_pruning_history",
-                                runs_per_input=roi.proposals, user_patterns=False,
-                                find_opaque=False, put_back=_put_back_roi))
-        return graphs
+        return detector_graphs(model, input_shape)
 
     def quant_graph(self, model: nn.Module, input_shape: tuple[int, int, int],
                     first_last: tuple[str, str]) -> QuantGraph:
@@ -196,6 +182,3 @@ class DetectTask:
                ) -> dict[str, Any]:
         """Detections matched as sets (IoU >= 0.5, same label, score difference)."""
         return detector_parity(candidate, artifact, reference, runner, loaders, spec)
-
-def _put_back_roi(detector: nn.Module, roi: nn.Module) -> nn.Module:
-    return roi.put_back(detector)
