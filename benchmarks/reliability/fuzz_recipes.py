@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import json
 import random
 import subprocess
 import sys
@@ -66,22 +67,38 @@ def _mutant(rng: random.Random, bases: list[dict]) -> bytes:
     return text.encode(rng.choice(["utf-8"] * 6 + ["utf-16", "latin-1"]), errors="replace")
 
 
-def _laughs(rng: random.Random) -> bytes:
-    """An alias bomb of random shape: ``levels`` anchors, each repeating the one before
-    ``width`` times (a list, a mapping, or a mapping merging it)."""
-    levels, width, kind = rng.randint(3, 12), rng.randint(2, 12), rng.choice("lmx")
-    lines = ['a0: &a0 {k: "lol"}' if kind == "x" else 'a0: &a0 "lol"']
+def alias_bomb(levels: int, width: int, kind: str, key: str = "model: {name: %s}") -> str:
+    """A "billion laughs" YAML file: ``levels`` anchors, each repeating the one before
+    ``width`` times as a list of aliases (``kind="list"``), a mapping of aliases (``"map"``)
+    or a mapping merging it plus a list of it (``"merge"``); ``key`` places the last one.
+    The unit tests throw the same shapes (tests/unit/test_recipe_fuzz.py)."""
+    lines = ['a0: &a0 {k: "lol"}' if kind == "merge" else 'a0: &a0 "lol"']
     for i in range(1, levels + 1):
         prev = f"*a{i - 1}"
-        if kind == "l":
+        if kind == "list":
             body = "[" + ", ".join([prev] * width) + "]"
-        elif kind == "m":
+        elif kind == "map":
             body = "{" + ", ".join(f"k{j}: {prev}" for j in range(width)) + "}"
         else:
-            body = "{<<: " + prev + ", x: [" + ", ".join([prev] * width) + "]}"
+            body = "{<<: " + prev + f", x{i}: [" + ", ".join([prev] * width) + "]}"
         lines.append(f"a{i}: &a{i} {body}")
+    return "\n".join([*lines, key % f"*a{levels}"]) + "\n"
+
+
+def _laughs(rng: random.Random) -> bytes:
+    """An alias bomb of random shape, placed under a random key."""
     key = rng.choice(["model: {name: %s}", "stages: %s", "name: %s", "x: %s"])
-    return ("\n".join([*lines, key % f"*a{levels}"]) + "\n").encode()
+    return alias_bomb(rng.randint(3, 12), rng.randint(2, 12), rng.choice(["list", "map", "merge"]),
+                      key).encode()
+
+
+def _kind(doc: bytes) -> str:
+    """Which generator made ``doc`` (for the counts)."""
+    if doc.startswith(b"a0: &a0"):
+        return "alias bomb"
+    if doc.startswith(b"a: [[") or doc.startswith(b"seed: 99"):
+        return "deep nesting or huge integer"
+    return "mutated recipe, random bytes or tiny file"
 
 
 def document(rng: random.Random, bases: list[dict]) -> bytes:
@@ -107,6 +124,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="recipes through load_recipe")
     ap.add_argument("--cli", type=int, default=200, help="of those, through `deploykit inspect`")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/reliability/results/fuzz.json",
+                    help="where the counts go (the reliability README quotes them)")
     args = ap.parse_args()
 
     from deploykit.errors import DeployKitError
@@ -115,9 +134,13 @@ def main() -> None:
     rng = random.Random(args.seed)
     bases = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
     outcomes: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
     tracebacks: dict[str, bytes] = {}
     slow: list[tuple[float, bytes]] = []
     slowest = 0.0
+    # one untimed load first: the loader's lazy imports (torch, onnxruntime for the runtime
+    # checks) happen once per process and are not what a slow load measures
+    load_recipe(ROOT / "recipes/quickstart.yaml")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"
@@ -125,6 +148,7 @@ def main() -> None:
         cli_codes: collections.Counter[int] = collections.Counter()
         for i in range(args.n):
             doc = document(rng, bases)
+            kinds[_kind(doc)] += 1
             path.write_bytes(doc)
             t_load = time.perf_counter()
             try:
@@ -155,6 +179,21 @@ def main() -> None:
     print(f"loads over 1 s: {len(slow)} (slowest {slowest:.3f} s)")
     for took, doc in sorted(slow, reverse=True)[:5]:
         print(f"  {took:.1f} s: {doc!r}")
+    from deploykit.bench import environment
+
+    env = environment(threads=1)
+    result = {"command": "python benchmarks/reliability/fuzz_recipes.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "cpu": env.get("cpu_model"), "cpu_int8_features": env.get("cpu_int8_features"),
+              "recipes": args.n, "seed": args.seed, "seconds": round(seconds, 1),
+              "documents": dict(kinds), "outcomes": dict(outcomes),
+              "tracebacks": outcomes["traceback"] + sum(k.startswith("CLI") for k in tracebacks),
+              "cli": sum(cli_codes.values()),
+              "cli_exit_codes": {str(k): v for k, v in cli_codes.items()},
+              "loads_over_1s": len(slow), "slowest_load_s": round(slowest, 3)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"counts in {args.json}")
     sys.exit(1 if tracebacks or slow else 0)
 
 

@@ -109,20 +109,15 @@ def test_unsafe_names_are_refused(write_yaml, value):
         load_recipe(write_yaml({"name": value, "data": {"kind": "digits"}}))
 
 
-def _laughs(levels: int, width: int, kind: str) -> str:
-    """A "billion laughs" YAML file: each level repeats the one before ``width`` times, as a
-    list of aliases, a mapping of aliases, or merge keys."""
-    lines = ['a0: &a0 "lol"'] if kind != "merge" else ["a0: &a0 {k: lol}"]
-    for i in range(1, levels + 1):
-        prev = f"*a{i - 1}"
-        if kind == "list":
-            body = "[" + ", ".join([prev] * width) + "]"
-        elif kind == "map":
-            body = "{" + ", ".join(f"k{j}: {prev}" for j in range(width)) + "}"
-        else:   # merge keys: each mapping merges the one before, plus a list of it
-            body = "{<<: " + prev + ", x" + str(i) + ": [" + ", ".join([prev] * width) + "]}"
-        lines.append(f"a{i}: &a{i} {body}")
-    return "\n".join([*lines, f"model: {{name: *a{levels}}}"]) + "\n"
+def _alias_bomb(levels: int, width: int, kind: str) -> str:
+    """The fuzz benchmark's alias-bomb generator (one definition for both)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks/reliability/fuzz_recipes.py"
+    spec = importlib.util.spec_from_file_location("fuzz_recipes", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.alias_bomb(levels, width, kind)
 
 
 @pytest.mark.parametrize("kind", ["list", "map", "merge"])
@@ -132,7 +127,7 @@ def test_an_alias_bomb_is_refused_within_a_second(kind, tmp_path):
     import time
 
     path = tmp_path / f"laughs-{kind}.yaml"
-    path.write_text(_laughs(9, 9, kind))
+    path.write_text(_alias_bomb(9, 9, kind))
     assert path.stat().st_size < 2000
     t0 = time.perf_counter()
     with pytest.raises(DeployKitError, match="aliases expanded the document holds over"):
