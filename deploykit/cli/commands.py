@@ -149,9 +149,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             "the model against every stage)")
         return 0
     from deploykit.host.progress import print_table
-    from deploykit.models import parse_model_ref, summarize_model
+    from deploykit.models import parse_model_ref
+    from deploykit.recipe.loader import parse_recipe
+    from deploykit.tasks.detect.models import DETECTORS
+    from deploykit.tasks.summary import summarize_task_model
 
-    summary = summarize_model(parse_model_ref(target, args.num_classes), args.image_size)
-    print_table(summary.table())
-    print(summary.footer())
+    spec = parse_model_ref(target, args.num_classes)
+    task = args.task or ("detection" if spec.name in DETECTORS else "classification")
+    if spec.name in DETECTORS and spec.source == "builtin":
+        spec = spec.model_copy(update={"source": "torchvision"})
+    detection = task == "detection"
+    raw = {"name": "inspect", "task": task, "model": spec.model_dump(exclude_none=True),
+           "data": {"kind": "shapes" if detection else "synthetic",
+                    "image_size": args.image_size or (320 if detection else 32)}}
+    if detection:
+        raw["bench"] = {"batch_sizes": [1]}
+    for summary in summarize_task_model(parse_recipe(raw, f"inspect {target}", False)):
+        print_table(summary.table())
+        print(summary.footer())
     return 0

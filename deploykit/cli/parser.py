@@ -25,6 +25,7 @@ EPILOG = """examples:
   deploykit tune recipes/cifar10-resnet20-tune.yaml --trials 20 --output runs/r20-tune
   deploykit inspect recipes/quickstart.yaml
   deploykit inspect torchvision:mobilenet_v2 --image-size 224
+  deploykit inspect torchvision:ssdlite320_mobilenet_v3_large --image-size 160
   deploykit export recipes/quickstart.yaml --checkpoint runs/qs/baseline.pt -o model.onnx
   deploykit bench model.onnx --batch 1 64 --threads 2
   deploykit report runs/qs/report.json
@@ -175,11 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=_cmd_gate)
 
     i = sub.add_parser("inspect", help="print a resolved recipe, or a model's layers and MACs",
-                       description="RECIPE.yaml: print it with every default filled in. MODEL "
-                                   "(resnet20, torchvision:resnet18, timm:NAME, pkg.mod:fn): "
-                                   "print compute layers, MACs, params, first/last layer.")
+                       description="RECIPE.yaml: make every check `run` makes before training "
+                                   "and print the recipe with every default filled in. MODEL "
+                                   "(resnet20, torchvision:resnet18, timm:NAME, pkg.mod:fn, or "
+                                   "a detector: torchvision:ssdlite320_mobilenet_v3_large, ...): "
+                                   "print each graph the techniques work on (a detector's "
+                                   "network and box head) with its compute layers, MACs, "
+                                   "params, and the layers pruning keeps whole and INT8 keeps "
+                                   "float by default.")
     i.add_argument("target", help="recipe YAML or model reference")
-    i.add_argument("--image-size", type=int, default=32)
-    i.add_argument("--num-classes", type=int, default=10)
+    i.add_argument("--image-size", type=int,
+                   help="input size (default 32; a detector's: 320)")
+    i.add_argument("--num-classes", type=int, default=10,
+                   help="classes (a detector's: object classes, background not counted)")
+    i.add_argument("--task", choices=("classification", "detection"),
+                   help="the model's task (default: detection for torchvision's detectors, "
+                        "classification otherwise; a pkg.mod:fn detector needs it)")
     i.set_defaults(fn=_cmd_inspect)
     return p

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,28 @@ def test_inspect_model_prints_first_last_and_macs(capsys):
     out = capsys.readouterr().out
     assert "first layer: conv1  last layer: fc" in out
     assert "MACs: 41.4" in out
+
+
+def test_inspect_shows_a_detector_graph_by_graph(capsys):
+    """A detector: its network with the prediction convs kept whole by pruning and float in
+    INT8, MACs at the asked size; a two-stage detector adds its box head, counted over its
+    proposals, and says INT8 is not built for it."""
+    assert main(["inspect", "torchvision:ssdlite320_mobilenet_v3_large", "--image-size", "64",
+                 "--num-classes", "3"]) == 0
+    cap = capsys.readouterr()
+    text = cap.out + cap.err
+    assert "network (backbone, neck, heads) at 64x64" in text
+    assert "first layer: backbone.features.0.0.0" in text
+    assert "last layer: head.classification_head.module_list.5.1" in text
+    assert text.count("float in INT8") >= 13   # the stem and 12 prediction convs
+    macs = float(re.search(r"MACs: ([\d.]+) M", text).group(1))
+    assert 1 < macs < 100
+    assert main(["inspect", "fasterrcnn_mobilenet_v3_large_320_fpn", "--num-classes", "3"]) == 0
+    cap = capsys.readouterr()
+    text = cap.out + cap.err
+    assert "box head (per proposal) input 256x7x7" in text
+    assert re.search(r"MACs: [\d.]+ M \(\d+ runs per image\)", text)
+    assert "INT8 of two-stage detectors" in text and "float in INT8" not in text
 
 
 def test_inspect_recipe_prints_resolved_defaults(tiny_recipe_dict, write_yaml, capsys):
