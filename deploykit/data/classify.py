@@ -178,10 +178,12 @@ def _imagefolder_split_dirs(root: Path) -> tuple[Path, Path, list[str]]:
     if val_dir is None:
         raise DataError(f"data.root: {root} has no val/ or test/ folder; deploykit reports "
                         "accuracy on held-out images: add root/val/<class>/*")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in train_dir.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"data.root: {train_dir} has no class folders (expected train/<class>/*)")
-    val_classes = sorted(p.name for p in val_dir.iterdir() if p.is_dir())
+    val_classes = sorted(p.name for p in val_dir.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
     if val_classes != classes:
         raise DataError(f"data.root: class folders differ between {train_dir} and {val_dir}: "
                         f"{sorted(set(classes) ^ set(val_classes))}")

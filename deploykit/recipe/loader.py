@@ -25,7 +25,7 @@ from pydantic import (
 from deploykit.errors import RecipeError
 from deploykit.recipe.base import StageSpec, Strict, TrainSpec
 from deploykit.recipe.gates import GateSpec
-from deploykit.recipe.paths import check_paths_exist
+from deploykit.recipe.paths import check_paths_exist, folder_class_count
 from deploykit.recipe.reading import (
     check_structure,
     key_path,
@@ -247,6 +247,11 @@ def parse_recipe(raw: Any, source: str = "recipe", check_paths: bool = True) -> 
     except ValidationError as e:
         raise RecipeError(_format_errors(e, source, Recipe)) from None
     check_stage_order([s.kind for s in recipe.stages], source)
+    if (recipe.data.kind == "imagefolder" and "num_classes" not in recipe.model.model_fields_set
+            and (n := folder_class_count(recipe.data.root)) is not None):
+        # the user's image folder says how many classes the model has
+        recipe = recipe.model_copy(update={"model": recipe.model.model_copy(
+            update={"num_classes": n})})
     if check_paths:
         try:
             check_paths_exist(recipe, source)

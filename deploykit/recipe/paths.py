@@ -8,7 +8,23 @@ from typing import Any
 
 from deploykit.errors import RecipeError
 
-__all__ = ["check_paths_exist"]
+__all__ = ["check_paths_exist", "folder_class_count"]
+
+
+def folder_class_count(root: Path | None) -> int | None:
+    """How many class folders ``root/train`` holds (hidden ones not counted); ``None`` when
+    there is no such folder, or it cannot be read (the path checks and the data loader then
+    say what is wrong)."""
+    if root is None:
+        return None
+    try:
+        train = root / "train"
+        if not train.is_dir():
+            return None
+        n = sum(1 for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except (OSError, ValueError):
+        return None
+    return n or None
 
 
 def check_paths_exist(recipe: Any, source: str) -> None:

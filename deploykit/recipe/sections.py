@@ -45,7 +45,9 @@ class ModelSpec(Strict):
     deploykit checkpoint, ``weights_only=True``; no baseline training); ``null`` trains a
     baseline with the ``train`` section. ``weights``: a state dict to start that training
     from (torchvision's, timm's or your own file): with another class count its classifier
-    starts fresh, and the ``train`` section fine-tunes it on your data.
+    starts fresh, and the ``train`` section fine-tunes it on your data. ``num_classes``:
+    default 10; with ``data.kind: imagefolder`` and no value given, the number of class
+    folders under ``data.root/train`` (filled in when the recipe loads).
     """
 
     source: Literal["builtin", "torchvision", "timm", "factory"] = "builtin"

@@ -64,6 +64,8 @@ def test_your_model_and_data_recipe_runs_on_your_folder_and_weights(tmp_path, mo
     err = " ".join(capsys.readouterr().err.split())
     assert "model.weights: loaded my-weights.pt" in err and "fc.weight, fc.bias start fresh" in err
     r = Report.load(tmp_path / "run" / "report.json")
+    assert "num_classes" not in recipe["model"]                    # the folder gave the count
+    assert r.recipe["model"]["num_classes"] == len(CLASSES)
     assert [c.name for c in r.candidates] == ["baseline", "prune", "prune+distill",
                                               "ptq-int8"]
     base, pruned, _, int8 = r.candidates

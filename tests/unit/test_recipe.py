@@ -160,3 +160,18 @@ def test_weights_without_training_are_refused_whatever_the_path_checks():
     with pytest.raises(RecipeError, match=r"model\.weights is where the baseline training "
                                           r"starts, but train is null"):
         parse_recipe(raw, "r.yaml", check_paths=False)
+
+
+def test_num_classes_comes_from_the_image_folder_unless_given(tmp_path):
+    """An image folder of 3 classes makes a 3-class model without a num_classes key; a value
+    the user gives is kept (the data loader then checks it against the folder)."""
+    for split in ("train", "val"):
+        for name in ("cat", "dog", "fox", ".cache"):
+            (tmp_path / split / name).mkdir(parents=True)
+    raw = {"model": {"source": "torchvision", "name": "resnet18"},
+           "data": {"kind": "imagefolder", "root": str(tmp_path)}}
+    assert parse_recipe(raw).model.num_classes == 3
+    raw["model"]["num_classes"] = 5
+    assert parse_recipe(raw).model.num_classes == 5
+    assert parse_recipe({"model": {"name": "resnet20"},
+                         "data": {"kind": "digits"}}).model.num_classes == 10
