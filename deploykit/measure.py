@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from deploykit.bench import (
+    CpuRows,
     GpuPeak,
     check_parity,
     device_p50_ms,
@@ -284,7 +285,7 @@ def _add_latency(reports: list[CandidateReport],
     and the fraction of the GPU's peak."""
     by_name = {r.name: r for r in reports}
     slots = list(dict.fromkeys(key for rs in runners.values() for key in rs))
-    gpu_peak = GpuPeak(bench.gpu.device)
+    gpu_peak, cpu_rows = GpuPeak(bench.gpu.device), CpuRows()
     for rt, setup in slots:
         for batch in bench.batch_sizes:
             timed = {name: rs[(rt, setup)] for name, rs in runners.items() if (rt, setup) in rs
@@ -315,4 +316,6 @@ def _add_latency(reports: list[CandidateReport],
                     peak_memory_mb=memory.get(name))
                 if r.device == "cuda":
                     gpu_peak.fill(rec, by_name[name].macs)
+                elif r.device == "cpu":
+                    cpu_rows.fill(rec, by_name[name].macs)
                 getattr(by_name[name], field).append(rec)

@@ -5,6 +5,7 @@ runner, the first diverging layer, the environment, a latency probe
 May use ``export`` and ``runtimes``; never the reverse."""
 
 from deploykit.bench.accuracy import runner_accuracy
+from deploykit.bench.cpu_rows import CpuRows
 from deploykit.bench.divergence import Divergence, find_divergence, module_outputs
 from deploykit.bench.env import cpu_int8_features, environment
 from deploykit.bench.gpu_rows import GpuPeak, tflops
@@ -21,6 +22,7 @@ from deploykit.bench.probe import LatencyProbe, time_onnx_files
 from deploykit.bench.reference import retime_pair, yardstick_ms
 
 __all__ = [
+    "CpuRows",
     "Divergence",
     "FileBench",
     "GpuPeak",

@@ -53,10 +53,14 @@ class LatencyProbe:
 
 def time_onnx_files(paths: dict[str, Path], shape: tuple[int, int, int],
                     batch_sizes: list[int], threads: int = 2, iterations: int = 30,
-                    warmup: int = 5, rounds: int = 5) -> dict[str, dict[int, float]]:
-    """p50 milliseconds of each ONNX file at each batch size in ONNX Runtime's CPU EP, the
-    files timed alternately in this process (ratios between them are fair)."""
-    runners = {name: OrtRunner(p, threads=threads) for name, p in paths.items()}
+                    warmup: int = 5, rounds: int = 5, runtime: str = "onnxruntime-cpu"
+                    ) -> dict[str, dict[int, float]]:
+    """p50 milliseconds of each ONNX file at each batch size on ``runtime`` (a runtime that
+    runs ONNX files: ONNX Runtime's CPU EP by default, ``openvino-cpu``, ...), the files timed
+    alternately in this process (ratios between them are fair)."""
+    runners: dict[str, Runner] = {
+        name: (OrtRunner(p, threads=threads) if runtime == "onnxruntime-cpu" else
+               make_runner(runtime, onnx_path=p, threads=threads)) for name, p in paths.items()}
     out: dict[str, dict[int, float]] = {name: {} for name in paths}
     rng = np.random.default_rng(0)
     for b in batch_sizes:

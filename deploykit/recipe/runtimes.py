@@ -36,6 +36,7 @@ class RuntimeInfo:
         runner: ``module:function`` that builds its runner (see ``deploykit.runtimes``).
         provider: ONNX Runtime's execution provider, for ONNX Runtime's rows.
         label: how report tables head its columns.
+        ov_device: OpenVINO's device (``CPU``, ``GPU``, ``NPU``), for OpenVINO's rows.
     """
 
     name: str
@@ -47,6 +48,7 @@ class RuntimeInfo:
     runner: str
     provider: str | None = None
     label: str = ""
+    ov_device: str | None = None
 
 
 RUNTIME_TABLE: tuple[RuntimeInfo, ...] = (
@@ -54,6 +56,9 @@ RUNTIME_TABLE: tuple[RuntimeInfo, ...] = (
                 "deploykit.runtimes.runners:torch_cpu", label="PyTorch CPU"),
     RuntimeInfo("onnxruntime-cpu", "cpu", "onnx", "onnxruntime", "pip install deploykit", True,
                 "deploykit.runtimes.ort:onnxruntime_runner", "CPUExecutionProvider", "ORT CPU"),
+    RuntimeInfo("openvino-cpu", "cpu", "onnx", "openvino", 'pip install "deploykit[openvino]"',
+                True, "deploykit.runtimes.openvino:openvino_runner", label="OpenVINO CPU",
+                ov_device="CPU"),
     RuntimeInfo("torch-cuda", "cuda", "module", "torch", "a CUDA build of PyTorch on a machine "
                 "with an NVIDIA GPU", False, "deploykit.runtimes.gpu:torch_cuda",
                 label="PyTorch CUDA"),
@@ -66,6 +71,14 @@ RUNTIME_TABLE: tuple[RuntimeInfo, ...] = (
                 "ORT TensorRT"),
     RuntimeInfo("tensorrt", "cuda", "onnx", "tensorrt", 'pip install "deploykit[tensorrt]"',
                 True, "deploykit.runtimes.tensorrt:tensorrt_runner", label="TensorRT"),
+    RuntimeInfo("openvino-gpu", "intel-gpu", "onnx", "openvino",
+                'pip install "deploykit[openvino]" on a machine with an Intel GPU and its driver',
+                True, "deploykit.runtimes.openvino:openvino_runner", label="OpenVINO GPU",
+                ov_device="GPU"),
+    RuntimeInfo("openvino-npu", "npu", "onnx", "openvino",
+                'pip install "deploykit[openvino]" on a machine with an Intel NPU and its driver',
+                True, "deploykit.runtimes.openvino:openvino_runner", label="OpenVINO NPU",
+                ov_device="NPU"),
 )
 
 RUNTIMES: tuple[str, ...] = tuple(r.name for r in RUNTIME_TABLE)

@@ -141,8 +141,9 @@ class SensitivitySpec(Strict):
 
 
 class SpeedCheckSpec(Strict):
-    """Does INT8 pay? After quantizing for ``onnxruntime-cpu``, the INT8 artifact is timed
-    against its float twin in ONNX Runtime's CPU EP (alternately, at ``batch_sizes``). When it
+    """Does INT8 pay? After quantizing for ``onnxruntime-cpu`` (or ``openvino``), the INT8
+    artifact is timed against its float twin on that runtime (ONNX Runtime's CPU EP, or
+    ``openvino-cpu``; alternately, at ``batch_sizes``). When it
     is slower at any of them, the other placements are tried (every layer INT8; max-pools in
     INT8) and the fastest whose fake-quant top-1 is within ``max_accuracy_drop`` points of the
     float model is kept; when none is faster than the float twin, the stage records that INT8
@@ -164,9 +165,11 @@ class QuantizeSpec(StageSpec):
     """INT8 quantization to an ONNX model with explicit QuantizeLinear/DequantizeLinear.
 
     ``target`` fixes the scheme for both modes: ``onnxruntime-cpu`` = uint8 asymmetric
-    activations, int8 symmetric per-channel weights; ``tensorrt`` = int8 symmetric activations
-    (zero point 0) and weights. ``keep_float``: ``first``, ``last`` and module-name patterns
-    (fnmatch) left in float (on a detector ``last`` is every prediction conv of the heads).
+    activations, int8 symmetric per-channel weights, max-pools float; ``openvino`` = the same
+    with max-pools INT8, and the speed check timed in OpenVINO (``openvino-cpu``); ``tensorrt``
+    = int8 symmetric activations (zero point 0) and weights. ``keep_float``: ``first``,
+    ``last`` and module-name patterns (fnmatch) left in float (on a detector ``last`` is
+    every prediction conv of the heads).
     ``max_accuracy_drop`` (classifiers) / ``max_map_drop`` (detectors): keep the most
     sensitive layers in float until the INT8 model is within this many top-1 / mAP@.5 points
     of the float one. ``fp16``: also produce an FP16 candidate (float32 inputs/outputs) for
@@ -175,7 +178,7 @@ class QuantizeSpec(StageSpec):
 
     kind: Literal["quantize"] = "quantize"
     mode: Literal["ptq", "qat"] = "ptq"
-    target: Literal["onnxruntime-cpu", "tensorrt"] = "onnxruntime-cpu"
+    target: Literal["onnxruntime-cpu", "openvino", "tensorrt"] = "onnxruntime-cpu"
     calibration: CalibrationSpec = CalibrationSpec()
     keep_float: list[str] = ["first", "last"]
     sensitivity: SensitivitySpec | None = None
@@ -187,6 +190,13 @@ class QuantizeSpec(StageSpec):
     qat: QatSpec = QatSpec()
     fp16: bool = False
     speed_check: SpeedCheckSpec | None = SpeedCheckSpec()
+
+    @property
+    def speed_runtime(self) -> str | None:
+        """The runtime the speed check times INT8 on for this target (``None``: a target
+        that cannot be timed here, TensorRT)."""
+        return {"onnxruntime-cpu": "onnxruntime-cpu", "openvino": "openvino-cpu"}.get(
+            self.target)
 
     @property
     def max_drop(self) -> float | None:

@@ -41,8 +41,12 @@ class LatencyRecord(LatencyStats):
     setup: str | None = None            # how it ran, e.g. "fp16, channels_last, CUDA graphs"
     peak_memory_mb: float | None = None   # GPU: weights + what one forward allocates at peak
     tflops: float | None = None           # GPU: 2 x MACs x batch / time (device time if known)
-    peak_fraction: float | None = None    # GPU: tflops over the GPU's dense FP16 peak
+    # GPU: tflops over the GPU's dense FP16 peak; CPU: gmacs_per_s over the CPU's peak for the
+    # row's precision (peak_basis says how that peak was derived)
+    peak_fraction: float | None = None
     name: str | None = None               # the runtime table's name; None in older reports
+    gmacs_per_s: float | None = None      # CPU: MACs x batch / p50, in GMAC/s
+    peak_basis: str | None = None         # CPU: cores x clock x MAC/cycle of the instruction set
 
     @classmethod
     def from_stats(cls, stats: LatencyStats, **labels: Any) -> LatencyRecord:

@@ -1,5 +1,6 @@
 """Whether a runtime can run here, checked when a recipe is loaded for a run, before any
-training: the package importable, a GPU visible, the execution provider present."""
+training: the package importable, a GPU visible, the execution provider (ONNX Runtime) or the
+device (OpenVINO) present."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def check_available(runtime: str, device_index: int = 0) -> None:
                 f"{info.install} or remove it from bench.runtimes")
     if info.device == "cuda":
         require_cuda(f"runtime {runtime}", device_index)
+    if info.needs == "openvino":
+        from deploykit.runtimes.openvino import require_openvino_device
+
+        require_openvino_device(info.ov_device or "CPU", f"runtime {runtime}")
     if info.needs == "tensorrt":
         from deploykit.runtimes.tensorrt import import_tensorrt
 
@@ -45,13 +50,26 @@ def check_available(runtime: str, device_index: int = 0) -> None:
 
 
 def check_runtimes(recipe: Recipe, source: str = "recipe") -> None:
-    """Check every runtime ``recipe`` names (``bench.runtimes``, on ``bench.gpu.device``).
+    """Check every runtime ``recipe`` names (``bench.runtimes``, on ``bench.gpu.device``), and
+    the one each quantize stage's speed check times INT8 on (its ``target``'s).
 
     Raises:
-        BackendUnavailableError: ``<source>: bench.runtimes[i]: <what is missing and the fix>``.
+        BackendUnavailableError: ``<source>: bench.runtimes[i]: <what is missing and the fix>``
+            (or ``stages[i].target``).
     """
     for i, runtime in enumerate(recipe.bench.runtimes):
         try:
             check_available(runtime, recipe.bench.gpu.device)
         except BackendUnavailableError as e:
             raise BackendUnavailableError(f"{source}: bench.runtimes[{i}]: {e}") from None
+    for i, stage in enumerate(recipe.stages):
+        runtime = getattr(stage, "speed_runtime", None)
+        if runtime is None or getattr(stage, "speed_check", None) is None or \
+                runtime in recipe.bench.runtimes:
+            continue
+        try:
+            check_available(runtime)
+        except BackendUnavailableError as e:
+            raise BackendUnavailableError(
+                f"{source}: stages[{i}].target: {stage.target} times INT8 against its float "
+                f"twin on {runtime}: {e}; or set speed_check: null") from None

@@ -3,10 +3,10 @@
 INT8 is not faster everywhere. On some CPUs ONNX Runtime's integer kernels lose to float on
 thin layers, requantizing around float layers (first/last float) costs time, and a uint8
 max-pool is a slow generic kernel on one CPU and fine on another. So after quantizing for
-``onnxruntime-cpu`` the artifact is timed against its float twin, alternately, at each batch
-size; when it is slower somewhere, the other placements are built, checked for accuracy and
-timed together, and the fastest within the accuracy bound is kept. When none beats the float
-twin, that is recorded: INT8 does not pay on this machine.
+``onnxruntime-cpu`` (or ``openvino``) the artifact is timed against its float twin on that
+runtime, alternately, at each batch size; when it is slower somewhere, the other placements
+are built, checked for accuracy and timed together, and the fastest within the accuracy bound
+is kept. When none beats the float twin, that is recorded: INT8 does not pay on this machine.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class SpeedCheck:
     chosen: str
     int8_pays: bool
     note: str
+    runtime: str = "onnxruntime-cpu"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,8 +92,10 @@ def candidate_placements(configured: Sequence[str], every_layer: Sequence[str],
 
 
 def _measure(trials: dict[str, PlacementTrial], paths: dict[str, Path],
-             shape: tuple[int, int, int], spec: SpeedCheckSpec) -> dict[int, float]:
-    ms = time_onnx_files(paths, shape, spec.batch_sizes, spec.threads, spec.iterations)
+             shape: tuple[int, int, int], spec: SpeedCheckSpec, runtime: str
+             ) -> dict[int, float]:
+    ms = time_onnx_files(paths, shape, spec.batch_sizes, spec.threads, spec.iterations,
+                         runtime=runtime)
     for name, trial in trials.items():
         trial.ms = ms[name]
         trial.speedup_vs_float = {b: ms["float"][b] / ms[name][b] for b in spec.batch_sizes}
@@ -102,11 +105,11 @@ def _measure(trials: dict[str, PlacementTrial], paths: dict[str, Path],
 def check_speed(float_model: nn.Module, build: Callable[[Placement], QuantizedModel],
                 placements: Sequence[Placement], batches: Batches, float_top1: float,
                 shape: tuple[int, int, int], spec: SpeedCheckSpec,
-                configured: QuantizedModel | None = None
+                configured: QuantizedModel | None = None, runtime: str = "onnxruntime-cpu"
                 ) -> tuple[SpeedCheck, QuantizedModel, Placement]:
-    """Time ``placements[0]`` against the float model; if it is slower at any batch size, try
-    the rest and keep the fastest (best worst-case speed-up) whose top-1 on ``batches`` is
-    within ``spec.max_accuracy_drop`` points of ``float_top1``.
+    """Time ``placements[0]`` against the float model on ``runtime``; if it is slower at any
+    batch size, try the rest and keep the fastest (best worst-case speed-up) whose top-1 on
+    ``batches`` is within ``spec.max_accuracy_drop`` points of ``float_top1``.
 
     ``configured``: the already built model of ``placements[0]``, if there is one.
 
@@ -126,19 +129,20 @@ def check_speed(float_model: nn.Module, build: Callable[[Placement], QuantizedMo
                                             p.per_tensor_weights, accuracy_on(qm, batches))
             paths[p.name] = export_onnx(qm, shape, work / f"int8-{i}.onnx")
             if i == 0:
-                float_ms = _measure(trials, paths, shape, spec)
+                float_ms = _measure(trials, paths, shape, spec, runtime)
         if len(trials) > 1:   # re-time every placement together, alternately with float
-            float_ms = _measure(trials, paths, shape, spec)
+            float_ms = _measure(trials, paths, shape, spec, runtime)
     within = [t for t in trials.values() if float_top1 - t.top1_pct <= spec.max_accuracy_drop]
     best = max(within or [trials["configured"]], key=lambda t: t.worst_speedup)
     pays = best.worst_speedup >= 1.0
     where = ", ".join(f"{s:.2f}x at batch {b}" for b, s in best.speedup_vs_float.items())
-    note = (f"INT8 pays: placement {best.name!r}, speed-up over its float twin {where}"
-            if pays else
-            f"INT8 does not pay on this machine: of {len(trials)} placement(s) tried, the "
+    note = (f"INT8 pays on {runtime}: placement {best.name!r}, speed-up over its float twin "
+            f"{where}" if pays else
+            f"INT8 does not pay on this machine ({runtime}): of {len(trials)} placement(s) "
+            "tried, the "
             f"fastest within {spec.max_accuracy_drop} points ({best.name!r}) has a speed-up "
             f"over its float twin of {where}; deploy the float candidate")
     log(f"quantize: {note}")
     chosen = next(p for p in placements if p.name == best.name)
-    return (SpeedCheck(float_ms, list(trials.values()), best.name, pays, note),
+    return (SpeedCheck(float_ms, list(trials.values()), best.name, pays, note, runtime),
             models[best.name], chosen)

@@ -105,7 +105,7 @@ def run(state: PipelineState, loaders: Loaders, spec: QuantizeSpec) -> PipelineS
                                         spec.max_drop, spec.max_float_layers)
         metrics["fallback_float_layers"] = [n for n in keep if n not in base]
 
-    if spec.speed_check is not None and spec.target == "onnxruntime-cpu" and graph.speed_check:
+    if spec.speed_check is not None and spec.speed_runtime is not None and graph.speed_check:
         qm, keep = _speed_check(graph, qm, spec, keep, state, loaders, calib, float_score,
                                 metrics)
     quantized = graph.wrap(qm)
@@ -168,7 +168,8 @@ def _speed_check(graph: QuantGraph, qm: QuantizedModel, spec: QuantizeSpec, keep
         return build(chosen), list(chosen.keep_float)
     check, qm, chosen = check_speed(float_model, build, options,
                                     graph.sensitivity_batches(loaders.val, 2000),
-                                    float_top1, state.input_shape, check_spec, qm)
+                                    float_top1, state.input_shape, check_spec, qm,
+                                    runtime=spec.speed_runtime)
     metrics["speed_check"] = check.to_dict()
     metrics["int8_pays"] = check.int8_pays
     if distributed.is_main():

@@ -42,8 +42,8 @@ def _setup(monkeypatch, ms: dict[str, dict[int, float]], top1: dict[str, float] 
 
     calls = []
 
-    def fake_time(paths, shape, batch_sizes, threads, iterations):
-        calls.append(sorted(paths))
+    def fake_time(paths, shape, batch_sizes, threads, iterations, runtime="onnxruntime-cpu"):
+        calls.append(sorted(paths) if runtime == "onnxruntime-cpu" else (runtime, sorted(paths)))
         return {name: ms[name] for name in paths}
 
     monkeypatch.setattr(placement_mod, "time_onnx_files", fake_time)
@@ -74,6 +74,15 @@ def test_a_configured_placement_that_pays_is_kept_without_searching(monkeypatch)
     assert check.int8_pays and check.chosen == "configured" and chosen.keep_float == ("0", "7")
     assert calls == [["configured", "float"]]        # timed once, nothing else built
     assert check.trials[0].speedup_vs_float == {1: pytest.approx(1.25), 64: pytest.approx(4 / 3)}
+
+
+def test_the_speed_check_times_on_the_target_s_runtime(monkeypatch):
+    ms = {"float": {1: 1.0, 64: 40.0}, "configured": {1: 0.8, 64: 30.0}}
+    model, build, options, batches, calls = _setup(monkeypatch, ms)
+    check, _, _ = check_speed(model, build, options, batches, 50.0, SHAPE, SpeedCheckSpec(),
+                              runtime="openvino-cpu")
+    assert calls == [("openvino-cpu", ["configured", "float"])]
+    assert check.runtime == "openvino-cpu" and "INT8 pays on openvino-cpu" in check.note
 
 
 def test_when_int8_is_slower_the_fastest_placement_is_kept(monkeypatch):
