@@ -10,7 +10,7 @@ from deploykit.host.progress import Table
 from deploykit.recipe import runtime_info
 from deploykit.report.format import fmt, metric_label, short
 from deploykit.report.latency_table import latency_table
-from deploykit.report.verdicts import ship_verdict, step_verdicts
+from deploykit.report.verdicts import fastest_runtimes, ship_verdict, step_verdicts
 
 if TYPE_CHECKING:
     from deploykit.report.model import Report
@@ -99,6 +99,21 @@ def report_tables(r: Report) -> list[Table]:
                         f"artifact's {label} minus the baseline's, in points. MACs per image "
                         "of the network the techniques work on.", numeric_from=2)]
     tables.append(latency_table(r))
+    fastest = fastest_runtimes(r)
+    if fastest:
+        tables.append(Table(
+            "Fastest runtime per candidate",
+            ("candidate", "precision", "batch", "fastest", "p50 (ms)", "next fastest",
+             "its p50 (ms)", "margin"),
+            [(f.candidate, f.precision, str(f.batch), _runtime_label(f.runtime),
+              f"{f.p50_ms:.3f}", _runtime_label(f.runner_up) if f.runner_up else "-",
+              fmt(f.runner_up_ms, ".3f"),
+              fmt(f.runner_up_ms / f.p50_ms if f.runner_up_ms else None, ".2f", "x"))
+             for f in fastest],
+            note="Where each candidate (in its precision) runs fastest at each batch size, "
+                 "end to end, among the runtimes timed; margin: the next fastest runtime's "
+                 "p50 over the fastest's. INT8 on PyTorch is a simulation and never timed.",
+            numeric_from=2))
     verdicts = step_verdicts(r)
     if verdicts:
         tables.append(Table("Smaller and faster than what it replaces?", ("verdict",),

@@ -4,6 +4,7 @@ candidate is smaller and faster than what it replaces."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deploykit.recipe import RUNTIME_TABLE
@@ -12,8 +13,8 @@ from deploykit.report.format import metric_label
 if TYPE_CHECKING:
     from deploykit.report.model import CandidateReport, Report
 
-__all__ = ["DEFAULT_BOUND_PTS", "float_twin", "int8_recommendation", "intermediate",
-           "ship_verdict", "step_verdicts"]
+__all__ = ["DEFAULT_BOUND_PTS", "FastestRuntime", "fastest_runtimes", "float_twin",
+           "int8_recommendation", "intermediate", "ship_verdict", "step_verdicts"]
 
 # runtimes that run an INT8 artifact with integer kernels (torch-cpu runs its simulation)
 _INT8_RUNTIMES = tuple(r.name for r in RUNTIME_TABLE if r.int8_native)
@@ -120,3 +121,35 @@ def step_verdicts(r: Report) -> list[str]:
                      f"{(prev.onnx_size_bytes or 0) / 1e6:.2f} MB, p50 {a.p50_ms:.2f} vs "
                      f"{b.p50_ms:.2f} ms at batch 1){step}")
     return lines
+
+
+@dataclass(frozen=True)
+class FastestRuntime:
+    """Where one candidate runs fastest at one batch size: the runtime (and set-up), its
+    p50, and the next fastest runtime with its p50."""
+
+    candidate: str
+    precision: str
+    batch: int
+    runtime: str
+    setup: str | None
+    p50_ms: float
+    runner_up: str | None
+    runner_up_ms: float | None
+
+
+def fastest_runtimes(r: Report) -> list[FastestRuntime]:
+    """Per candidate and batch size timed on at least two runtimes, the fastest runtime (the
+    end-to-end rows; PyTorch's simulation of INT8 is never timed, so never chosen)."""
+    out = []
+    for c in r.candidates:
+        for batch in sorted({lr.batch for lr in c.latency}):
+            rows = sorted((lr for lr in c.latency if lr.batch == batch), key=lambda lr: lr.p50_ms)
+            if len({lr.key for lr in rows}) < 2:
+                continue
+            best = rows[0]
+            other = next((lr for lr in rows[1:] if lr.key != best.key), None)
+            out.append(FastestRuntime(c.name, c.precision, batch, best.key, best.setup,
+                                      best.p50_ms, other.key if other else None,
+                                      other.p50_ms if other else None))
+    return out

@@ -205,3 +205,33 @@ def test_the_verdict_ships_the_fastest_within_the_bound_steps_compare_with_what_
     assert "than baseline" in steps["prune+distill"]            # not "than prune"
     assert "than prune+distill" in steps["ptq-int8"]
     assert steps["prune"].endswith("(a step a later stage recovers)")
+
+
+def test_the_report_says_which_runtime_runs_each_candidate_fastest():
+    """Two runtimes timed: per candidate and batch, the fastest, the next one and the margin;
+    a gate can bind to the OpenVINO rows by name."""
+    from deploykit.gate import evaluate_gates
+    from deploykit.recipe import GateSpec
+    from deploykit.report.tables import report_tables
+    from deploykit.report.verdicts import fastest_runtimes
+
+    r = make_report()
+    for c, ms in zip(r.candidates, (1.5, 0.5), strict=True):   # OpenVINO: base slower, cand faster
+        rec = latency(ms, 1, seed=7)
+        rec.name = "openvino-cpu"
+        rec.runtime = "openvino"
+        c.latency.append(rec)
+    r.candidates[1].latency[-1].speedup_vs_baseline = 3.0
+    got = {(f.candidate, f.batch): (f.runtime, f.runner_up) for f in fastest_runtimes(r)}
+    assert got == {("baseline", 1): ("openvino-cpu", "onnxruntime-cpu"),
+                   ("prune", 1): ("openvino-cpu", "onnxruntime-cpu")}   # b64: one runtime only
+    table = next(t for t in report_tables(r) if t.title == "Fastest runtime per candidate")
+    row = next(row for row in table.rows if row[0] == "prune")
+    assert row[3] == "OpenVINO CPU" and row[5] == "ORT CPU"
+    assert float(row[7].rstrip("x")) == pytest.approx(float(row[6]) / float(row[4]), rel=0.01)
+    result = evaluate_gates(r, GateSpec(min_speedup={"value": 2.5, "runtime": "openvino-cpu",
+                                                     "batch": 1}))
+    assert result.passed and "openvino-cpu" in result.checks[0].name, result.checks
+    result = evaluate_gates(r, GateSpec(min_speedup={"value": 3.5, "runtime": "openvino-cpu",
+                                                     "batch": 1}))
+    assert not result.passed
