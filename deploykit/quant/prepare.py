@@ -63,7 +63,9 @@ def compute_layers(model: nn.Module) -> list[str]:
 
 def resolve_keep_float(model: nn.Module, patterns: Iterable[str], first_last: tuple[str, str]
                        ) -> list[str]:
-    """Layer names matched by ``patterns``: ``first``, ``last`` or fnmatch module-name patterns.
+    """Layer names matched by ``patterns``: ``first``, ``last``, ``depthwise`` (every
+    depthwise convolution: one group per input channel, whose integer kernels pay least) or
+    fnmatch module-name patterns.
 
     Raises:
         ModelError: a pattern that matches no conv/linear layer (a typo would otherwise
@@ -73,6 +75,7 @@ def resolve_keep_float(model: nn.Module, patterns: Iterable[str], first_last: tu
     keep: list[str] = []
     for pat in patterns:
         names = ([first_last[0]] if pat == "first" else [first_last[1]] if pat == "last"
+                 else [n for n in layers if _depthwise(model, n)] if pat == "depthwise"
                  else [n for n in layers if fnmatch.fnmatchcase(n, pat)])
         names = [n for n in names if n in layers]
         if not names:
@@ -80,6 +83,14 @@ def resolve_keep_float(model: nn.Module, patterns: Iterable[str], first_last: tu
                              f"layers are e.g. {layers[:4]} ... {layers[-2:]}")
         keep += [n for n in names if n not in keep]
     return keep
+
+
+def _depthwise(model: nn.Module, name: str) -> bool:
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:   # a split attention projection
+        return False
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
 class QuantizedModel(nn.Module):

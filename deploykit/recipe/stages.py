@@ -168,7 +168,8 @@ class QuantizeSpec(StageSpec):
     activations, int8 symmetric per-channel weights, max-pools float; ``openvino`` = the same
     with max-pools INT8, and the speed check timed in OpenVINO (``openvino-cpu``); ``tensorrt``
     = int8 symmetric activations (zero point 0) and weights. ``keep_float``: ``first``,
-    ``last`` and module-name patterns (fnmatch) left in float (on a detector ``last`` is
+    ``last``, ``depthwise`` (every depthwise conv) and module-name patterns (fnmatch) left in
+    float (on a detector ``last`` is
     every prediction conv of the heads).
     ``max_accuracy_drop`` (classifiers) / ``max_map_drop`` (detectors): keep the most
     sensitive layers in float until the INT8 model is within this many top-1 / mAP@.5 points

@@ -460,3 +460,33 @@ def test_onnxruntime_cpu_weights_are_7_bit_where_its_u8s8_kernels_saturate(tmp_p
         ref = qm(x).numpy()
     got = OrtRunner(path)(x.numpy())
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()   # computes what it simulates
+
+
+def test_keep_float_depthwise_names_every_depthwise_conv():
+    from torch import nn
+
+    from deploykit.models import build_model
+    from deploykit.quant.prepare import resolve_keep_float
+    from deploykit.recipe import ModelSpec
+
+    model = build_model(ModelSpec(name="mobilenet_v2_cifar", num_classes=10))
+    names = resolve_keep_float(model, ["depthwise"], ("", ""))
+    expected = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+                and m.groups == m.in_channels > 1]
+    assert names == expected and len(names) == 17
+
+
+def test_hard_activations_become_relu6_based():
+    import torch
+    import torchvision
+    from torch import nn
+
+    from deploykit.models.activations import HardSigmoidRelu6, replace_hard_activations
+
+    model = torchvision.models.mobilenet_v3_small(num_classes=4).eval()
+    replaced = replace_hard_activations(model)
+    assert len(replaced) == 28    # 19 HardSwish + 9 squeeze-excitation HardSigmoids
+    assert not any(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in model.modules())
+    x = torch.linspace(-5, 5, 101)
+    assert torch.allclose(HardSigmoidRelu6()(x), nn.functional.hardsigmoid(x))
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
