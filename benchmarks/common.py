@@ -68,6 +68,26 @@ def ort_latency(paths: dict[str, Path], shape, batches=(1, 64), threads=2, itera
                            rounds=6)
 
 
+def time_runner_pairs(runners: dict, shape: tuple[int, int, int], batches: list[int],
+                      iterations: int = 40, rounds: int = 5, what: str = "") -> dict:
+    """Every runner (keyed by anything: a (file, runtime) pair) timed alternately in this
+    process on one random batch per batch size; key -> batch -> LatencyStats."""
+    import numpy as np
+
+    from deploykit.bench import time_alternating
+    from deploykit.host.progress import log
+
+    out: dict = {k: {} for k in runners}
+    for b in batches:
+        x = np.random.default_rng(b).standard_normal((b, *shape), dtype=np.float32)
+        log(f"{what}timing {len(runners)} (file, runtime) pairs at batch {b}")
+        stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
+                                 iterations=iterations, warmup=5, rounds=rounds)
+        for k, st in stats.items():
+            out[k][b] = st
+    return out
+
+
 def top1(model, loaders) -> float:
     return evaluate(model, loaders.val)["top1_pct"]
 

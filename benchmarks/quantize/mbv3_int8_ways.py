@@ -27,13 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import save_results, stamp
+from common import save_results, stamp, time_runner_pairs
 
-from deploykit.bench import environment, time_alternating
+from deploykit.bench import environment
 from deploykit.export import export_onnx
 from deploykit.host.progress import log
 from deploykit.models import build_model, find_first_last
@@ -87,14 +86,9 @@ def main() -> None:
                 if prec == "int8" and for_rt != rt:
                     continue   # each runtime runs the INT8 file made for it
                 runners[(way, prec, rt)] = make_runner(rt, onnx_path=path, precision=prec)
-        p50: dict[tuple[str, str, str], dict[int, float]] = {k: {} for k in runners}
-        for b in args.batches:
-            x = np.random.default_rng(b).standard_normal((b, *SHAPE), dtype=np.float32)
-            log(f"{name}: timing {len(runners)} (file, runtime) pairs at batch {b}")
-            stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()},
-                                     b, iterations=args.iterations, warmup=5, rounds=5)
-            for k, st in stats.items():
-                p50[k][b] = st.p50_ms
+        timed = time_runner_pairs(runners, SHAPE, args.batches, args.iterations,
+                                  what=f"{name}: ")
+        p50 = {k: {b: st.p50_ms for b, st in by_batch.items()} for k, by_batch in timed.items()}
         for (way, prec, rt), ms in p50.items():
             twin = ("relu6" if way == "relu6" else "as is", "fp32", rt)
             row = {"model": name, "way": way, "precision": prec, "runtime": rt,

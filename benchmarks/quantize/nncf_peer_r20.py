@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import cifar_loaders, r20_baseline, save_results, stamp
+from common import cifar_loaders, r20_baseline, save_results, stamp, time_runner_pairs
 
-from deploykit.bench import environment, runner_accuracy, time_alternating
+from deploykit.bench import environment, runner_accuracy
 from deploykit.export import export_onnx
 from deploykit.host.progress import log
 from deploykit.models import file_size_bytes, find_first_last
@@ -104,14 +104,8 @@ def main() -> None:
     for key, runner in runners.items():
         log(f"scoring {key[0]} on {key[1]}")
         top1[key] = runner_accuracy(runner, loaders.val)["top1_pct"]
-    p50: dict[tuple[str, str], dict[int, float]] = {k: {} for k in runners}
-    for b in args.batches:
-        x = np.random.default_rng(b).standard_normal((b, *SHAPE), dtype=np.float32)
-        log(f"timing {len(runners)} (file, runtime) pairs at batch {b}")
-        stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
-                                 iterations=args.iterations, warmup=5, rounds=6)
-        for k, st in stats.items():
-            p50[k][b] = st.p50_ms
+    timed = time_runner_pairs(runners, SHAPE, args.batches, args.iterations, rounds=6)
+    p50 = {k: {b: st.p50_ms for b, st in by_batch.items()} for k, by_batch in timed.items()}
     for (label, rt), ms in p50.items():
         row = {"candidate": label, "runtime": rt, "precision": files[label][1],
                "onnx_bytes": file_size_bytes(files[label][0]), "top1_pct": top1[(label, rt)],

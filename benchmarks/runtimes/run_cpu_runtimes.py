@@ -22,13 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import save_results, stamp
+from common import save_results, stamp, time_runner_pairs
 
-from deploykit.bench import CpuRows, environment, time_alternating
+from deploykit.bench import CpuRows, environment
 from deploykit.export import export_onnx
 from deploykit.host.progress import log
 from deploykit.models import build_model, count_macs_params, file_size_bytes, find_first_last
@@ -99,12 +98,10 @@ def main() -> None:
             runners[(label, "openvino-cpu")].execution_precisions().values()))
             for label in files}
         timings: dict[tuple[str, str], dict[int, LatencyRecord]] = {k: {} for k in runners}
-        for b in args.batches:
-            x = np.random.default_rng(b).standard_normal((b, *SHAPE), dtype=np.float32)
-            log(f"{name}: timing {len(runners)} (file, runtime) pairs at batch {b}")
-            stats = time_alternating({k: (lambda r=r, x=x: r(x)) for k, r in runners.items()}, b,
-                                     iterations=args.iterations, warmup=5, rounds=5)
-            for (label, rt), st in stats.items():
+        timed = time_runner_pairs(runners, SHAPE, args.batches, args.iterations,
+                                  what=f"{name}: ")
+        for (label, rt), by_batch in timed.items():
+            for b, st in by_batch.items():
                 rec = LatencyRecord.from_stats(st, runtime=rt, device="cpu",
                                                precision=files[label][1],
                                                threads=args.threads, name=rt)
