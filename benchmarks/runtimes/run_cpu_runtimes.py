@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,29 @@ def candidates(name: str, calib: list[torch.Tensor], tmp: Path
     return out
 
 
+def table(results: dict, batches: tuple[str, str] = ("1", "16")) -> str:
+    """The Markdown table of ``results`` (this script's JSON): per model, each candidate on
+    each runtime (INT8 files on the runtime of their target, and the ONNX Runtime-target file
+    on OpenVINO too)."""
+    b1, bn = batches
+    lines = [f"| model | candidate | runtime | p50 b{b1} (ms) | p50 b{bn} (ms) | vs ORT float "
+             f"b{b1} / b{bn} | INT8 vs its float twin b{b1} / b{bn} | of CPU peak b{bn} |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for row in results["rows"]:
+        target = row["candidate"][row["candidate"].find("(") + 1:-1] if "(" in \
+            row["candidate"] else None
+        if target == "openvino" and row["runtime"] != "openvino-cpu":
+            continue   # the OpenVINO-target file is made for OpenVINO
+        ms, vs, twin = row["p50_ms"], row["speedup_vs_ort_float"], \
+            row["speedup_vs_float_twin_same_runtime"]
+        int8 = (f"{twin[b1]:.2f}x / {twin[bn]:.2f}x" if row["precision"] == "int8" else "-")
+        peak = row["peak_fraction"][bn]
+        lines.append(f"| {row['model']} | {row['candidate']} | {row['runtime']} | "
+                     f"{ms[b1]:.2f} | {ms[bn]:.2f} | {vs[b1]:.2f}x / {vs[bn]:.2f}x | {int8} | "
+                     f"{'-' if peak is None else f'{100 * peak:.0f}%'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +104,11 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--table", action="store_true", help="print the Markdown table of --out")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
     g = torch.Generator().manual_seed(0)

@@ -133,31 +133,46 @@ class MemoryMeter:
         return now
 
 
+def _interrupt(thread_id: int) -> None:
+    """Raise KeyboardInterrupt in thread ``thread_id`` at its next Python instruction. Unlike
+    ``_thread.interrupt_main`` this does not go through the SIGINT handler, which a native
+    library may have replaced or set to ignore (the interrupt is then dropped)."""
+    import ctypes
+
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                      ctypes.py_object(KeyboardInterrupt))
+    if done != 1 and thread_id == threading.main_thread().ident:   # not CPython's API
+        _thread.interrupt_main()
+
+
 @contextlib.contextmanager
 def memory_watchdog(limit_gb: float | None, interval_s: float = 0.5, model: str = "the model"
                     ) -> Iterator[MemoryMeter]:
     """Poll this process's resident memory into the yielded :class:`MemoryMeter`; past
-    ``limit_gb`` (None: never), interrupt the main thread and raise :class:`ResourceError`
-    from this block, naming the part of the run and ``model``. Artifacts are written
+    ``limit_gb`` (None: never), interrupt the thread running the block and raise
+    :class:`ResourceError` from it, naming the part of the run and ``model``. Artifacts are written
     atomically, so a stopped run leaves no half-written file."""
     meter = MemoryMeter(peak_gb=rss_gb())
     stop, tripped = threading.Event(), []
+    target = threading.get_ident()   # the thread running the block
 
     def watch() -> None:
         while not stop.wait(interval_s):
             now = meter.sample()
             if limit_gb is not None and now > limit_gb:
                 tripped.append(now)
-                _thread.interrupt_main()
+                _interrupt(target)
                 return
 
     thread = threading.Thread(target=watch, name="deploykit-memory", daemon=True)
     thread.start()
+    handled = False
     try:
         yield meter
     except KeyboardInterrupt:
         if not tripped:
             raise
+        handled = True
         raise ResourceError(
             f"resources: {meter.what} of {model} reached {tripped[0]:.1f} GiB of resident "
             f"memory, over the run's limit of {limit_gb:.1f} GiB, and was stopped before the "
@@ -167,3 +182,7 @@ def memory_watchdog(limit_gb: float | None, interval_s: float = 0.5, model: str 
     finally:
         stop.set()
         thread.join()
+        if tripped and not handled:   # tripped as the block ended: drop the pending interrupt
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), None)

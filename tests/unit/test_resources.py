@@ -90,3 +90,21 @@ def test_the_watchdog_stops_a_stage_past_its_budget_naming_it(tiny_recipe_dict, 
     assert "resources: stage prune of builtin:resnet20 reached" in err
     assert "raise resources.max_memory_gb" in err and "Traceback" not in err
     assert time.perf_counter() - t0 < 120
+
+
+def test_the_watchdog_stops_a_block_even_where_a_library_replaced_the_sigint_handler():
+    """Some native libraries install their own SIGINT handler (or ignore SIGINT); the watchdog
+    puts Python's back for its block, so its interrupt still stops the block, and restores
+    the library's afterwards."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ResourceError), memory_watchdog(0.01, interval_s=0.02):
+            while time.perf_counter() - t0 < 10:
+                time.sleep(0.01)
+        assert time.perf_counter() - t0 < 5
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
