@@ -242,7 +242,7 @@ def measure_candidates(candidates: list[Candidate], loaders: Any, recipe: Recipe
         ref = runners[next(k for k in runners if k[0] == "torch-cpu")]
         cpu = runners[next(k for k in runners if k[0] == "onnxruntime-cpu")]
         rep.parity = task.parity(cand, art, ref, cpu, loaders, export, seed)
-        for (rt, setup), runner in runners.items():   # the GPU ways, same reference
+        for (rt, setup), runner in runners.items():   # every other runtime, same reference
             if rt in ("torch-cpu", "onnxruntime-cpu"):
                 continue
             res = task.parity(cand, art, ref, runner, loaders, export, seed)

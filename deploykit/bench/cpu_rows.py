@@ -10,10 +10,6 @@ from deploykit.host.cpu import CpuPeak, cpu_peak
 
 __all__ = ["CpuRows"]
 
-# the peak a row is held to: INT8 rows the integer units', float ones the FMA units'
-_PEAK_OF = {"int8": "int8", "fp32": "fp32"}
-
-
 class CpuRows:
     """Fills CPU latency rows; the peak is derived once per thread count."""
 
@@ -29,8 +25,8 @@ class CpuRows:
         if rec.threads not in self._peaks:
             self._peaks[rec.threads] = cpu_peak(rec.threads)
         peak = self._peaks[rec.threads]
-        which = _PEAK_OF.get(rec.precision)
-        if peak is None or which is None:
+        # INT8 rows are held to the integer units' peak, fp32 ones to the FMA units'
+        if peak is None or rec.precision not in peak.gmacs:
             return
-        rec.peak_fraction = rec.gmacs_per_s / peak.gmacs[which]
-        rec.peak_basis = peak.basis[which]
+        rec.peak_fraction = rec.gmacs_per_s / peak.gmacs[rec.precision]
+        rec.peak_basis = peak.basis[rec.precision]

@@ -11,7 +11,7 @@ from torch import nn
 from deploykit.bench.latency import time_alternating
 from deploykit.export import export_onnx
 from deploykit.recipe import runtime_info
-from deploykit.runtimes import OrtRunner, Runner, make_runner
+from deploykit.runtimes import Runner, make_runner
 
 __all__ = ["LatencyProbe", "time_onnx_files"]
 
@@ -58,9 +58,8 @@ def time_onnx_files(paths: dict[str, Path], shape: tuple[int, int, int],
     """p50 milliseconds of each ONNX file at each batch size on ``runtime`` (a runtime that
     runs ONNX files: ONNX Runtime's CPU EP by default, ``openvino-cpu``, ...), the files timed
     alternately in this process (ratios between them are fair)."""
-    runners: dict[str, Runner] = {
-        name: (OrtRunner(p, threads=threads) if runtime == "onnxruntime-cpu" else
-               make_runner(runtime, onnx_path=p, threads=threads)) for name, p in paths.items()}
+    runners: dict[str, Runner] = {name: make_runner(runtime, onnx_path=p, threads=threads)
+                                  for name, p in paths.items()}
     out: dict[str, dict[int, float]] = {name: {} for name in paths}
     rng = np.random.default_rng(0)
     for b in batch_sizes:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from deploykit.data.images import decode_images
 from deploykit.errors import DataError
 from deploykit.recipe import DataSpec
+from deploykit.recipe.paths import class_folders
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Loaders", "TensorLoader", "build_loaders"]
 
@@ -178,12 +179,10 @@ def _imagefolder_split_dirs(root: Path) -> tuple[Path, Path, list[str]]:
     if val_dir is None:
         raise DataError(f"data.root: {root} has no val/ or test/ folder; deploykit reports "
                         "accuracy on held-out images: add root/val/<class>/*")
-    classes = sorted(p.name for p in train_dir.iterdir()
-                     if p.is_dir() and not p.name.startswith("."))
+    classes = class_folders(train_dir)
     if not classes:
         raise DataError(f"data.root: {train_dir} has no class folders (expected train/<class>/*)")
-    val_classes = sorted(p.name for p in val_dir.iterdir()
-                         if p.is_dir() and not p.name.startswith("."))
+    val_classes = class_folders(val_dir)
     if val_classes != classes:
         raise DataError(f"data.root: class folders differ between {train_dir} and {val_dir}: "
                         f"{sorted(set(classes) ^ set(val_classes))}")

@@ -8,7 +8,12 @@ from typing import Any
 
 from deploykit.errors import RecipeError
 
-__all__ = ["check_paths_exist", "folder_class_count"]
+__all__ = ["check_paths_exist", "class_folders", "folder_class_count"]
+
+
+def class_folders(split: Path) -> list[str]:
+    """The class folders of an image-folder split, sorted (hidden folders are not classes)."""
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def folder_class_count(root: Path | None) -> int | None:
@@ -21,7 +26,7 @@ def folder_class_count(root: Path | None) -> int | None:
         train = root / "train"
         if not train.is_dir():
             return None
-        n = sum(1 for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+        n = len(class_folders(train))
     except (OSError, ValueError):
         return None
     return n or None
